@@ -1,0 +1,231 @@
+"""The self-contained ``audit.html`` page: thumbnails embedded as base64, all
+user text (paths, class names, groups, reasons) passed through ``html.escape``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..data.decode import load_image_array, load_mask
+from ..data.records import Dataset
+
+__all__ = ["render_html", "thumbnail_uri"]
+
+MAX_ROWS = 60
+THUMB = 120
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d232a;max-width:1180px}
+h1{font-size:1.6em;margin-bottom:2px} h2{margin-top:34px;border-bottom:2px solid #e3e7ec;padding-bottom:4px}
+.sub{color:#5b6673;margin-top:0}
+.cards{display:flex;flex-wrap:wrap;gap:10px;margin:14px 0}
+.card{background:#f5f7fa;border:1px solid #e3e7ec;border-radius:8px;padding:10px 14px;min-width:150px}
+.card b{display:block;font-size:1.45em} .card span{color:#5b6673;font-size:.85em}
+table{border-collapse:collapse;margin:8px 0;font-size:.9em} th,td{border-bottom:1px solid #e3e7ec;padding:5px 8px;text-align:left;vertical-align:top}
+th{background:#f5f7fa} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.skip{background:#fff6e0;border-left:4px solid #e0a100;padding:8px 12px;margin:8px 0}
+.note{background:#eef5ff;border-left:4px solid #3b82f6;padding:8px 12px;margin:8px 0}
+.bad{color:#b42318;font-weight:600} .ok{color:#067647}
+.bar{background:#e3e7ec;width:90px;height:8px;border-radius:4px;display:inline-block;vertical-align:middle}
+.bar i{display:block;height:8px;border-radius:4px;background:#d92d20}
+img.t{width:%dpx;height:%dpx;object-fit:contain;background:#111;border-radius:4px}
+.path{font-family:ui-monospace,Menlo,monospace;font-size:.8em;color:#5b6673;word-break:break-all}
+.act-relabel{color:#b42318;font-weight:600} .act-review{color:#b54708;font-weight:600} .act-keep{color:#067647}
+""" % (THUMB, THUMB)
+
+
+def thumbnail_uri(path: str | Path, mask: str | Path | None = None, size: int = THUMB) -> str | None:
+    """A ``data:`` URI of a small JPEG of the image, mask outline in red; ``None`` if unreadable."""
+    try:
+        arr = load_image_array(path)
+    except Exception:
+        return None
+    if mask is not None:
+        try:
+            m = load_mask(mask, size=(arr.shape[1], arr.shape[0])).numpy()
+            edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
+            # thicken the outline so it survives downscaling
+            r = max(1, int(round(max(arr.shape[:2]) / size)))
+            thick = edge.copy()
+            for dy in range(-r, r + 1):
+                for dx in range(-r, r + 1):
+                    thick |= np.roll(np.roll(edge, dy, 0), dx, 1)
+            arr = arr.copy()
+            arr[thick] = (230, 30, 30)
+        except Exception:
+            pass
+    im = Image.fromarray(arr)
+    im.thumbnail((size, size), Image.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=82)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _img(path: str, mask: Path | None) -> str:
+    uri = thumbnail_uri(path, mask)
+    if uri is None:
+        return "<i>unreadable</i>"
+    return f'<img class="t" src="{uri}" alt="{_e(Path(path).name)}" title="{_e(path)}">'
+
+
+def _card(value: str, label: str) -> str:
+    return f'<div class="card"><b>{_e(value)}</b><span>{_e(label)}</span></div>'
+
+
+def _fmt(x: Any, nd: int = 3) -> str:
+    if x is None or x == "":
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def render_html(summary: dict[str, Any], suspects: list[dict[str, Any]], duplicates: list[dict[str, Any]],
+                dataset: Dataset) -> str:
+    """Render the audit page (a complete HTML document as a string)."""
+    c = summary["counts"]
+    h = summary["hardness"]
+    nz = summary["label_noise"]
+    d = summary["duplicates"]
+    mask_of = {str(r.path): r.mask for r in dataset}
+    out: list[str] = []
+    w = out.append
+    w("<!doctype html><html lang='en'><head><meta charset='utf-8'>")
+    w("<meta name='viewport' content='width=device-width,initial-scale=1'>")
+    w(f"<title>imbvision audit – {_e(summary['source'] or 'dataset')}</title><style>{_CSS}</style></head><body>")
+    w("<h1>Dataset audit</h1>")
+    w(f"<p class='sub'>Source: <span class='path'>{_e(summary['source'] or '(in memory)')}</span> · "
+      f"{c['images']} images · features of {summary['settings']['feature_dims']} dimensions</p>")
+
+    # ---- key figures
+    w("<h2>1. Imbalance</h2><div class='cards'>")
+    w(_card(str(c["positive"]), f"positive ({c['positive_name']})"))
+    w(_card(str(c["negative"]), f"negative ({c['negative_name']})"))
+    w(_card(c["imbalance_ratio_text"], "imbalance ratio (majority : minority)"))
+    w(_card(f"{100 * c['always_negative_accuracy']:.1f}%", "accuracy of always saying 'negative'"))
+    if "cv_average_precision" in h:
+        w(_card(f"{h['cv_average_precision']:.3f}", f"cross-validated AP (chance {h['cv_ap_chance_level']:.3f})"))
+        w(_card(f"{100 * h['minority_mostly_majority_share']:.0f}%", "minority with mostly-majority neighbours"))
+        w(_card(str(h["tomek_links"]), "Tomek links"))
+    w(_card(str(summary["suspects"]), "label suspects to review"))
+    w("</div>")
+    w(f"<div class='note'>{_e(c['always_negative_note'])}.</div>")
+    w("<table><tr><th>class name</th><th>images</th></tr>")
+    for name, cnt in c["per_class_name"].items():
+        w(f"<tr><td>{_e(name)}</td><td class='num'>{cnt}</td></tr>")
+    w("</table>")
+    if "groups" in c:
+        g = c["groups"]
+        w(f"<p>{g['groups']} groups; images per group: min {g['images_per_group']['min']}, median "
+          f"{g['images_per_group']['median']:g}, max {g['images_per_group']['max']}; "
+          f"{g['groups_with_positive']} with a positive, {g['groups_mixed']} mixed.</p>")
+        w("<table><tr><th>largest groups</th><th>images</th><th>positive</th></tr>")
+        for r in g["largest"]:
+            w(f"<tr><td>{_e(r['group'])}</td><td class='num'>{r['images']}</td><td class='num'>{r['positive']}</td></tr>")
+        w("</table>")
+
+    for section, why in summary["skipped"].items():
+        w(f"<div class='skip'><b>{_e(section.replace('_', ' ').capitalize())} skipped:</b> {_e(why)}</div>")
+    for note in summary["notes"]:
+        w(f"<div class='note'>{_e(note)}</div>")
+
+    # ---- hardness
+    w("<h2>2. Hardness: information, not numbers</h2>")
+    if "skipped" in h:
+        w(f"<div class='skip'>{_e(h['skipped'])}</div>")
+    else:
+        w(f"<p>{_e(h['note'])}</p>")
+        t = h["minority_neighbour_types"]
+        w(f"<table><tr><th>minority type (k={h['k']})</th><th>images</th></tr>")
+        for key in ("safe", "borderline", "rare", "outlier"):
+            w(f"<tr><td>{key}</td><td class='num'>{t[key]}</td></tr>")
+        w("</table>")
+        w(f"<p class='sub'>{_e(h['neighbour_types_rule'])}. Cross-validation: {_e(h['cv_splitter'])}, "
+          f"{h['cv_folds']} folds × {h['cv_repeats']}; head: {_e(h['cv_head'])}.</p>")
+
+    # ---- suspects
+    w("<h2>3. Label suspects</h2>")
+    if "skipped" in nz:
+        w(f"<div class='skip'>{_e(nz['skipped'])}</div>")
+    else:
+        by = nz["confident_learning_by_direction"]
+        w(f"<p>{_e(nz['method'])}. Confident-learning flags: {by['labelled_positive_looks_negative']} "
+          f"labelled positive that look negative, {by['labelled_negative_looks_positive']} labelled negative "
+          f"that look positive (a missed object). {nz['minority_surrounded_by_majority']} minority images are "
+          f"surrounded by the majority; {nz['minority_isolated']} are isolated "
+          f"({nz['minority_clusters']['clusters']} minority clusters).</p>")
+        w(f"<p class='sub'>Score: {_e(nz['score'])}.</p>")
+    w("<div class='note'><b>Nothing has been deleted or relabelled.</b> Removing minority images makes the "
+      "imbalance worse, and an isolated positive is as often a rare genuine variant as a label error. Fill the "
+      "<code>decision</code> column of <code>suspects.csv</code> (keep | relabel | drop; blank = keep) and run "
+      "<code>apply_review</code>: it writes a <i>new</i> manifest and leaves the source untouched.</div>")
+    if suspects:
+        shown = suspects[:MAX_ROWS]
+        w(f"<p>Showing {len(shown)} of {len(suspects)} suspects (all are in suspects.csv). "
+          "Red outline: the mask, where one exists.</p>")
+        w("<table><tr><th>#</th><th>image</th><th>label</th><th>score</th><th>P(pos) out-of-fold</th>"
+          "<th>neighbours in majority</th><th>reasons</th><th>suggested</th></tr>")
+        for s in shown:
+            score = s["score"]
+            bar = (f"<span class='bar'><i style='width:{int(90 * float(score))}px'></i></span> {float(score):.2f}"
+                   if score != "" else "–")
+            w(f"<tr><td class='num'>{s['rank']}</td><td>{_img(s['path'], mask_of.get(s['path']))}"
+              f"<div class='path'>{_e(Path(s['path']).name)}</div></td>"
+              f"<td>{_e('positive' if s['label'] == 1 else 'negative')}<div class='path'>{_e(s['class_name'])}</div></td>"
+              f"<td>{bar}</td><td class='num'>{_fmt(s['p_oof'], 2)}</td>"
+              f"<td class='num'>{_fmt(s['knn_majority_share'], 2)}</td><td>{_e(s['reasons'])}</td>"
+              f"<td class='act-{_e(s['suggested_action'])}'>{_e(s['suggested_action'])}</td></tr>")
+        w("</table>")
+    else:
+        w("<p class='ok'>No suspects.</p>")
+
+    # ---- duplicates
+    w("<h2>4. Duplicates</h2>")
+    w(f"<p>{d['exact_sets']} exact-duplicate sets ({d['exact_redundant_images']} redundant copies, "
+      f"{d['exact_sets_label_conflict']} with conflicting labels); {d['near_pairs']} near-duplicate pairs "
+      f"({d['near_pairs_label_conflict']} with conflicting labels). "
+      f"Unique minority images: {d['minority_unique_images']}.</p>")
+    if "split_leak_pairs" in d:
+        cls = "bad" if d["split_leak_pairs"] else "ok"
+        w(f"<p class='{cls}'>{d['split_leak_pairs']} duplicate pairs cross train/val/test splits (leaks).</p>")
+    if "cross_group_pairs" in d:
+        w(f"<p>{d['cross_group_pairs']} duplicate pairs span two groups. {_e(d['cross_group_note'])}.</p>")
+    w(f"<p class='sub'>Exact: {_e(d['criteria']['exact'])}. Near: {_e(d['criteria']['near'])}.</p>")
+    if duplicates:
+        ordered = sorted(duplicates, key=lambda r: (not r["label_conflict"], not r["split_leak"], r["kind"] != "exact"))
+        w(f"<p>Showing {min(len(ordered), MAX_ROWS)} of {len(ordered)} pairs (conflicts and leaks first).</p>")
+        w("<table><tr><th>kind</th><th>image A</th><th>image B</th><th>labels</th><th>pHash bits</th>"
+          "<th>cosine</th><th>problem</th></tr>")
+        for r in ordered[:MAX_ROWS]:
+            prob = []
+            if r["label_conflict"]:
+                prob.append("<span class='bad'>label conflict</span>")
+            if r["split_leak"]:
+                prob.append(f"<span class='bad'>split leak ({_e(r['split_a'])}/{_e(r['split_b'])})</span>")
+            w(f"<tr><td>{_e(r['kind'])}</td>"
+              f"<td>{_img(r['path_a'], mask_of.get(r['path_a']))}<div class='path'>{_e(Path(r['path_a']).name)}</div></td>"
+              f"<td>{_img(r['path_b'], mask_of.get(r['path_b']))}<div class='path'>{_e(Path(r['path_b']).name)}</div></td>"
+              f"<td>{r['label_a']} / {r['label_b']}</td><td class='num'>{_fmt(r['hamming'])}</td>"
+              f"<td class='num'>{_fmt(r['cosine'], 4)}</td><td>{' '.join(prob) or 'redundant copy'}</td></tr>")
+        w("</table>")
+    else:
+        w("<p class='ok'>No duplicates found.</p>")
+
+    if summary["unreadable_images"]:
+        w("<h2>Unreadable images</h2><table><tr><th>path</th><th>reason</th></tr>")
+        for p in summary["unreadable_images"]:
+            w(f"<tr><td class='path'>{_e(p['path'])}</td><td>{_e(p['reason'])}</td></tr>")
+        w("</table>")
+    w("<p class='sub'>Written by imbvision audit. All figures are also in audit.json.</p></body></html>")
+    return "\n".join(out)

@@ -1,0 +1,258 @@
+"""Embed a dataset once with a frozen backbone, with an on-disk cache.
+
+Decoding and resizing run in DataLoader workers while the engine computes the
+previous batch. Features are cached per image under a key made of the file's
+content hash and the settings (backbone, weights, image size, tiles,
+preprocessing version), so a second run reads the cache and only new or
+changed images are computed. Shards are written atomically as the work goes,
+so a killed run keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.numpy import load_file, save_file
+from torch.utils.data import DataLoader, Dataset as TorchDataset
+
+from .._io import atomic_write
+from ..data.checks import file_digest
+from ..data.decode import load_image_array
+from ..data.records import Dataset, ImageRecord
+from ..errors import ConfigError
+from .engine import make_engine
+from .registry import Backbone, create_backbone
+
+__all__ = ["Embeddings", "embed_dataset", "embed_arrays", "tile_boxes", "preprocess", "PREPROCESS_VERSION"]
+
+PREPROCESS_VERSION = "resize-bilinear-aa-v1"
+TILE_OVERLAP = 0.25
+
+
+@dataclass
+class Embeddings:
+    """Features of a dataset, row i for record i.
+
+    ``global_`` holds the whole image's features; ``tiles`` (when tiles > 0)
+    the element-wise max over the N×N overlapping crops.
+    """
+
+    global_: np.ndarray
+    tiles: np.ndarray | None = None
+    paths: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+    def features(self, kind: str = "global") -> np.ndarray:
+        """``global``, ``tiles`` or ``both`` (concatenated)."""
+        if kind == "global":
+            return self.global_
+        if self.tiles is None:
+            raise ConfigError(f"features {kind!r} need tiles; embed with tiles >= 2")
+        if kind == "tiles":
+            return self.tiles
+        if kind == "both":
+            return np.concatenate([self.global_, self.tiles], axis=1)
+        raise ConfigError(f"feature kind {kind!r} invalid; valid: global, tiles, both")
+
+
+def tile_boxes(width: int, height: int, n: int, overlap: float = TILE_OVERLAP) -> list[tuple[int, int, int, int]]:
+    """N×N overlapping crop boxes (left, top, right, bottom) covering the image."""
+    boxes = []
+    tw = width / (n - (n - 1) * overlap)
+    th = height / (n - (n - 1) * overlap)
+    for i in range(n):
+        for j in range(n):
+            left = j * tw * (1 - overlap)
+            top = i * th * (1 - overlap)
+            boxes.append((int(round(left)), int(round(top)), int(round(min(width, left + tw))),
+                          int(round(min(height, top + th)))))
+    return boxes
+
+
+def preprocess(arr: np.ndarray, image_size: int, tiles: int = 0) -> np.ndarray:
+    """(H, W, 3) uint8 → (1 + tiles², 3, S, S) uint8: the whole image, then the tiles.
+
+    The whole image is resized to a square without cropping, so a small object
+    near the border is never cut away.
+    """
+    im = Image.fromarray(arr)
+    views = [im.resize((image_size, image_size), Image.BILINEAR, reducing_gap=None)]
+    if tiles:
+        for box in tile_boxes(im.width, im.height, tiles):
+            views.append(im.crop(box).resize((image_size, image_size), Image.BILINEAR))
+    return np.stack([np.asarray(v, dtype=np.uint8).transpose(2, 0, 1) for v in views])
+
+
+class _Views(TorchDataset):
+    def __init__(self, paths: Sequence[Path], image_size: int, tiles: int) -> None:
+        self.paths, self.size, self.tiles = list(paths), image_size, tiles
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
+        return i, torch.from_numpy(preprocess(load_image_array(self.paths[i]), self.size, self.tiles))
+
+
+def _settings(backbone: Backbone, image_size: int, tiles: int) -> dict:
+    return {"backbone": backbone.name, "weights_id": backbone.weights_id, "image_size": image_size,
+            "tiles": tiles, "tile_overlap": TILE_OVERLAP, "preprocess": PREPROCESS_VERSION}
+
+
+class _Cache:
+    """Shards of ``{digest: features}`` in safetensors, one folder per settings key."""
+
+    def __init__(self, root: Path | None, settings: dict) -> None:
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+        self.folder = None if root is None else Path(root) / "embeddings" / key
+        self.data: dict[str, np.ndarray] = {}
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with atomic_write(self.folder / "settings.json", "w") as fh:
+                json.dump(settings, fh, indent=2)
+            for shard in sorted(self.folder.glob("shard-*.safetensors")):
+                try:
+                    self.data.update(load_file(str(shard)))
+                except Exception:  # noqa: BLE001 - a damaged shard is recomputed, not fatal
+                    shard.unlink(missing_ok=True)
+
+    def get(self, digest: str) -> np.ndarray | None:
+        return self.data.get(digest)
+
+    def put_many(self, items: dict[str, np.ndarray]) -> None:
+        if not items:
+            return
+        self.data.update(items)
+        if self.folder is None:
+            return
+        name = f"shard-{time.time_ns()}-{os.getpid()}.safetensors"
+        tmp = self.folder / f".{name}.tmp"
+        save_file({k: np.ascontiguousarray(v) for k, v in items.items()}, str(tmp))
+        os.replace(tmp, self.folder / name)
+
+
+def embed_dataset(
+    dataset: Dataset | Sequence[ImageRecord],
+    *,
+    backbone: str | Backbone = "efficientnet_lite0",
+    weights: str | Path | None = None,
+    image_size: int = 224,
+    tiles: int = 0,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 32,
+    workers: int | None = None,
+    engine: str = "auto",
+    progress: bool = True,
+) -> Embeddings:
+    """Embed every record with a frozen backbone (cached).
+
+    Parameters
+    ----------
+    dataset
+        Records to embed (checked beforehand: a bad file raises ``BadFileError``).
+    backbone
+        Registered backbone name, any timm model name, or a ready :class:`Backbone`.
+    image_size
+        Square input size; the whole image is resized (not cropped).
+    tiles
+        0 for the whole image only; N ≥ 2 adds the max-pooled features of an N×N grid of
+        overlapping crops (for small objects).
+    cache_dir
+        Cache folder; ``None`` disables the cache.
+    workers
+        DataLoader workers for decoding (default: 1 when more than 64 images, else 0).
+    engine
+        ``auto`` (ONNX when exact, else PyTorch), ``onnx`` or ``torch``.
+    """
+    records = list(dataset.records if isinstance(dataset, Dataset) else dataset)
+    if image_size < 32 or image_size > 1024:
+        raise ConfigError(f"image_size {image_size} invalid; use 32..1024")
+    if tiles < 0 or tiles == 1 or tiles > 6:
+        raise ConfigError(f"tiles {tiles} invalid; use 0 (whole image only) or 2..6")
+    bb = backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights)
+    settings = _settings(bb, image_size, tiles)
+    cache = _Cache(Path(cache_dir) if cache_dir else None, settings)
+    digests = [file_digest(r.path) for r in records]
+    todo = sorted({d: i for i, d in reversed(list(enumerate(digests))) if cache.get(d) is None}.values())
+    t0 = time.perf_counter()
+    stats = {"images": len(records), "computed": len(todo), "from_cache": len(records) - len(todo)}
+    if todo:
+        eng = make_engine(bb, image_size, kind=engine, cache_dir=Path(cache_dir) if cache_dir else None)
+        stats["engine"] = eng.name
+        if workers is None:
+            workers = 1 if len(todo) > 64 else 0
+        views = _Views([records[i].path for i in todo], image_size, tiles)
+        per_image = 1 + tiles * tiles
+        step = max(1, batch_size // per_image)
+        loader = DataLoader(views, batch_size=step, num_workers=workers, shuffle=False,
+                            persistent_workers=False, prefetch_factor=4 if workers else None)
+        bar = _progress(progress, len(todo))
+        pending: dict[str, np.ndarray] = {}
+        with bar:
+            task = bar.add_task("embedding", total=len(todo)) if bar else None
+            for idx, batch in loader:
+                n = batch.shape[0]
+                feats = eng(batch.reshape(n * per_image, *batch.shape[2:]).numpy())
+                feats = feats.reshape(n, per_image, -1)
+                for k, i in enumerate(idx.tolist()):
+                    pending[digests[todo[i]]] = feats[k]
+                if len(pending) >= 256:
+                    cache.put_many(pending)
+                    pending = {}
+                if bar:
+                    bar.update(task, advance=n)
+        cache.put_many(pending)
+    stats["seconds"] = time.perf_counter() - t0
+    stats["images_per_s"] = stats["computed"] / stats["seconds"] if stats["computed"] else None
+    rows = np.stack([cache.get(d) for d in digests]).astype(np.float32)
+    glob = rows[:, 0, :]
+    tl = rows[:, 1:, :].max(axis=1) if tiles else None
+    return Embeddings(glob, tl, [str(r.path) for r in records], settings, stats)
+
+
+def embed_arrays(images: Sequence[np.ndarray], backbone: Backbone, *, image_size: int = 224, tiles: int = 0,
+                 engine: str = "auto", cache_dir: Path | None = None, batch_size: int = 32) -> Embeddings:
+    """Embed in-memory (H, W, 3) uint8 images (e.g. synthesised minority images); not cached."""
+    eng = make_engine(backbone, image_size, kind=engine, cache_dir=cache_dir)
+    per_image = 1 + tiles * tiles
+    out = []
+    step = max(1, batch_size // per_image)
+    for s in range(0, len(images), step):
+        batch = np.stack([preprocess(a, image_size, tiles) for a in images[s:s + step]])
+        n = batch.shape[0]
+        out.append(eng(batch.reshape(n * per_image, *batch.shape[2:])).reshape(n, per_image, -1))
+    rows = np.concatenate(out) if out else np.zeros((0, per_image, backbone.num_features), np.float32)
+    return Embeddings(rows[:, 0], rows[:, 1:].max(axis=1) if tiles else None, [], _settings(backbone, image_size, tiles))
+
+
+def _progress(enabled: bool, total: int):
+    from contextlib import nullcontext
+
+    if not enabled:
+        class _Null(nullcontext):
+            def __bool__(self) -> bool:
+                return False
+        return _Null()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    class _Rate(TextColumn):
+        def __init__(self) -> None:
+            super().__init__("")
+
+        def render(self, task):  # type: ignore[override]
+            from rich.text import Text
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:6.1f} img/s" if speed else "   -- img/s")
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
+                    TimeRemainingColumn(), transient=False)

@@ -1,0 +1,162 @@
+"""The embedded demo data: a textured surface with a rare small object.
+
+Each image is a procedural surface (smooth shading, oriented grain, speckle,
+faint distractor marks in every image); in a chosen fraction of images one
+small object -- a blob, a scratch or a spot of varied size, contrast, polarity
+and position -- is added, and its exact mask is saved. Everything is
+deterministic by seed. Written by hand: no library makes such a set.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+__all__ = ["DemoSpec", "make_surface", "make_object", "generate_demo_dataset", "ensure_demo_dataset", "render_demo_image"]
+
+KINDS = ("blob", "scratch", "spot")
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """Size of the demo set: ``n`` images, ``positive_rate`` with the object, ``seed``."""
+
+    n: int = 600
+    positive_rate: float = 0.05
+    seed: int = 0
+    size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.n < 10:
+            raise ValueError(f"demo n={self.n} too small; use at least 10 images")
+        if not 0 < self.positive_rate < 1:
+            raise ValueError(f"demo positive_rate={self.positive_rate} invalid; use a value in (0, 1)")
+        if self.size < 32:
+            raise ValueError(f"demo size={self.size} too small; use at least 32 px")
+
+
+def make_surface(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A grey-level textured surface in [0, 1] with distractor marks."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    base = rng.uniform(0.35, 0.65)
+    shade = rng.normal(0, 0.06) * (xx - 0.5) + rng.normal(0, 0.06) * (yy - 0.5)
+    smooth = ndimage.gaussian_filter(rng.normal(0, 1, (size, size)), sigma=size / 10)
+    smooth = smooth / (smooth.std() + 1e-8) * rng.uniform(0.02, 0.05)
+    theta = rng.uniform(0, np.pi)
+    freq = rng.uniform(8, 20)
+    grain = np.sin(2 * np.pi * freq * (np.cos(theta) * xx + np.sin(theta) * yy) + rng.uniform(0, 6.3))
+    grain *= rng.uniform(0.005, 0.025)
+    speckle = ndimage.gaussian_filter(rng.normal(0, 1, (size, size)), sigma=0.8) * rng.uniform(0.02, 0.045)
+    img = base + shade + smooth + grain + speckle
+    # Distractors in every image: faint pits and a soft smudge, so "any mark" is not "the object".
+    for _ in range(rng.integers(2, 7)):
+        cy, cx = rng.integers(0, size, 2)
+        r = rng.uniform(0.8, 1.8)
+        img -= rng.uniform(0.02, 0.06) * np.exp(-(((yy * size - cy) ** 2 + (xx * size - cx) ** 2) / (2 * r * r)))
+    if rng.random() < 0.6:
+        cy, cx = rng.integers(0, size, 2)
+        r = rng.uniform(8, 18)
+        img += rng.choice([-1, 1]) * rng.uniform(0.01, 0.03) * np.exp(
+            -(((yy * size - cy) ** 2 + (xx * size - cx) ** 2) / (2 * r * r)))
+    return img.astype(np.float32)
+
+
+def make_object(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """An additive object image (signed) and its boolean mask; the object lies inside the frame."""
+    kind = KINDS[int(rng.integers(0, len(KINDS)))]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    amp = rng.uniform(0.05, 0.16) * rng.choice([-1.0, 1.0])
+    margin = size // 8
+    cy, cx = rng.uniform(margin, size - margin, 2)
+    if kind == "blob":
+        a, b = rng.uniform(3, 9, 2)
+        t = rng.uniform(0, np.pi)
+        u = (xx - cx) * np.cos(t) + (yy - cy) * np.sin(t)
+        v = -(xx - cx) * np.sin(t) + (yy - cy) * np.cos(t)
+        prof = np.exp(-0.5 * ((u / a) ** 2 + (v / b) ** 2))
+    elif kind == "scratch":
+        length = rng.uniform(size * 0.15, size * 0.4)
+        width = rng.uniform(0.6, 1.4)
+        t = rng.uniform(0, np.pi)
+        u = (xx - cx) * np.cos(t) + (yy - cy) * np.sin(t)
+        v = -(xx - cx) * np.sin(t) + (yy - cy) * np.cos(t)
+        along = np.clip(1 - (np.abs(u) / (length / 2)) ** 4, 0, 1)
+        prof = np.exp(-0.5 * (v / width) ** 2) * along
+        amp *= 1.3
+    else:  # spot: small, sharp, stronger
+        r = rng.uniform(1.5, 3.5)
+        prof = 1 / (1 + np.exp(((np.hypot(xx - cx, yy - cy)) - r) * 2.5))
+        amp *= 1.4
+    mask = prof > 0.5
+    return (amp * prof).astype(np.float32), mask, kind
+
+
+def render_demo_image(spec: DemoSpec, index: int, positive: bool) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Render image ``index``: (H, W, 3) uint8, mask or None, object kind or ''."""
+    rng = np.random.default_rng([spec.seed, index])
+    img = make_surface(rng, spec.size)
+    mask, kind = None, ""
+    if positive:
+        obj, mask, kind = make_object(rng, spec.size)
+        img = img + obj
+    tint = 1 + rng.normal(0, 0.03, 3)
+    rgb = np.clip(img[..., None] * tint, 0, 1)
+    return (rgb * 255 + 0.5).astype(np.uint8), mask, kind
+
+
+def generate_demo_dataset(folder: Path, spec: DemoSpec = DemoSpec(), *, progress: bool = False) -> Path:
+    """Write the demo images, masks and ``manifest.csv`` into ``folder``; returns the manifest path.
+
+    Written into a temporary folder and renamed, so a half-written set is never read.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    n_pos = max(3, int(round(spec.n * spec.positive_rate)))
+    order = np.random.default_rng(spec.seed).permutation(spec.n)
+    positive = np.zeros(spec.n, dtype=bool)
+    positive[order[:n_pos]] = True
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        (tmp / "images").mkdir()
+        (tmp / "masks").mkdir()
+        rows = []
+        it = range(spec.n)
+        if progress:
+            from rich.progress import track
+            it = track(it, description="generating demo images")
+        for i in it:
+            arr, mask, kind = render_demo_image(spec, i, bool(positive[i]))
+            name = f"img_{i:05d}.png"
+            Image.fromarray(arr).save(tmp / "images" / name)
+            mpath = ""
+            if mask is not None:
+                Image.fromarray(mask.astype(np.uint8) * 255).save(tmp / "masks" / name)
+                mpath = f"masks/{name}"
+            rows.append([f"images/{name}", int(positive[i]), mpath, kind or "none"])
+        with open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", "label", "mask", "kind"])
+            w.writerows(rows)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder / "manifest.csv"
+
+
+def ensure_demo_dataset(folder: Path, spec: DemoSpec = DemoSpec(), *, progress: bool = False) -> Path:
+    """Generate the demo set into ``folder`` unless a complete one is there."""
+    manifest = Path(folder) / "manifest.csv"
+    if manifest.exists():
+        return manifest
+    return generate_demo_dataset(folder, spec, progress=progress)

@@ -1,0 +1,439 @@
+"""Evaluation figures (matplotlib, Agg canvas, no pyplot global state).
+
+Every ``plot_*`` function returns a :class:`matplotlib.figure.Figure`; every
+``save_*`` wrapper takes an output path first, writes a PNG atomically and
+returns the path. The figures are built on the Agg canvas directly, so they
+work on headless machines and from threads without touching ``pyplot``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import textwrap
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+from matplotlib import rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+from .._io import atomic_write
+from ..errors import ConfigError
+from .calibration import _check_probs, brier, expected_calibration_error, reliability_curve
+from .metrics import check_binary_scores, threshold_metrics
+
+__all__ = [
+    "plot_pr_curve",
+    "plot_pr_curves",
+    "plot_roc_curve",
+    "plot_roc_curves",
+    "plot_score_histograms",
+    "plot_reliability",
+    "plot_image_grid",
+    "figure_to_png",
+    "save_figure",
+    "save_pr_curve",
+    "save_pr_curves",
+    "save_roc_curve",
+    "save_roc_curves",
+    "save_score_histograms",
+    "save_reliability",
+    "save_image_grid",
+]
+
+_STYLE = {
+    "font.size": 11,
+    "axes.titlesize": 13,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 11.5,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 9.5,
+    "legend.framealpha": 0.9,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.facecolor": "white",
+    "savefig.facecolor": "white",
+}
+_NEG_COLOR = "#4c72b0"
+_POS_COLOR = "#dd8452"
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+           "#17becf", "#7f7f7f", "#bcbd22")
+
+
+@contextmanager
+def _style() -> Iterator[None]:
+    with rc_context(_STYLE):
+        yield
+
+
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _plain(text: Any) -> str:
+    """User text for titles/legends: no mathtext surprises from '$'."""
+    return str(text).replace("$", r"\$")
+
+
+def _curves_arg(curves: Mapping[str, tuple[Any, Any]]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    if not isinstance(curves, Mapping) or not curves:
+        raise ConfigError(
+            "curves must be a non-empty dict {label: (y, score)}; "
+            f"got {type(curves).__name__}"
+        )
+    out = []
+    for label, pair in curves.items():
+        try:
+            y, s = pair
+        except (TypeError, ValueError):
+            raise ConfigError(f"curve {label!r} must be a (y, score) pair") from None
+        y_i, s_f = check_binary_scores(y, s)
+        out.append((str(label), y_i, s_f))
+    return out
+
+
+# --------------------------------------------------------------------------- PR / ROC
+def plot_pr_curves(
+    curves: Mapping[str, tuple[Any, Any]],
+    *,
+    thresholds: Mapping[str, float] | None = None,
+    title: str = "Precision–recall curve",
+    figsize: tuple[float, float] = (6.4, 5.0),
+) -> Figure:
+    """Overlay PR curves ``{label: (y, score)}``; AP in the legend, positive-rate baseline.
+
+    ``thresholds`` (by label) marks each curve's operating point.
+    """
+    data = _curves_arg(curves)
+    thresholds = dict(thresholds or {})
+    with _style():
+        fig = _new_figure(figsize)
+        ax = fig.add_subplot()
+        rates: dict[float, None] = {}
+        for k, (label, y, s) in enumerate(data):
+            color = _COLORS[k % len(_COLORS)]
+            prec, rec, _ = precision_recall_curve(y, s)
+            ap = average_precision_score(y, s)
+            ax.plot(rec, prec, drawstyle="steps-post", lw=2, color=color,
+                    label=f"{_plain(label)} (AP {ap:.3f})")
+            if label in thresholds:
+                m = threshold_metrics(y, s, thresholds[label])
+                ax.plot([m["recall"]], [m["precision"]], "o", ms=8, color=color, mec="black",
+                        label=f"threshold {m['threshold']:.3g}: P {m['precision']:.2f}, "
+                              f"R {m['recall']:.2f}")
+            rates[round(float(y.mean()), 6)] = None
+        for rate in rates:
+            ax.axhline(rate, ls="--", lw=1.2, color="grey",
+                       label=f"chance (positive rate {rate:.3g})")
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(0.0, 1.03)
+        ax.set_xlabel("Recall (fraction of positives found)")
+        ax.set_ylabel("Precision (fraction of flags correct)")
+        ax.set_title(_plain(title))
+        ax.legend(loc="lower left")
+    return fig
+
+
+def plot_pr_curve(
+    y: Any,
+    score: Any,
+    *,
+    label: str = "model",
+    threshold: float | None = None,
+    title: str = "Precision–recall curve",
+) -> Figure:
+    """One PR curve (see :func:`plot_pr_curves`)."""
+    return plot_pr_curves(
+        {label: (y, score)}, thresholds=None if threshold is None else {label: threshold}, title=title
+    )
+
+
+def plot_roc_curves(
+    curves: Mapping[str, tuple[Any, Any]],
+    *,
+    thresholds: Mapping[str, float] | None = None,
+    title: str = "ROC curve",
+    figsize: tuple[float, float] = (6.4, 5.0),
+) -> Figure:
+    """Overlay ROC curves ``{label: (y, score)}``; ROC-AUC in the legend, chance diagonal."""
+    data = _curves_arg(curves)
+    thresholds = dict(thresholds or {})
+    with _style():
+        fig = _new_figure(figsize)
+        ax = fig.add_subplot()
+        for k, (label, y, s) in enumerate(data):
+            color = _COLORS[k % len(_COLORS)]
+            fpr, tpr, _ = roc_curve(y, s)
+            auc = roc_auc_score(y, s)
+            ax.plot(fpr, tpr, lw=2, color=color, label=f"{_plain(label)} (AUC {auc:.3f})")
+            if label in thresholds:
+                m = threshold_metrics(y, s, thresholds[label])
+                ax.plot([1 - m["specificity"]], [m["recall"]], "o", ms=8, color=color,
+                        mec="black", label=f"threshold {m['threshold']:.3g}")
+        ax.plot([0, 1], [0, 1], ls="--", lw=1.2, color="grey", label="chance (AUC 0.5)")
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.03)
+        ax.set_xlabel("False positive rate (negatives flagged)")
+        ax.set_ylabel("True positive rate (recall)")
+        ax.set_title(_plain(title))
+        ax.legend(loc="lower right")
+    return fig
+
+
+def plot_roc_curve(
+    y: Any,
+    score: Any,
+    *,
+    label: str = "model",
+    threshold: float | None = None,
+    title: str = "ROC curve",
+) -> Figure:
+    """One ROC curve (see :func:`plot_roc_curves`)."""
+    return plot_roc_curves(
+        {label: (y, score)}, thresholds=None if threshold is None else {label: threshold}, title=title
+    )
+
+
+# --------------------------------------------------------------------------- histograms
+def plot_score_histograms(
+    y: Any,
+    score: Any,
+    threshold: float | None = None,
+    *,
+    log: bool = True,
+    bins: int = 40,
+    title: str = "Scores by true class",
+    figsize: tuple[float, float] = (7.0, 4.4),
+) -> Figure:
+    """Histograms of the scores of negatives and positives, with the threshold line.
+
+    ``log=True`` puts counts on a log scale so the few positives stay visible.
+    """
+    y_i, s = check_binary_scores(y, score, require_both=False)
+    lo, hi = float(s.min()), float(s.max())
+    if 0.0 <= lo and hi <= 1.0:
+        lo, hi = 0.0, 1.0
+    if hi <= lo:
+        hi = lo + 1.0
+    edges = np.linspace(lo, hi, int(bins) + 1)
+    with _style():
+        fig = _new_figure(figsize)
+        ax = fig.add_subplot()
+        for cls, name, color in ((0, "negative", _NEG_COLOR), (1, "positive", _POS_COLOR)):
+            v = s[y_i == cls]
+            if len(v) == 0:
+                continue
+            ax.hist(v, bins=edges, color=color, alpha=0.45, label=f"{name} (n={len(v)})")
+            ax.hist(v, bins=edges, color=color, histtype="step", lw=1.6)
+        if threshold is not None:
+            ax.axvline(float(threshold), color="black", ls="--", lw=1.6,
+                       label=f"threshold {float(threshold):.3g}")
+        if log:
+            ax.set_yscale("log")
+            ax.set_ylim(bottom=0.7)
+        ax.set_xlim(lo, hi)
+        ax.set_xlabel("Score (predicted probability of positive)")
+        ax.set_ylabel("Count (log scale)" if log else "Count")
+        ax.set_title(_plain(title))
+        ax.legend(loc="upper center")
+    return fig
+
+
+# --------------------------------------------------------------------------- calibration
+def plot_reliability(
+    y: Any,
+    p_before: Any,
+    p_after: Any | None = None,
+    *,
+    labels: tuple[str, str] = ("before calibration", "after calibration"),
+    n_bins: int = 10,
+    title: str = "Reliability diagram",
+    figsize: tuple[float, float] = (6.4, 6.0),
+) -> Figure:
+    """Reliability diagram of one or two sets of probabilities, Brier and ECE in the legend.
+
+    A lower panel shows how many predictions fall in each bin (log scale).
+    """
+    series = [(labels[0], _check_probs(p_before))]
+    if p_after is not None:
+        series.append((labels[1], _check_probs(p_after)))
+    y_i, _ = check_binary_scores(y, series[0][1], require_both=False, what="probabilities")
+    for _, p in series[1:]:
+        check_binary_scores(y_i, p, require_both=False, what="probabilities")
+    edges = np.linspace(0, 1, int(n_bins) + 1)
+    with _style():
+        fig = _new_figure(figsize)
+        gs = fig.add_gridspec(2, 1, height_ratios=(3, 1))
+        ax = fig.add_subplot(gs[0])
+        axh = fig.add_subplot(gs[1], sharex=ax)
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1.2, label="perfectly calibrated")
+        for k, (label, p) in enumerate(series):
+            color = _COLORS[k]
+            rc = reliability_curve(y_i, p, n_bins)
+            b = brier(y_i, p)
+            ece = expected_calibration_error(y_i, p, n_bins)
+            ax.plot(rc["prob_pred"], rc["prob_true"], "o-", color=color, lw=2, ms=6,
+                    label=f"{_plain(label)} (Brier {b:.4f}, ECE {ece:.3f})")
+            axh.hist(p, bins=edges, color=color, histtype="step", lw=1.6)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("Observed positive rate")
+        ax.set_title(_plain(title))
+        ax.legend(loc="upper left")
+        ax.tick_params(labelbottom=False)
+        axh.set_yscale("log")
+        axh.set_ylim(bottom=0.7)
+        axh.set_xlabel("Mean predicted probability (per bin)")
+        axh.set_ylabel("Count")
+    return fig
+
+
+# --------------------------------------------------------------------------- thumbnails
+def _thumb(item: Any, size: int) -> tuple[np.ndarray | None, str | None]:
+    """(uint8 RGB thumbnail, None) or (None, error text) — never raises."""
+    from PIL import Image
+
+    try:
+        if isinstance(item, (str, os.PathLike)):
+            from ..data.decode import load_image_array
+
+            arr = load_image_array(item)
+        else:
+            arr = np.asarray(item)
+            if arr.ndim == 2:
+                arr = np.repeat(arr[..., None], 3, axis=2)
+            if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.size == 0:
+                return None, f"expected an (H, W, 3) array, got shape {arr.shape}"
+            if arr.dtype != np.uint8:
+                if np.issubdtype(arr.dtype, np.floating) and np.nanmax(arr) <= 1.0:
+                    arr = arr * 255.0
+                arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
+            arr = arr[..., :3]
+        im = Image.fromarray(np.ascontiguousarray(arr))
+        im.thumbnail((size, size))
+        return np.asarray(im), None
+    except Exception as exc:  # a bad file must show as a tile, never a traceback
+        reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+        return None, reason
+
+
+def plot_image_grid(
+    items: Sequence[tuple[Any, str]],
+    *,
+    ncols: int = 6,
+    title: str | None = None,
+    thumb_size: int = 192,
+    max_caption_lines: int = 3,
+) -> Figure:
+    """Thumbnails with captions; ``items`` are ``(path or (H, W, 3) uint8 array, caption)``.
+
+    A file that cannot be decoded shows as a grey tile with the reason.
+    """
+    items = list(items)
+    for k, it in enumerate(items):
+        if not (isinstance(it, (tuple, list)) and len(it) == 2):
+            raise ConfigError(f"image grid item {k} must be an (image, caption) pair; got {it!r}")
+    n = len(items)
+    ncols = max(1, min(int(ncols), n or 1))
+    nrows = max(1, math.ceil(n / ncols))
+    tile_w, tile_h = 1.95, 1.95 + 0.17 * max_caption_lines
+    with _style():
+        fig = _new_figure((tile_w * ncols, tile_h * nrows + (0.4 if title else 0.0)))
+        if title:
+            fig.suptitle(_plain(title), fontsize=13, fontweight="bold")
+        if n == 0:
+            ax = fig.add_subplot()
+            ax.axis("off")
+            ax.text(0.5, 0.5, "no images", ha="center", va="center", fontsize=12, color="grey")
+            return fig
+        axes = fig.subplots(nrows, ncols, squeeze=False)
+        wrap = max(12, int(tile_w * 12))
+        for k, ax in enumerate(axes.ravel()):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            for sp in ax.spines.values():
+                sp.set_visible(False)
+            if k >= n:
+                ax.axis("off")
+                continue
+            image, caption = items[k]
+            arr, err = _thumb(image, thumb_size)
+            lines = textwrap.wrap(str(caption), wrap)[:max_caption_lines] or [""]
+            if arr is not None:
+                ax.imshow(arr, interpolation="lanczos" if max(arr.shape[:2]) > 8 else "nearest")
+            else:
+                ax.imshow(np.full((8, 8, 3), 200, dtype=np.uint8))
+                ax.set_xlim(-0.5, 7.5)
+                msg = "\n".join(textwrap.wrap(f"cannot show: {err}", 24)[:5])
+                ax.text(0.5, 0.5, msg, transform=ax.transAxes, ha="center", va="center",
+                        fontsize=7.5, color="#8b0000", parse_math=False)
+            ax.set_xlabel("\n".join(lines), fontsize=8.5, parse_math=False)
+    return fig
+
+
+# --------------------------------------------------------------------------- saving
+def figure_to_png(fig: Figure, *, dpi: int = 100) -> bytes:
+    """Render ``fig`` to PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100) -> Path:
+    """Write ``fig`` as a PNG atomically; return the path."""
+    path = Path(path)
+    data = figure_to_png(fig, dpi=dpi)
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
+    return path
+
+
+def save_pr_curve(path: str | os.PathLike[str], y: Any, score: Any, **kwargs: Any) -> Path:
+    """:func:`plot_pr_curve` written to ``path`` (PNG)."""
+    return save_figure(plot_pr_curve(y, score, **kwargs), path)
+
+
+def save_pr_curves(path: str | os.PathLike[str], curves: Mapping[str, tuple[Any, Any]],
+                   **kwargs: Any) -> Path:
+    """:func:`plot_pr_curves` written to ``path`` (PNG)."""
+    return save_figure(plot_pr_curves(curves, **kwargs), path)
+
+
+def save_roc_curve(path: str | os.PathLike[str], y: Any, score: Any, **kwargs: Any) -> Path:
+    """:func:`plot_roc_curve` written to ``path`` (PNG)."""
+    return save_figure(plot_roc_curve(y, score, **kwargs), path)
+
+
+def save_roc_curves(path: str | os.PathLike[str], curves: Mapping[str, tuple[Any, Any]],
+                    **kwargs: Any) -> Path:
+    """:func:`plot_roc_curves` written to ``path`` (PNG)."""
+    return save_figure(plot_roc_curves(curves, **kwargs), path)
+
+
+def save_score_histograms(path: str | os.PathLike[str], y: Any, score: Any,
+                          threshold: float | None = None, **kwargs: Any) -> Path:
+    """:func:`plot_score_histograms` written to ``path`` (PNG)."""
+    return save_figure(plot_score_histograms(y, score, threshold, **kwargs), path)
+
+
+def save_reliability(path: str | os.PathLike[str], y: Any, p_before: Any,
+                     p_after: Any | None = None, **kwargs: Any) -> Path:
+    """:func:`plot_reliability` written to ``path`` (PNG)."""
+    return save_figure(plot_reliability(y, p_before, p_after, **kwargs), path)
+
+
+def save_image_grid(path: str | os.PathLike[str], items: Sequence[tuple[Any, str]],
+                    **kwargs: Any) -> Path:
+    """:func:`plot_image_grid` written to ``path`` (PNG)."""
+    return save_figure(plot_image_grid(items, **kwargs), path)

@@ -1,0 +1,286 @@
+"""Decision-threshold rules, tuned on validation scores.
+
+A threshold is part of the model: choose it on the **validation** split only,
+then apply it unchanged to test. :func:`tune_threshold` sees nothing but the
+arrays it is given — passing test scores to it would make every test number
+optimistic. If the scores are calibrated, calibrate first and tune the
+threshold on the calibrated validation scores.
+
+Rules (text form, as on the command line)::
+
+    max-f1            maximise F1
+    fbeta:2           maximise F-beta (beta > 1 favours recall)
+    recall>=0.95      highest precision among thresholds with recall >= 0.95
+    precision>=0.9    highest recall among thresholds with precision >= 0.9
+    fixed:0.5         use 0.5 as is
+
+A sample is flagged positive when ``score >= threshold``; candidate thresholds
+are the distinct validation scores, so the chosen one is the lowest flagged
+validation score.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from .metrics import check_binary_scores, threshold_metrics
+
+__all__ = [
+    "ThresholdRule",
+    "ThresholdChoice",
+    "parse_threshold_rule",
+    "tune_threshold",
+    "threshold_table",
+    "VALID_RULES",
+    "DEFAULT_THRESHOLD_GRID",
+]
+
+RuleKind = Literal["max-f1", "fbeta", "recall", "precision", "fixed"]
+
+VALID_RULES = "max-f1 | fbeta:BETA | recall>=R | precision>=P | fixed:T (e.g. recall>=0.95, fixed:0.5)"
+
+#: Thresholds of :func:`threshold_table` when none are given (probabilities; a
+#: rare class often needs the low end).
+DEFAULT_THRESHOLD_GRID: tuple[float, ...] = (
+    0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99,
+)
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """How to pick a threshold: ``kind`` plus its ``value`` (None for max-f1)."""
+
+    kind: RuleKind
+    value: float | None = None
+
+    def __str__(self) -> str:
+        v = "" if self.value is None else f"{self.value:g}"
+        return {
+            "max-f1": "max-f1",
+            "fbeta": f"fbeta:{v}",
+            "recall": f"recall>={v}",
+            "precision": f"precision>={v}",
+            "fixed": f"fixed:{v}",
+        }[self.kind]
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A tuned threshold and what it achieved on validation.
+
+    Attributes
+    ----------
+    threshold
+        Flag positive when ``score >= threshold``.
+    rule
+        The rule that chose it.
+    achieved
+        :func:`~imbvision.evaluation.threshold_metrics` on the validation arrays.
+    feasible
+        False when the rule's constraint could not be met (the best achievable
+        threshold was taken instead; ``note`` says so).
+    note
+        Human-readable remark ("" when nothing to say).
+    """
+
+    threshold: float
+    rule: ThresholdRule
+    achieved: dict[str, Any] = field(default_factory=dict)
+    feasible: bool = True
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the rule as its text)."""
+        return {
+            "threshold": float(self.threshold),
+            "rule": str(self.rule),
+            "achieved": dict(self.achieved),
+            "feasible": bool(self.feasible),
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ThresholdChoice":
+        """Inverse of :meth:`to_dict`."""
+        if not isinstance(d, dict) or "threshold" not in d:
+            raise ConfigError(f"threshold record must be a dict with a 'threshold' key; got {d!r}")
+        rule = d.get("rule", "fixed:{}".format(d["threshold"]))
+        return cls(
+            threshold=float(d["threshold"]),
+            rule=rule if isinstance(rule, ThresholdRule) else parse_threshold_rule(str(rule)),
+            achieved=dict(d.get("achieved") or {}),
+            feasible=bool(d.get("feasible", True)),
+            note=str(d.get("note", "")),
+        )
+
+
+_NUM = r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
+_PATTERNS: tuple[tuple[str, RuleKind], ...] = (
+    (r"max[-_]?f1", "max-f1"),
+    (rf"f[-_]?beta\s*[:=]\s*{_NUM}", "fbeta"),
+    (rf"recall\s*>=\s*{_NUM}", "recall"),
+    (rf"precision\s*>=\s*{_NUM}", "precision"),
+    (rf"fixed\s*[:=]\s*{_NUM}", "fixed"),
+)
+
+
+def parse_threshold_rule(text: str | ThresholdRule) -> ThresholdRule:
+    """Parse ``max-f1 | fbeta:2 | recall>=0.95 | precision>=0.9 | fixed:0.5``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown form or a value out of range; the message lists the valid forms.
+    """
+    if isinstance(text, ThresholdRule):
+        return text
+    if not isinstance(text, str):
+        raise ConfigError(f"threshold rule must be text; got {text!r}. Valid: {VALID_RULES}")
+    t = text.strip().lower()
+    for pattern, kind in _PATTERNS:
+        m = re.fullmatch(pattern, t)
+        if not m:
+            continue
+        if kind == "max-f1":
+            return ThresholdRule("max-f1")
+        v = float(m.group(1))
+        if kind in ("recall", "precision") and not (0.0 < v <= 1.0):
+            raise ConfigError(
+                f"threshold rule {text!r}: {kind} target must be in (0, 1]; got {v:g}"
+            )
+        if kind == "fbeta" and not (v > 0 and math.isfinite(v)):
+            raise ConfigError(f"threshold rule {text!r}: beta must be > 0; got {v:g}")
+        if kind == "fixed" and not (0.0 <= v <= 1.0):
+            raise ConfigError(
+                f"threshold rule {text!r}: a fixed threshold on probabilities must be in [0, 1]; "
+                f"got {v:g}"
+            )
+        return ThresholdRule(kind, v)
+    raise ConfigError(f"unknown threshold rule {text!r}; valid: {VALID_RULES}")
+
+
+def _all_thresholds(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(candidate thresholds descending, tp, fp) for flagging ``score >= t``."""
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order].astype(np.int64)
+    ends = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]
+    tp = np.cumsum(y_sorted)[ends]
+    fp = (ends + 1) - tp
+    return s_sorted[ends], tp, fp
+
+
+def _best(primary: np.ndarray, secondary: np.ndarray, mask: np.ndarray | None = None) -> int:
+    """Index maximising ``primary`` then ``secondary``; later (lower threshold) loses ties."""
+    p = primary.astype(np.float64).copy()
+    q = secondary.astype(np.float64)
+    if mask is not None:
+        p[~mask] = -np.inf
+    top = p.max()
+    cand = np.flatnonzero(np.isclose(p, top, rtol=0, atol=1e-12) & np.isfinite(p))
+    return int(cand[np.argmax(q[cand])])  # argmax takes the first = highest threshold on ties
+
+
+def tune_threshold(y_val: Any, s_val: Any, rule: str | ThresholdRule) -> ThresholdChoice:
+    """Choose a threshold on **validation** labels and scores (never test).
+
+    Parameters
+    ----------
+    y_val, s_val
+        Validation labels (0/1) and scores; nothing else is looked at.
+    rule
+        A :class:`ThresholdRule` or its text (see :func:`parse_threshold_rule`).
+
+    Returns
+    -------
+    ThresholdChoice
+        ``feasible=False`` with a note when the constraint cannot be met: for
+        ``precision>=P`` the threshold of highest achievable precision is used.
+        Ties go to the higher threshold (fewer flags).
+    """
+    rule = parse_threshold_rule(rule)
+    y, s = check_binary_scores(y_val, s_val, what="validation scores")
+    n_pos = int(y.sum())
+    notes: list[str] = []
+    feasible = True
+    if rule.kind == "fixed":
+        t = float(rule.value)  # type: ignore[arg-type]
+    else:
+        thr, tp, fp = _all_thresholds(y, s)
+        fn = n_pos - tp
+        prec = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+        rec = tp / n_pos
+        if rule.kind in ("max-f1", "fbeta"):
+            b2 = 1.0 if rule.kind == "max-f1" else float(rule.value) ** 2  # type: ignore[arg-type]
+            fb = (1 + b2) * tp / np.maximum((1 + b2) * tp + b2 * fn + fp, 1)
+            i = _best(fb, -np.arange(len(thr)))
+        elif rule.kind == "recall":
+            target = float(rule.value)  # type: ignore[arg-type]
+            ok = rec >= target - 1e-12
+            i = _best(prec, -np.arange(len(thr)), ok)  # always feasible: lowest t gives recall 1
+        else:  # precision
+            target = float(rule.value)  # type: ignore[arg-type]
+            ok = prec >= target - 1e-12
+            if ok.any():
+                i = _best(rec, prec, ok)
+            else:
+                feasible = False
+                i = _best(prec, rec)
+                notes.append(
+                    f"no threshold reaches precision >= {target:g} on validation; "
+                    f"used the highest achievable precision {prec[i]:.3f} "
+                    f"(recall {rec[i]:.3f})"
+                )
+        t = float(thr[i])
+    achieved = threshold_metrics(y, s, t)
+    if rule.kind == "recall" and achieved["recall"] < float(rule.value) - 1e-12:  # type: ignore[arg-type]
+        feasible = False
+    if n_pos < 20:
+        notes.append(
+            f"only {n_pos} validation positives: recall moves in steps of {1 / n_pos:.2g}, "
+            "so this threshold is noisy"
+        )
+    return ThresholdChoice(t, rule, achieved, feasible, "; ".join(notes))
+
+
+def threshold_table(
+    y: Any, s: Any, thresholds: Sequence[float] | None = None
+) -> list[dict[str, Any]]:
+    """Precision, recall, F1 and flagged rate at a grid of thresholds.
+
+    Parameters
+    ----------
+    thresholds
+        Defaults to :data:`DEFAULT_THRESHOLD_GRID`; duplicates are merged and
+        the rows are sorted by threshold.
+
+    Returns
+    -------
+    list of dict
+        One row per threshold: ``threshold, precision, recall, f1, flagged_rate,
+        flagged, tp, fp, fn``.
+    """
+    y_i, s_f = check_binary_scores(y, s)
+    grid = DEFAULT_THRESHOLD_GRID if thresholds is None else thresholds
+    rows = []
+    for t in sorted({float(v) for v in grid}):
+        m = threshold_metrics(y_i, s_f, t)
+        rows.append(
+            {
+                "threshold": t,
+                "precision": m["precision"],
+                "recall": m["recall"],
+                "f1": m["f1"],
+                "flagged_rate": m["flagged_rate"],
+                "flagged": m["tp"] + m["fp"],
+                "tp": m["tp"],
+                "fp": m["fp"],
+                "fn": m["fn"],
+            }
+        )
+    return rows
