@@ -174,10 +174,13 @@ def create_backbone(name: str = "efficientnet_lite0", *, weights: str | Path | N
     name
         A registered backbone or any timm model name.
     weights
-        Local weights file (safetensors, or a torch state dict read with ``weights_only=True``).
+        Local weights file (safetensors, or a torch state dict read with ``weights_only=True``);
+        ``"none"`` for random initialisation (tests, tiny models such as timm's ``test_efficientnet``).
     pretrained
         For unregistered timm models without ``weights``: download hub weights (needs a network).
     """
+    if isinstance(weights, str) and weights.lower() in ("none", "random"):
+        weights, pretrained = None, False
     if name in _BACKBONES:
         return _BACKBONES.get(name).create(weights, pretrained)
     import timm

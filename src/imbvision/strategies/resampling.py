@@ -223,6 +223,8 @@ class Resampler:
             try:
                 return self._run("adasyn", X, y, seed)
             except RuntimeError as exc:  # imblearn: "Not any neigbours belong to the majority class"
+                if "majority" not in str(exc):
+                    raise
                 warnings.warn(
                     f"adasyn: no minority sample has a majority-class neighbour among its "
                     f"{self._k_used} nearest, so ADASYN's difficulty weights are 0/0 "

@@ -122,6 +122,8 @@ class DistributedWeightedSampler(Sampler[int]):
         Non-negative per-sample weights (need not sum to 1).
     num_samples
         Size of the global draw per epoch; default ``len(weights)``.
+        (``torch.multinomial`` limits ``len(weights)`` to 2**24, as for
+        :class:`~torch.utils.data.WeightedRandomSampler`.)
     num_replicas, rank
         Default: from :mod:`torch.distributed` when initialised, else ``(1, 0)``.
     replacement
@@ -144,8 +146,10 @@ class DistributedWeightedSampler(Sampler[int]):
         seed: int = 0,
         drop_last: bool = False,
     ) -> None:
-        w = torch.as_tensor(np.asarray(weights, dtype=np.float64) if not isinstance(weights, torch.Tensor) else weights)
-        w = w.detach().to(dtype=torch.double, device="cpu")
+        if isinstance(weights, torch.Tensor):
+            w = weights.detach().to(dtype=torch.double, device="cpu")
+        else:
+            w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
         if w.ndim != 1 or w.numel() == 0:
             raise DataError(f"weights must be a non-empty 1-D sequence, got shape {tuple(w.shape)}")
         if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
@@ -206,7 +210,7 @@ class DistributedWeightedSampler(Sampler[int]):
         draw = torch.multinomial(self.weights, self.num_samples, self.replacement, generator=g)
         if self.total_size > draw.numel():  # pad by wrapping around
             reps = math.ceil(self.total_size / draw.numel())
-            draw = torch.cat([draw, draw.flip(0)])
+            draw = draw.repeat(reps)
         return draw[: self.total_size]
 
     def positions(self) -> range:

@@ -1,0 +1,183 @@
+"""The saved model: safetensors weights plus a JSON description, never pickle.
+
+``model.json`` records the backbone and its preprocessing, the strategy, the
+head, the prior correction, the calibration and the threshold, class names,
+library versions and the SHA-256 of ``model.safetensors``. Loading checks the
+format, the hash (a tampered or truncated file is refused) and builds the
+model back from arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._io import atomic_write, write_json
+from .errors import BadFileError, BundleError
+
+__all__ = ["Model", "save_bundle", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "imbvision-model"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+META = "model.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while b := fh.read(1 << 20):
+            h.update(b)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import sklearn
+    import timm
+    import torch
+
+    from . import __version__
+    return {"imbvision": __version__, "torch": torch.__version__, "timm": timm.__version__, "sklearn": sklearn.__version__}
+
+
+def save_bundle(run_dir: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
+    """Write ``model.safetensors`` then ``model.json`` (with the weights' hash) atomically."""
+    from safetensors.numpy import save_file
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".{WEIGHTS}.tmp"
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
+    tmp.replace(run_dir / WEIGHTS)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta,
+            "versions": _versions(), "weights_sha256": _sha256(run_dir / WEIGHTS)}
+    write_json(run_dir / META, meta)
+    return run_dir / META
+
+
+@dataclass
+class Model:
+    """A trained imbvision model, loaded from a run folder.
+
+    Examples
+    --------
+    >>> model = Model.load("runs/demo/best")            # doctest: +SKIP
+    >>> p = model.predict_proba(["a.png", "b.png"])     # doctest: +SKIP
+    >>> flags = model.predict(["a.png"])                # at the stored threshold
+    """
+
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    run_dir: Path
+    _head: Any = field(default=None, repr=False)
+    _backbone: Any = field(default=None, repr=False)
+    _post: Any = field(default=None, repr=False)
+    _net: Any = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "Model":
+        """Read and verify a bundle; raises :class:`BundleError` when anything is off."""
+        from safetensors.numpy import load_file
+
+        run_dir = Path(run_dir)
+        meta_path, w_path = run_dir / META, run_dir / WEIGHTS
+        if not meta_path.is_file() or not w_path.is_file():
+            raise BundleError(f"{run_dir} is not a model folder: expected {META} and {WEIGHTS} (made by `imbvision train`)")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{meta_path} is not valid JSON ({exc}); the bundle is damaged") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise BundleError(f"{meta_path} is not an imbvision model description (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise BundleError(f"{meta_path} has format_version {meta.get('format_version')!r}; this imbvision reads {FORMAT_VERSION}")
+        digest = _sha256(w_path)
+        if digest != meta.get("weights_sha256"):
+            raise BundleError(f"{w_path} does not match the hash in {META}: the weights were changed or truncated; retrain or restore the file")
+        try:
+            arrays = load_file(str(w_path))
+        except Exception as exc:  # noqa: BLE001 - any parse failure is a damaged bundle
+            raise BundleError(f"{w_path} cannot be read as safetensors ({exc})") from None
+        return cls(meta, arrays, run_dir)
+
+    # -- building blocks -------------------------------------------------------------
+    @property
+    def threshold(self) -> float:
+        return float(self.meta["postprocess"]["threshold"]["threshold"])
+
+    @property
+    def postprocess(self):
+        if self._post is None:
+            from .training.head import Postprocess
+            self._post = Postprocess.from_dict(self.meta["postprocess"])
+        return self._post
+
+    def _get_backbone(self):
+        if self._backbone is None:
+            from .backbones import create_backbone
+            b = self.meta["backbone"]
+            self._backbone = create_backbone(b["name"], weights=b.get("weights"))
+            if self._backbone.weights_id != b["weights_id"]:
+                raise BundleError(
+                    f"backbone weights differ from training ({self._backbone.weights_id} vs {b['weights_id']}); "
+                    "pass the same --weights file"
+                )
+        return self._backbone
+
+    def _get_head(self):
+        if self._head is None:
+            from .strategies.heads import head_from_arrays
+            h = self.meta["head"]
+            arrays = {k[5:]: v for k, v in self.arrays.items() if k.startswith("head.")}
+            self._head = head_from_arrays(h["name"], arrays, h["params"])
+        return self._head
+
+    # -- prediction --------------------------------------------------------------------
+    def raw_scores(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Head probabilities before prior correction and calibration, for uint8 (H, W, 3) images."""
+        if self.meta["mode"] == "finetune":
+            from .training.finetune import predict_arrays
+            return predict_arrays(self, images)
+        from .backbones import embed_arrays
+        b = self.meta["backbone"]
+        emb = embed_arrays(list(images), self._get_backbone(), image_size=b["image_size"], tiles=b["tiles"])
+        return self._get_head().predict_proba(emb.features(b["features"]))
+
+    def predict_proba(self, images: Sequence[str | Path | np.ndarray]) -> np.ndarray:
+        """Probability of the positive class for each image (paths or uint8 arrays).
+
+        Unreadable files raise :class:`~imbvision.errors.BadFileError`; use
+        :meth:`predict_files` to get them listed instead.
+        """
+        from .data.decode import load_image_array
+        arrays = [load_image_array(x) if not isinstance(x, np.ndarray) else x for x in images]
+        if not arrays:
+            return np.zeros(0)
+        return self.postprocess.apply(self.raw_scores(arrays))
+
+    def predict(self, images: Sequence[str | Path | np.ndarray]) -> np.ndarray:
+        """Decisions (1 = positive) at the threshold chosen on validation."""
+        return (self.predict_proba(images) >= self.threshold).astype(np.int64)
+
+    def predict_files(self, paths: Sequence[str | Path], batch: int = 64) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+        """Score files; unreadable ones are returned as (path, reason) instead of raising."""
+        from .data.decode import load_image_array
+        rows, bad = [], []
+        for s in range(0, len(paths), batch):
+            good, arrays = [], []
+            for p in paths[s:s + batch]:
+                try:
+                    arrays.append(load_image_array(p))
+                    good.append(str(p))
+                except BadFileError as exc:
+                    bad.append((str(p), exc.reason))
+            if arrays:
+                probs = self.postprocess.apply(self.raw_scores(arrays))
+                for p, pr in zip(good, probs):
+                    rows.append({"path": p, "probability": float(pr), "decision": int(pr >= self.threshold)})
+        return rows, bad

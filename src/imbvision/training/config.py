@@ -1,0 +1,102 @@
+"""The resolved configuration of a training run, written into every run folder."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["TrainConfig"]
+
+MODES = ("head", "finetune")
+FEATURES = ("auto", "global", "tiles", "both")
+CALIBRATIONS = ("none", "platt", "isotonic")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; ``to_dict`` is what ``config.json`` holds.
+
+    Attributes mirror the ``imbvision train`` options.
+    """
+
+    data: str = "demo"
+    positive: str | None = None
+    strategy: str = "ce"
+    mode: str = "head"
+    backbone: str = "efficientnet_lite0"
+    weights: str | None = None
+    image_size: int = 224
+    tiles: int = 0
+    features: str = "auto"
+    threshold: str = "max-f1"
+    calibration: str = "none"
+    prior_correction: bool = True
+    seed: int = 0
+    val: float = 0.2
+    test: float = 0.2
+    train_positive_rate: float | None = None
+    skip_bad: bool = False
+    cache_dir: str | None = None
+    n_boot: int = 1000
+    max_synthetic: int = 600
+    # fine-tuning
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 3e-4
+    head_lr: float = 3e-3
+    weight_decay: float = 1e-4
+    unfreeze: str = "all"
+    patience: int = 5
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: str = "32-true"
+    dist_strategy: str = "auto"
+    workers: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"--mode {self.mode!r} invalid; valid: {', '.join(MODES)}")
+        if self.features not in FEATURES:
+            raise ConfigError(f"--features {self.features!r} invalid; valid: {', '.join(FEATURES)}")
+        if self.calibration not in CALIBRATIONS:
+            raise ConfigError(f"--calibration {self.calibration!r} invalid; valid: {', '.join(CALIBRATIONS)}")
+        if self.train_positive_rate is not None and not 0 < self.train_positive_rate < 1:
+            raise ConfigError(f"--train-positive-rate {self.train_positive_rate} invalid; use a value in (0, 1)")
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs {self.epochs} invalid; use 1 or more")
+        if self.batch_size < 2:
+            raise ConfigError(f"--batch-size {self.batch_size} invalid; use 2 or more")
+        if self.n_boot < 0:
+            raise ConfigError(f"n_boot {self.n_boot} invalid; use 0 or more")
+        u = str(self.unfreeze)
+        if u != "all" and not (u.isdigit() and int(u) >= 0):
+            raise ConfigError(f"--unfreeze {u!r} invalid; use 'all' or a number of last blocks (0 = head only)")
+        from ..evaluation import parse_threshold_rule
+        parse_threshold_rule(self.threshold)
+
+    @property
+    def feature_kind(self) -> str:
+        if self.features != "auto":
+            if self.features in ("tiles", "both") and self.tiles < 2:
+                raise ConfigError(f"--features {self.features} needs --tiles 2 or more")
+            return self.features
+        return "both" if self.tiles >= 2 else "global"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; valid: {sorted(names)}")
+        return cls(**d)
+
+    def resolved_cache_dir(self) -> Path:
+        from ..data.sources import cache_root
+        return Path(self.cache_dir) if self.cache_dir else cache_root()

@@ -1,0 +1,56 @@
+"""Shared preparation: read, check and split the data, once per run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data.checks import check_dataset
+from ..data.records import Dataset
+from ..data.sources import load_source
+from ..data.splits import Split, train_val_test_split
+from ..errors import DataError
+
+__all__ = ["Prepared", "prepare_data", "limit_train_positives"]
+
+
+@dataclass
+class Prepared:
+    dataset: Dataset
+    split: Split
+    bad: list[tuple[str, str]]
+
+
+def limit_train_positives(split: Split, y: np.ndarray, rate: float, seed: int) -> Split:
+    """Keep only enough training positives for a positive rate of ``rate`` (validation and test untouched)."""
+    tr = split.train
+    pos, neg = tr[y[tr] == 1], tr[y[tr] == 0]
+    keep = int(round(rate * len(neg) / (1 - rate)))
+    if keep < 2:
+        raise DataError(
+            f"--train-positive-rate {rate} leaves {keep} training positives for {len(neg)} negatives; "
+            "use a higher rate (at least 2 positives are needed)"
+        )
+    if keep >= len(pos):
+        return split
+    rng = np.random.default_rng([seed, 7919])
+    chosen = np.sort(rng.choice(pos, size=keep, replace=False))
+    return Split(np.sort(np.concatenate([neg, chosen])), split.val, split.test)
+
+
+def prepare_data(source: str, *, positive: str | None = None, seed: int = 0, val: float = 0.2, test: float = 0.2,
+                 skip_bad: bool = False, train_positive_rate: float | None = None, out_dir: Path | None = None,
+                 progress: bool = False) -> Prepared:
+    """Load ``source``, check every file, split stratified; write ``bad_files.csv`` and ``split.csv``."""
+    ds = load_source(source, positive=positive)
+    report = check_dataset(ds, skip_bad=skip_bad, progress=progress)
+    ds = report.dataset
+    split = train_val_test_split(ds, val=val, test=test, seed=seed)
+    if train_positive_rate is not None:
+        split = limit_train_positives(split, ds.labels, train_positive_rate, seed)
+    if out_dir is not None:
+        report.write_bad_files(Path(out_dir) / "bad_files.csv")
+        split.write_csv(Path(out_dir) / "split.csv", ds)
+    return Prepared(ds, split, report.bad)

@@ -1,0 +1,204 @@
+"""``imbvision train``: one run from data to a saved model, metrics and a report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._io import atomic_write, ensure_output_dir, read_json, write_json
+from ..errors import ConfigError
+from ..strategies.registry import Recipe, compose
+from .config import TrainConfig
+from .head import Postprocess, fit_head, fit_postprocess
+from .prepare import Prepared, prepare_data
+
+__all__ = ["train", "RunResult", "evaluate_run"]
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` returns: the run folder and its test metrics."""
+
+    out: Path
+    metrics: dict[str, Any]
+    threshold: float
+    recipe: str
+
+    @property
+    def report(self) -> Path:
+        return self.out / "report.html"
+
+
+def _embed_synthetic(prep: Prepared, recipe: Recipe, cfg: TrainConfig, backbone, out: Path | None,
+                     progress: bool) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, list]]:
+    from ..backbones import embed_arrays
+    from .pixels import make_synthetic_images
+
+    if not recipe.synthesis and recipe.mixing is None:
+        return None, None, {}
+    train_recs = [prep.dataset.records[i] for i in prep.split.train]
+    syn = make_synthetic_images(train_recs, recipe, seed=cfg.seed, image_size=cfg.image_size, max_n=cfg.max_synthetic)
+    if not len(syn):
+        return None, None, {}
+    emb = embed_arrays(syn.images, backbone, image_size=cfg.image_size, tiles=cfg.tiles,
+                       cache_dir=cfg.resolved_cache_dir())
+    examples: dict[str, list] = {}
+    for img, origin, lab in zip(syn.images, syn.origin, syn.labels):
+        if len(examples.setdefault(origin, [])) < 12:
+            examples[origin].append((img, f"{origin} y={lab:.2f}"))
+    if out is not None:
+        from ..evaluation import save_image_grid
+        for origin, items in examples.items():
+            save_image_grid(out / "examples" / f"{origin}.png", items, title=f"{origin}: new training images")
+    return emb.features(cfg.feature_kind), np.asarray(syn.labels), examples
+
+
+def _write_scores(path: Path, paths: list[str], y: np.ndarray, p: np.ndarray, t: float) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "label", "probability", "decision"])
+    for a, b, c in zip(paths, y, p):
+        w.writerow([a, int(b), f"{c:.6f}", int(c >= t)])
+    with atomic_write(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(buf.getvalue())
+
+
+def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, progress: bool = True,
+          resume: bool = False, **overrides: Any) -> RunResult:
+    """Train one model and evaluate it on the held-out test split.
+
+    Parameters
+    ----------
+    cfg
+        The configuration; keyword ``overrides`` set or replace its fields
+        (e.g. ``train(data="demo", strategy="focal+balanced-sampler")``).
+    out
+        Run folder: ``config.json``, ``split.csv``, ``model.safetensors`` + ``model.json``,
+        ``results.json``, ``scores_test.csv``, ``report.html``.
+    resume
+        Fine-tuning: continue from the last checkpoint in ``out``.
+    """
+    cfg = TrainConfig(**{**(cfg.to_dict() if cfg else {}), **overrides})
+    out = ensure_output_dir(out)
+    recipe = compose(cfg.strategy)
+    if resume and (out / "config.json").exists():
+        old = read_json(out / "config.json")
+        old.pop("extra", None)
+        new = cfg.to_dict()
+        new.pop("extra", None)
+        diff = sorted(k for k in new if old.get(k) != new[k] and k not in ("epochs",))
+        if diff:
+            raise ConfigError(f"--resume with a different configuration ({', '.join(diff)}) than {out / 'config.json'}; "
+                              "use the same options or a new --out")
+    write_json(out / "config.json", {**cfg.to_dict(), "recipe": recipe.to_dict()})
+    t0 = time.perf_counter()
+    prep = prepare_data(cfg.data, positive=cfg.positive, seed=cfg.seed, val=cfg.val, test=cfg.test,
+                        skip_bad=cfg.skip_bad, train_positive_rate=cfg.train_positive_rate, out_dir=out,
+                        progress=progress)
+    ds, split = prep.dataset, prep.split
+    y = ds.labels
+    examples: dict[str, list] = {}
+    if cfg.mode == "head":
+        from ..backbones import create_backbone, embed_dataset
+
+        backbone = create_backbone(cfg.backbone, weights=cfg.weights)
+        emb = embed_dataset(ds, backbone=backbone, image_size=cfg.image_size, tiles=cfg.tiles,
+                            cache_dir=cfg.resolved_cache_dir(), progress=progress)
+        X = emb.features(cfg.feature_kind)
+        ex_X, ex_y, examples = _embed_synthetic(prep, recipe, cfg, backbone, out, progress)
+        fit = fit_head(X[split.train], y[split.train], recipe, seed=cfg.seed, extra_X=ex_X, extra_y=ex_y)
+        p_val_raw, p_test_raw = fit.predict_proba(X[split.val]), fit.predict_proba(X[split.test])
+        arrays = {f"head.{k}": np.asarray(v) for k, v in fit.head.to_arrays().items()}
+        model_meta: dict[str, Any] = {
+            "mode": "head",
+            "backbone": {"name": backbone.name, "weights": cfg.weights, "weights_id": backbone.weights_id,
+                         "image_size": cfg.image_size, "tiles": cfg.tiles, "features": cfg.feature_kind},
+            "head": {"name": fit.head_name, "params": fit.head_params},
+        }
+        train_prior = fit.effective_prior
+        train_info = {"rows": fit.train_rows, "counts_after_resampling": list(fit.resampled_counts),
+                      "synthetic_rows": 0 if ex_X is None else len(ex_X), "fit_seconds": fit.fit_seconds,
+                      "head": fit.head_name, "embedding": emb.stats}
+    else:
+        from .finetune import run_finetune
+
+        ft = run_finetune(cfg, prep, recipe, out, progress=progress, resume=resume)
+        p_val_raw, p_test_raw = ft.p_val, ft.p_test
+        arrays, model_meta, train_prior, train_info = ft.arrays, ft.meta, ft.effective_prior, ft.info
+        examples = ft.examples
+    post = fit_postprocess(p_val_raw, y[split.val], train_prior=train_prior, true_prior=float(y[split.val].mean()),
+                           prior_correction=cfg.prior_correction, calibration=cfg.calibration, threshold=cfg.threshold)
+    from ..model import save_bundle
+    save_bundle(out, arrays, {
+        **model_meta, "strategy": recipe.to_dict(), "postprocess": post.to_dict(),
+        "class_names": {"0": ds.negative_name, "1": ds.positive_name}, "config": cfg.to_dict(),
+    })
+    _write_scores(out / "scores_val.csv", [str(ds.records[i].path) for i in split.val], y[split.val],
+                  post.apply(p_val_raw), post.threshold.threshold)
+    write_json(out / "raw_scores.json", {"val": p_val_raw.tolist(), "test": p_test_raw.tolist()})
+    result = evaluate_run(out, progress=progress, examples=examples, train_info=train_info,
+                          elapsed=time.perf_counter() - t0)
+    return result
+
+
+def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[str, list] | None = None,
+                 train_info: dict[str, Any] | None = None, elapsed: float | None = None) -> RunResult:
+    """Score the test split of a finished run: ``results.json``, ``scores_test.csv``, ``report.html``.
+
+    The test split is used here only; the threshold and calibration come from validation.
+    """
+    from ..data.splits import read_split_csv
+    from ..evaluation import build_run_report, evaluate_scores
+    from ..model import Model
+
+    run_dir = Path(run_dir)
+    model = Model.load(run_dir)
+    cfg = TrainConfig.from_dict(model.meta["config"])
+    prev = read_json(run_dir / "results.json") if (run_dir / "results.json").exists() else {}
+    train_info = train_info or prev.get("train", {})
+    raw = read_json(run_dir / "raw_scores.json")
+    split = read_split_csv(run_dir / "split.csv")
+    rows = {}
+    with open(run_dir / "split.csv", newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            rows[int(r["index"])] = r
+    y_val = np.array([int(rows[i]["label"]) for i in split.val])
+    y_test = np.array([int(rows[i]["label"]) for i in split.test])
+    paths_test = [rows[i]["path"] for i in split.test]
+    paths_val = [rows[i]["path"] for i in split.val]
+    post = model.postprocess
+    p_test_u = post.uncalibrated(np.asarray(raw["test"]))
+    p_test = post.apply(np.asarray(raw["test"]))
+    p_val = post.apply(np.asarray(raw["val"]))
+    t = post.threshold.threshold
+    metrics = evaluate_scores(y_test, p_test, t, n_boot=cfg.n_boot, seed=cfg.seed)
+    val_metrics = evaluate_scores(y_val, p_val, t, n_boot=0)
+    _write_scores(run_dir / "scores_test.csv", paths_test, y_test, p_test, t)
+    results = {
+        "strategy": model.meta["strategy"]["name"], "mode": model.meta["mode"],
+        "test": metrics, "val": val_metrics, "threshold": post.threshold.to_dict(),
+        "postprocess": {k: v for k, v in post.to_dict().items() if k != "threshold"},
+        "train": train_info, "elapsed_seconds": elapsed if elapsed is not None else prev.get("elapsed_seconds"),
+    }
+    write_json(run_dir / "results.json", results)
+    if examples is None:
+        examples = {p.stem: [(str(p), p.stem)] for p in sorted((run_dir / "examples").glob("*.png"))}
+    build_run_report(
+        run_dir,
+        {"test": {"y": y_test, "score": p_test, "score_uncalibrated": p_test_u, "paths": paths_test},
+         "val": {"y": y_val, "score": p_val, "paths": paths_val},
+         "threshold": post.threshold,
+         "calibration": {"method": post.calibrator.method if hasattr(post.calibrator, "method") else cfg.calibration,
+                         "prior_correction": ({"train_prior": post.train_prior, "true_prior": post.true_prior}
+                                              if post.prior_correction and post.train_prior is not None else None)},
+         "name": model.meta["strategy"]["name"]},
+        {**cfg.to_dict(), "recipe": model.meta["strategy"]},
+        images=examples or None, n_boot=cfg.n_boot, seed=cfg.seed,
+    )
+    return RunResult(run_dir, metrics, t, model.meta["strategy"]["name"])
