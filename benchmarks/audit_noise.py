@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     emb = embed_dataset(ds, tiles=args.tiles, cache_dir=ROOT / "benchmarks" / "results" / "cache", progress=True)
     X = emb.features(args.features)
     t_embed = time.perf_counter() - t0
-    work = ROOT / "benchmarks" / "results" / "audit_noise"
+    work = ROOT / "benchmarks" / "results" / "cache" / "audit_noise"  # git-ignored
     per_seed = {}
     for s in args.seeds:
         noisy, fp, fn = flip(ds, args.rate, s)

@@ -134,7 +134,7 @@ class Model:
             from .strategies.heads import head_from_arrays
             h = self.meta["head"]
             arrays = {k[5:]: v for k, v in self.arrays.items() if k.startswith("head.")}
-            self._head = head_from_arrays(h["name"], arrays, h["params"])
+            self._head = head_from_arrays(arrays, h["config"])
         return self._head
 
     # -- prediction --------------------------------------------------------------------

@@ -141,9 +141,18 @@ def _create_lite0(weights: str | Path | None, pretrained: bool) -> Backbone:
         model = load_efficientnet_lite0(num_classes=0)
         wid = "imagenet-efficientnet-lite0-57934424"
     else:
-        model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0)
-        wid = "random"
+        model = _random_init("efficientnet_lite0")
+        wid = "random-seed0"
     return Backbone("efficientnet_lite0", model.eval(), model.num_features, weights_id=wid, timm_name="efficientnet_lite0")
+
+
+def _random_init(name: str) -> nn.Module:
+    """A randomly initialised timm model, the same every time (seeded, global RNG untouched)."""
+    import timm
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return timm.create_model(name, pretrained=False, num_classes=0)
 
 
 def _load_into(model: nn.Module, weights: str | Path) -> None:
@@ -197,13 +206,14 @@ def create_backbone(name: str = "efficientnet_lite0", *, weights: str | Path | N
         wid = "file-" + _file_id(Path(weights))
     else:
         try:
-            model = timm.create_model(name, pretrained=pretrained, num_classes=0)
+            model = (timm.create_model(name, pretrained=True, num_classes=0) if pretrained
+                     else _random_init(name))
         except Exception as exc:  # noqa: BLE001 - network or hub errors
             raise ConfigError(
                 f"could not fetch hub weights for {name!r} ({exc}); offline, pass --weights FILE "
                 "or use the embedded efficientnet_lite0"
             ) from None
-        wid = f"timm-{name}-{'hub' if pretrained else 'random'}"
+        wid = f"timm-{name}-{'hub' if pretrained else 'random-seed0'}"
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     return Backbone(name, model.eval(), model.num_features, tuple(cfg.get("mean", IMAGENET_MEAN)),
                     tuple(cfg.get("std", IMAGENET_STD)), weights_id=wid, timm_name=name)

@@ -20,10 +20,7 @@ from sklearn.metrics import (
     average_precision_score,
     balanced_accuracy_score,
     confusion_matrix,
-    f1_score,
     matthews_corrcoef,
-    precision_score,
-    recall_score,
     roc_auc_score,
 )
 
@@ -149,7 +146,9 @@ def threshold_metrics(y: Any, score: Any, threshold: float) -> dict[str, Any]:
     pred = (s >= threshold).astype(np.int8)
     tn, fp, fn, tp = (int(v) for v in confusion_matrix(y_i, pred, labels=[0, 1]).ravel())
     n = len(y_i)
-    recall = float(recall_score(y_i, pred, zero_division=0))
+    precision = tp / (tp + fp) if (tp + fp) else 0.0
+    recall = tp / (tp + fn) if (tp + fn) else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
     specificity = tn / (tn + fp) if (tn + fp) else 0.0
     return {
         "threshold": threshold,
@@ -160,9 +159,9 @@ def threshold_metrics(y: Any, score: Any, threshold: float) -> dict[str, Any]:
         "tn": tn,
         "fn": fn,
         "flagged_rate": (tp + fp) / n,
-        "precision": float(precision_score(y_i, pred, zero_division=0)),
-        "recall": recall,
-        "f1": float(f1_score(y_i, pred, zero_division=0)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
         "specificity": float(specificity),
         "mcc": float(matthews_corrcoef(y_i, pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y_i, pred)),

@@ -47,13 +47,13 @@ __all__ = [
 ]
 
 _STYLE = {
-    "font.size": 11,
-    "axes.titlesize": 13,
+    "font.size": 12,
+    "axes.titlesize": 14,
     "axes.titleweight": "bold",
-    "axes.labelsize": 11.5,
-    "xtick.labelsize": 10,
-    "ytick.labelsize": 10,
-    "legend.fontsize": 9.5,
+    "axes.labelsize": 12.5,
+    "xtick.labelsize": 11,
+    "ytick.labelsize": 11,
+    "legend.fontsize": 10.5,
     "legend.framealpha": 0.9,
     "axes.grid": True,
     "grid.alpha": 0.3,
@@ -83,6 +83,12 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
 def _plain(text: Any) -> str:
     """User text for titles/legends: no mathtext surprises from '$'."""
     return str(text).replace("$", r"\$")
+
+
+def _short(text: Any, n: int = 42) -> str:
+    """A legend label: '$'-safe and at most ``n`` characters."""
+    s = str(text)
+    return _plain(s if len(s) <= n else s[: n - 1] + "…")
 
 
 def _curves_arg(curves: Mapping[str, tuple[Any, Any]]) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -125,7 +131,7 @@ def plot_pr_curves(
             prec, rec, _ = precision_recall_curve(y, s)
             ap = average_precision_score(y, s)
             ax.plot(rec, prec, drawstyle="steps-post", lw=2, color=color,
-                    label=f"{_plain(label)} (AP {ap:.3f})")
+                    label=f"{_short(label)} (AP {ap:.3f})")
             if label in thresholds:
                 m = threshold_metrics(y, s, thresholds[label])
                 ax.plot([m["recall"]], [m["precision"]], "o", ms=8, color=color, mec="black",
@@ -175,7 +181,7 @@ def plot_roc_curves(
             color = _COLORS[k % len(_COLORS)]
             fpr, tpr, _ = roc_curve(y, s)
             auc = roc_auc_score(y, s)
-            ax.plot(fpr, tpr, lw=2, color=color, label=f"{_plain(label)} (AUC {auc:.3f})")
+            ax.plot(fpr, tpr, lw=2, color=color, label=f"{_short(label)} (AUC {auc:.3f})")
             if label in thresholds:
                 m = threshold_metrics(y, s, thresholds[label])
                 ax.plot([1 - m["specificity"]], [m["recall"]], "o", ms=8, color=color,
@@ -233,7 +239,8 @@ def plot_score_histograms(
             v = s[y_i == cls]
             if len(v) == 0:
                 continue
-            ax.hist(v, bins=edges, color=color, alpha=0.45, label=f"{name} (n={len(v)})")
+            ax.hist(v, bins=edges, color=color, alpha=0.45, histtype="stepfilled",
+                    label=f"{name} (n={len(v)})")
             ax.hist(v, bins=edges, color=color, histtype="step", lw=1.6)
         if threshold is not None:
             ax.axvline(float(threshold), color="black", ls="--", lw=1.6,
@@ -245,7 +252,7 @@ def plot_score_histograms(
         ax.set_xlabel("Score (predicted probability of positive)")
         ax.set_ylabel("Count (log scale)" if log else "Count")
         ax.set_title(_plain(title))
-        ax.legend(loc="upper center")
+        ax.legend(loc="best")
     return fig
 
 
@@ -283,7 +290,7 @@ def plot_reliability(
             b = brier(y_i, p)
             ece = expected_calibration_error(y_i, p, n_bins)
             ax.plot(rc["prob_pred"], rc["prob_true"], "o-", color=color, lw=2, ms=6,
-                    label=f"{_plain(label)} (Brier {b:.4f}, ECE {ece:.3f})")
+                    label=f"{_short(label)} (Brier {b:.4f}, ECE {ece:.3f})")
             axh.hist(p, bins=edges, color=color, histtype="step", lw=1.6)
         ax.set_xlim(0, 1)
         ax.set_ylim(-0.02, 1.02)
@@ -346,7 +353,7 @@ def plot_image_grid(
     n = len(items)
     ncols = max(1, min(int(ncols), n or 1))
     nrows = max(1, math.ceil(n / ncols))
-    tile_w, tile_h = 1.95, 1.95 + 0.17 * max_caption_lines
+    tile_w, tile_h = 1.95, 1.95 + 0.19 * max_caption_lines
     with _style():
         fig = _new_figure((tile_w * ncols, tile_h * nrows + (0.4 if title else 0.0)))
         if title:
@@ -357,7 +364,7 @@ def plot_image_grid(
             ax.text(0.5, 0.5, "no images", ha="center", va="center", fontsize=12, color="grey")
             return fig
         axes = fig.subplots(nrows, ncols, squeeze=False)
-        wrap = max(12, int(tile_w * 12))
+        wrap = max(12, int(tile_w * 11))
         for k, ax in enumerate(axes.ravel()):
             ax.set_xticks([])
             ax.set_yticks([])
@@ -377,8 +384,8 @@ def plot_image_grid(
                 ax.set_xlim(-0.5, 7.5)
                 msg = "\n".join(textwrap.wrap(f"cannot show: {err}", 24)[:5])
                 ax.text(0.5, 0.5, msg, transform=ax.transAxes, ha="center", va="center",
-                        fontsize=7.5, color="#8b0000", parse_math=False)
-            ax.set_xlabel("\n".join(lines), fontsize=8.5, parse_math=False)
+                        fontsize=8.5, color="#8b0000", parse_math=False)
+            ax.set_xlabel("\n".join(lines), fontsize=9.5, parse_math=False)
     return fig
 
 

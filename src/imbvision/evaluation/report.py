@@ -65,6 +65,7 @@ nav.toc a { color: var(--accent); text-decoration: none; margin-right: 16px; whi
             display: inline-block; }
 code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "Liberation Mono", monospace;
        font-size: 0.9em; background: var(--soft); padding: 1px 4px; border-radius: 3px; }
+pre code { background: none; padding: 0; font-size: inherit; border-radius: 0; }
 pre { background: #f6f8fa; border: 1px solid var(--line); border-radius: 6px; padding: 12px 14px;
       overflow: auto; max-height: 640px; white-space: pre-wrap; overflow-wrap: anywhere;
       font: 12.5px/1.45 ui-monospace, "SFMono-Regular", Menlo, Consolas, "Liberation Mono", monospace; }
@@ -84,7 +85,7 @@ figure img { max-width: 100%; height: auto; border: 1px solid var(--line); borde
 figcaption { color: var(--muted); font-size: 0.9em; margin-top: 6px; overflow-wrap: anywhere; }
 .row { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
 .row > figure { flex: 1 1 420px; min-width: 0; margin: 0; }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); gap: 12px;
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 12px;
          margin: 12px 0 16px; }
 .card { border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; background: var(--soft); }
 .card .label { color: var(--muted); font-size: 0.85em; overflow-wrap: anywhere; }
@@ -162,10 +163,10 @@ class Report:
     Examples
     --------
     >>> r = Report("Crack detection")
-    >>> r.add_heading("Summary").add_text("AP is **0.81** on `test`.")  # doctest: +ELLIPSIS
-    <...Report object at ...>
-    >>> r.add_table([{"metric": "AP", "value": 0.81}])  # doctest: +ELLIPSIS
-    <...Report object at ...>
+    >>> _ = r.add_heading("Summary").add_text("AP is **0.81** on `test`.")
+    >>> _ = r.add_table([{"metric": "AP", "value": 0.81, "n": 120}], caption="test split")
+    >>> '<td class="num">0.810</td>' in r.to_html()
+    True
     """
 
     def __init__(self, title: str, *, subtitle: str | None = None, toc: bool = True) -> None:
@@ -271,7 +272,7 @@ class Report:
         for k, r in enumerate(body):
             cls = ' class="hl"' if k in hl else ""
             cells = "".join(
-                f'<td class="num">{_e(format_value(v, digits))}</td>' if _is_num(v)
+                f'<td class="num">{_e(format_value(v, digits))}</td>' if _is_num(v) or v is None
                 else f"<td>{_e(format_value(v, digits))}</td>"
                 for v in r
             )
@@ -433,6 +434,24 @@ def _ci(m: Mapping[str, Any], key: str) -> str:
     return f"{round(100 * m['ci_level'])}% CI {ci[0]:.3f} – {ci[1]:.3f}"
 
 
+_MAX_DIRECT_BYTES = 3 * 1024 * 1024
+
+
+def _embeddable(image: Any) -> bytes | None:
+    """Bytes of a small PNG/JPEG/GIF/WebP file to embed as is, else None."""
+    if not isinstance(image, (str, os.PathLike)):
+        return None
+    try:
+        p = Path(image)
+        if not p.is_file() or p.stat().st_size > _MAX_DIRECT_BYTES:
+            return None
+        data = p.read_bytes()
+        _sniff_image(data)
+    except (OSError, ConfigError):
+        return None
+    return data
+
+
 def _worst(y: np.ndarray, s: np.ndarray, t: float, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the ``k`` lowest-scored positives below ``t`` and highest-scored negatives at or above."""
     fn = np.flatnonzero((y == 1) & (s < t))
@@ -487,7 +506,9 @@ def build_run_report(
         The resolved configuration, shown verbatim as JSON.
     images
         Optional ``{section title: [(image path or array, caption), ...]}``,
-        e.g. strategy examples (augmented / synthesised minority images).
+        e.g. strategy examples (augmented / synthesised minority images). A
+        section is drawn as a thumbnail grid; a section holding a single image
+        file (a ready-made figure up to 3 MB) is embedded full size instead.
     title
         Page title; default ``"imbvision run — <name or folder>"``.
     n_boot, seed
@@ -526,7 +547,8 @@ def build_run_report(
             f"({100 * m['positive_rate']:.2f}%)"
         ),
     )
-    for note in results.get("notes") or []:
+    notes = results.get("notes") or []
+    for note in [notes] if isinstance(notes, str) else notes:
         rep.add_callout(str(note), "note")
     if auto_note:
         rep.add_callout(auto_note, "warning")
@@ -541,8 +563,9 @@ def build_run_report(
     rep.add_heading("Summary")
     rep.add_cards(
         [
-            ("Average precision", m["ap"], _ci(m, "ap") + f" · chance {m['positive_rate']:.3f}"),
-            ("ROC-AUC", m["roc_auc"], _ci(m, "roc_auc") + " · chance 0.500"),
+            ("Average precision", m["ap"],
+             " · ".join(filter(None, [_ci(m, "ap"), f"chance {m['positive_rate']:.3f}"]))),
+            ("ROC-AUC", m["roc_auc"], " · ".join(filter(None, [_ci(m, "roc_auc"), "chance 0.500"]))),
             ("Precision", m["precision"], f"at threshold {t:.3g}"),
             ("Recall", m["recall"], f"at threshold {t:.3g}"),
             ("F1", m["f1"], f"at threshold {t:.3g}"),
@@ -603,7 +626,7 @@ def build_run_report(
     rep.add_table(
         [
             ["rule", str(choice.rule)],
-            ["threshold", t],
+            ["threshold", f"{t:.6g}"],
             ["constraint met on validation", choice.feasible],
             ["note", choice.note or "—"],
         ],
@@ -694,11 +717,16 @@ def build_run_report(
             if not items:
                 rep.add_text("(no images)")
                 continue
+            direct = _embeddable(items[0][0]) if len(items) == 1 else None
+            if direct is not None:  # one ready-made figure (e.g. a saved grid): show it full size
+                rep.add_image(direct, str(items[0][1]))
+                continue
             stem = "examples_" + (re.sub(r"[^a-z0-9]+", "_", str(section).lower()).strip("_")[:40]
                                   or str(k))
             rep.add_image(png(plot_image_grid(items, ncols=6), f"{stem}_{k}"), str(section))
 
     # ---- configuration
     rep.add_heading("Configuration")
-    rep.add_code(dict(config), caption="Resolved configuration of this run")
+    rep.add_code(dict(config) if isinstance(config, Mapping) else config,
+                 caption="Resolved configuration of this run")
     return rep.save(run_dir / "report.html")

@@ -267,20 +267,32 @@ def threshold_table(
     """
     y_i, s_f = check_binary_scores(y, s)
     grid = DEFAULT_THRESHOLD_GRID if thresholds is None else thresholds
+    try:
+        ts = np.array(sorted({float(v) for v in grid}), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"thresholds must be numbers; got {grid!r}") from None
+    if not np.isfinite(ts).all():
+        raise ConfigError(f"thresholds must be finite; got {list(grid)!r}")
+    n, n_pos = len(y_i), int(y_i.sum())
+    pos_sorted = np.sort(s_f[y_i == 1])
+    neg_sorted = np.sort(s_f[y_i == 0])
+    # flagged = score >= t: count of values at or above t
+    tp = n_pos - np.searchsorted(pos_sorted, ts, side="left")
+    fp = (n - n_pos) - np.searchsorted(neg_sorted, ts, side="left")
     rows = []
-    for t in sorted({float(v) for v in grid}):
-        m = threshold_metrics(y_i, s_f, t)
+    for t, a, b in zip(ts.tolist(), tp.tolist(), fp.tolist()):
+        fn = n_pos - a
         rows.append(
             {
                 "threshold": t,
-                "precision": m["precision"],
-                "recall": m["recall"],
-                "f1": m["f1"],
-                "flagged_rate": m["flagged_rate"],
-                "flagged": m["tp"] + m["fp"],
-                "tp": m["tp"],
-                "fp": m["fp"],
-                "fn": m["fn"],
+                "precision": a / (a + b) if (a + b) else 0.0,
+                "recall": a / n_pos,
+                "f1": 2 * a / (2 * a + b + fn) if a else 0.0,
+                "flagged_rate": (a + b) / n,
+                "flagged": a + b,
+                "tp": a,
+                "fp": b,
+                "fn": fn,
             }
         )
     return rows

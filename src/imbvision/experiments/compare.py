@@ -273,6 +273,7 @@ def _aggregate(names, splits, cells, y, n_boot):
     for n in names:
         cs = [cells[(n, s, f)] for s, f in keys]
         ap_m, ap_sd, ap_lo, ap_hi = mean_ci([c["ap"] for c in cs])
+        ap_lo, ap_hi = max(0.0, ap_lo), min(1.0, ap_hi)  # AP lives in [0, 1]
         row = {"strategy": n, "ap_mean": ap_m, "ap_std": ap_sd, "ap_ci": [ap_lo, ap_hi],
                "recall_at_p90": float(np.mean([c["recall_at_p90"] for c in cs])),
                "f1": float(np.mean([c["f1"] for c in cs])), "mcc": float(np.mean([c["mcc"] for c in cs])),
@@ -377,7 +378,7 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
             c = cells[(r["strategy"], s, f)]
             ys.append(y[np.asarray(c["test_index"])])
             ss.append(np.asarray(c["test_score"]))
-        curves[f"{r['strategy']} (AP {r['ap_mean']:.3f})"] = (np.concatenate(ys), np.concatenate(ss))
+        curves[r["strategy"]] = (np.concatenate(ys), np.concatenate(ss))
     rep = Report(f"imbvision compare — {cfg['data']}",
                  subtitle=f"{len(res.leaderboard)} strategies × {len(splits)} splits ({cfg['seeds']} seeds"
                           + (f" × {cfg['folds']} folds" if cfg.get("folds") else "") + "), head mode")
@@ -389,21 +390,31 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
     rep.add_text("AP is the test average precision, mean over splits with a Student-t 95% interval. ΔAP is against the "
                  "plain `ce` baseline on the same splits, with a paired stratified bootstrap interval; p-values are "
                  "Holm-adjusted over all strategies. F1, MCC, recall and precision are at the threshold tuned on validation.")
-    table = []
+    table, table2 = [], []
     for r in res.leaderboard:
         table.append({
             "rank": r["rank"], "strategy": r["strategy"],
-            "AP": f"{r['ap_mean']:.3f} [{r['ap_ci'][0]:.3f}, {r['ap_ci'][1]:.3f}]",
-            "ΔAP vs ce": "—" if "delta_ap" not in r else f"{r['delta_ap']:+.3f} [{r['delta_ci'][0]:+.3f}, {r['delta_ci'][1]:+.3f}]",
-            "p (Holm)": "—" if r.get("p_holm") is None else f"{r['p_holm']:.3g}",
-            "Wilcoxon p": "—" if r.get("p_wilcoxon") is None else f"{r['p_wilcoxon']:.3g}",
-            "recall@P≥0.9": f"{r['recall_at_p90']:.3f}", "F1": f"{r['f1']:.3f}", "MCC": f"{r['mcc']:.3f}",
-            "recall": f"{r['recall']:.3f}", "precision": f"{r['precision']:.3f}",
-            "fit s": f"{r['fit_seconds']:.2f}", "head": r["head"],
+            "AP [95% CI]": f"{r['ap_mean']:.3f} [{r['ap_ci'][0]:.2f}, {r['ap_ci'][1]:.2f}]",
+            "ΔAP vs ce [95% CI]": "—" if "delta_ap" not in r else
+            f"{r['delta_ap']:+.3f} [{r['delta_ci'][0]:+.2f}, {r['delta_ci'][1]:+.2f}]",
+            "p (Holm)": "—" if r.get("p_holm") is None else f"{r['p_holm']:.2g}",
+            "recall@P≥0.9": f"{r['recall_at_p90']:.2f}", "fit s": f"{r['fit_seconds']:.1f}",
+        })
+        table2.append({
+            "strategy": r["strategy"], "F1": f"{r['f1']:.2f}", "MCC": f"{r['mcc']:.2f}",
+            "recall": f"{r['recall']:.2f}", "precision": f"{r['precision']:.2f}",
+            "ROC-AUC": f"{r['roc_auc']:.3f}",
+            "Wilcoxon p": "—" if r.get("p_wilcoxon") is None else f"{r['p_wilcoxon']:.2g}",
+            "effect dz": "—" if r.get("effect_dz") is None else f"{r['effect_dz']:+.2f}", "head": r["head"],
         })
     rep.add_table(table)
+    rep.add_heading("At the tuned threshold")
+    rep.add_text("Threshold-dependent metrics (means over splits) at the threshold chosen on each split's validation "
+                 "data; this is where re-weighting shows its effect. Wilcoxon p (unadjusted) and Cohen's dz are over "
+                 "the paired per-split AP differences.")
+    rep.add_table(table2)
     rep.add_heading("Precision-recall curves (test, pooled over splits)")
-    rep.add_image(plot_pr_curves(curves, title="PR curves, top strategies"), "Overlaid PR curves; the dashed line is the positive rate.")
+    rep.add_image(plot_pr_curves(curves, title="PR curves, top strategies"), "Overlaid PR curves of the test scores pooled over splits (the legend's AP is of the pooled scores); the dashed line is the positive rate.")
     ex = sorted((out / "synthetic" / "examples").glob("*.png")) if (out / "synthetic" / "examples").exists() else []
     if ex:
         rep.add_heading("What the pixel-space remedies made")
@@ -417,13 +428,14 @@ def print_leaderboard(res: CompareResult, console) -> None:
     """Print the leaderboard and the recommendation with rich."""
     from rich.table import Table
 
-    t = Table(title=f"leaderboard (test AP over {res.leaderboard[0]['cells']} splits; ΔAP vs ce, Holm-adjusted p)")
-    for col in ("#", "strategy", "AP", "95% CI", "ΔAP", "p", "recall@P≥.9", "F1", "recall", "fit s"):
-        t.add_column(col, justify="left" if col == "strategy" else "right")
+    t = Table(title=f"test AP over {res.leaderboard[0]['cells']} splits; ΔAP vs ce with Holm-adjusted p")
+    t.add_column("strategy", no_wrap=True)
+    for col in ("AP [95% CI]", "ΔAP", "p", "recall", "F1", "fit s"):
+        t.add_column(col, justify="right", no_wrap=True)
     for r in res.leaderboard:
-        t.add_row(str(r["rank"]), r["strategy"], f"{r['ap_mean']:.3f}", f"{r['ap_ci'][0]:.3f}–{r['ap_ci'][1]:.3f}",
-                  "" if "delta_ap" not in r else f"{r['delta_ap']:+.3f}",
-                  "" if r.get("p_holm") is None else f"{r['p_holm']:.2g}", f"{r['recall_at_p90']:.3f}",
-                  f"{r['f1']:.3f}", f"{r['recall']:.3f}", f"{r['fit_seconds']:.2f}")
+        t.add_row(r["strategy"], f"{r['ap_mean']:.3f} [{r['ap_ci'][0]:.2f},{r['ap_ci'][1]:.2f}]",
+                  "" if "delta_ap" not in r else f"{r['delta_ap']:+.2f}",
+                  "" if r.get("p_holm") is None else f"{r['p_holm']:.2g}",
+                  f"{r['recall']:.2f}", f"{r['f1']:.2f}", f"{r['fit_seconds']:.1f}")
     console.print(t)
     console.print(res.recommendation)

@@ -119,7 +119,7 @@ def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, pro
             "mode": "head",
             "backbone": {"name": backbone.name, "weights": cfg.weights, "weights_id": backbone.weights_id,
                          "image_size": cfg.image_size, "tiles": cfg.tiles, "features": cfg.feature_kind},
-            "head": {"name": fit.head_name, "params": fit.head_params},
+            "head": {"name": fit.head_name, "params": fit.head_params, "config": fit.head.get_config()},
         }
         train_prior = fit.effective_prior
         train_info = {"rows": fit.train_rows, "counts_after_resampling": list(fit.resampled_counts),

@@ -1,0 +1,143 @@
+"""Training benchmarks on Magnetic-tile.
+
+(a) Head mode: ``train`` + evaluation (bootstrap CIs, report) wall time with the
+    embeddings already cached in ``benchmarks/results/cache``. Target < 30 s.
+(b) Fine-tune mode on the CPU, EfficientNet-Lite0 at 128 px: samples/s of the
+    full loop (DataLoader workers decoding, pixel-space strategies, forward,
+    backward, AdamW step; the loop's own steady-state timing, the first steps
+    left out) versus a bare forward-backward-step on ready tensors in the same
+    process with the same threads. Target ratio >= 0.85. The bare loop is
+    timed before and after the full loops and averaged (a shared machine drifts).
+
+    .venv/bin/python benchmarks/bench_train.py [--skip-head] [--strategies ce,balanced-sampler+mixup]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import CACHE, magnetic_tile, peak_rss_mb, save
+
+
+def bench_head(src: str, out: Path) -> dict:
+    import json
+
+    import imbvision
+
+    t = time.perf_counter()
+    run = imbvision.train(data=src, mode="head", strategy="ce", cache_dir=str(CACHE), out=out / "head", progress=False)
+    wall = time.perf_counter() - t
+    emb = json.loads((run.out / "results.json").read_text())["train"].get("embedding", {})
+    res = {"wall_seconds": wall, "embedded_now": emb.get("computed"), "from_cache": emb.get("from_cache"),
+           "test_ap": run.metrics["ap"]}
+    if emb.get("computed"):  # cold cache: time a second, warm run
+        t = time.perf_counter()
+        run = imbvision.train(data=src, mode="head", strategy="ce", cache_dir=str(CACHE), out=out / "head2",
+                              progress=False)
+        res["cold_wall_seconds"], res["wall_seconds"] = wall, time.perf_counter() - t
+    return res
+
+
+def bare_loop(image_size: int, batch_size: int, steps: int) -> float:
+    """Samples/s of forward + backward + AdamW step on ready uint8 tensors (same network as the loop)."""
+    import torch
+
+    from imbvision.backbones import create_backbone
+    from imbvision.training.finetune import _param_groups, build_network
+
+    net = build_network(create_backbone("efficientnet_lite0"))
+    net.train()
+    opt = torch.optim.AdamW(_param_groups(net, 3e-4, 3e-3, 1e-4))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (batch_size, 3, image_size, image_size), generator=g, dtype=torch.uint8)
+    y = (torch.rand(batch_size, generator=g) < 0.3).float()
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def step() -> None:
+        loss = loss_fn(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch_size / (time.perf_counter() - t)
+
+
+def full_loop(src: str, strategy: str, out: Path, *, image_size: int, batch_size: int, n_train: int,
+              workers: int) -> dict:
+    from imbvision.data.sources import load_source
+    from imbvision.data.splits import Split, train_val_test_split
+    from imbvision.strategies.registry import compose
+    from imbvision.training.config import TrainConfig
+    from imbvision.training.finetune import run_finetune
+    from imbvision.training.prepare import Prepared
+
+    ds = load_source(src)
+    split = train_val_test_split(ds, seed=0)
+    rng = np.random.default_rng(0)
+    sub = Split(np.sort(rng.choice(split.train, n_train, replace=False)),
+                np.sort(rng.choice(split.val, 32, replace=False)), np.sort(rng.choice(split.test, 32, replace=False)))
+    cfg = TrainConfig(data=src, mode="finetune", strategy=strategy, backbone="efficientnet_lite0",
+                      image_size=image_size, epochs=1, batch_size=batch_size, workers=workers, n_boot=0,
+                      accelerator="cpu", cache_dir=str(CACHE))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = run_finetune(cfg, Prepared(ds, sub, []), compose(strategy), out, progress=False)
+    h = res.info["history"][0]
+    return {"strategy": strategy, "samples_per_s": h["samples_per_s_steady"], "epoch_samples_per_s": h["samples_per_s"],
+            "samples": h["samples"], "synthetic_per_epoch": res.info["synthetic_per_epoch"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-head", action="store_true")
+    ap.add_argument("--strategies", default="ce,focal+balanced-sampler+copy-paste+mixup")
+    ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--n-train", type=int, default=384)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--bare-steps", type=int, default=8)
+    args = ap.parse_args()
+
+    import torch
+
+    src = f"magnetic-tile:{magnetic_tile()}"
+    result: dict = {"torch_threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.skip_head:
+            result["head"] = bench_head(src, Path(tmp))
+            print(f"(a) head mode train + evaluate: {result['head']['wall_seconds']:.1f} s "
+                  f"(target < 30 s), test AP {result['head']['test_ap']:.3f}")
+        bare = [bare_loop(args.image_size, args.batch_size, args.bare_steps)]
+        loops = [full_loop(src, s, Path(tmp) / f"ft{i}", image_size=args.image_size, batch_size=args.batch_size,
+                           n_train=args.n_train, workers=args.workers)
+                 for i, s in enumerate(args.strategies.split(","))]
+        bare.append(bare_loop(args.image_size, args.batch_size, args.bare_steps))
+    b = float(np.mean(bare))
+    for row in loops:
+        row["ratio"] = row["samples_per_s"] / b
+    result["finetune"] = {"backbone": "efficientnet_lite0", "image_size": args.image_size,
+                          "batch_size": args.batch_size, "workers": args.workers, "train_images": args.n_train,
+                          "bare_samples_per_s": b, "bare_runs": bare, "loops": loops, "target_ratio": 0.85}
+    result["peak_rss_mb"] = peak_rss_mb()
+    print(f"(b) fine-tune, efficientnet_lite0 @ {args.image_size} px, batch {args.batch_size}, "
+          f"{args.workers} worker(s), {torch.get_num_threads()} threads")
+    print(f"    {'loop':<45} {'samples/s':>10} {'ratio':>7}")
+    print(f"    {'bare forward+backward+step (mean of 2)':<45} {b:>10.1f} {1.0:>7.2f}")
+    for row in loops:
+        print(f"    {row['strategy']:<45} {row['samples_per_s']:>10.1f} {row['ratio']:>7.2f}")
+    save("bench_train", result)
+
+
+if __name__ == "__main__":
+    main()
