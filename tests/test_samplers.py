@@ -15,7 +15,7 @@ from imbvision.strategies.registry import StrategyContext, get_strategy, parse_s
 from imbvision.strategies.samplers import (
     BalancedSampler,
     DistributedWeightedSampler,
-    class_balanced_weights,
+    balanced_sample_weights,
 )
 
 
@@ -66,7 +66,7 @@ def test_weights_sum_to_one_and_favour_minority():
     w = _build().weights(y)
     assert w.shape == y.shape and w.sum() == pytest.approx(1.0)
     assert w[y == 1].sum() == pytest.approx(0.5) and w[y == 1][0] == pytest.approx(19 * w[y == 0][0])
-    w3 = class_balanced_weights(np.array([0, 0, 0, 1, 2, 2]))
+    w3 = balanced_sample_weights(np.array([0, 0, 0, 1, 2, 2]))
     assert [w3[np.array([0, 0, 0, 1, 2, 2]) == c].sum() for c in range(3)] == pytest.approx([1 / 3] * 3)
 
 

@@ -178,7 +178,8 @@ class StrategyRecord:
     - resampler: an object with ``fit_resample(X, y) -> ResampleResult``;
     - synthesis: an object with ``synthesize(...)`` producing new minority images with masks;
     - mixing: a batch callable ``(x, y, *, generator, masks=None) -> (x, soft_y)``;
-    - head: an estimator with ``fit(X, y, recipe)`` and ``predict_proba(X)``.
+    - head: an estimator with ``fit(X, y, *, loss=None, sampler=None, sample_weight=None,
+      loss_name="ce", seed=None)``, ``predict_proba(X)`` and ``to_arrays()``/``get_config()``.
     """
 
     name: str

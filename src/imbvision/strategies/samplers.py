@@ -24,7 +24,7 @@ from .registry import Param, StrategyContext, StrategyRecord, register_strategy
 
 __all__ = [
     "MODES",
-    "class_balanced_weights",
+    "balanced_sample_weights",
     "BalancedSampler",
     "DistributedWeightedSampler",
 ]
@@ -32,7 +32,7 @@ __all__ = [
 MODES: tuple[str, ...] = ("inverse", "sqrt")
 
 
-def class_balanced_weights(
+def balanced_sample_weights(
     labels: Sequence[int] | np.ndarray,
     mode: str = "inverse",
     pos_fraction: float | None = None,
@@ -196,8 +196,8 @@ class DistributedWeightedSampler(Sampler[int]):
         pos_fraction: float | None = None,
         **kw: Any,
     ) -> "DistributedWeightedSampler":
-        """Build from class labels with :func:`class_balanced_weights`."""
-        return cls(class_balanced_weights(labels, mode, pos_fraction), **kw)
+        """Build from class labels with :func:`balanced_sample_weights`."""
+        return cls(balanced_sample_weights(labels, mode, pos_fraction), **kw)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the draw of ``epoch``; call on every rank before iterating."""
@@ -231,7 +231,7 @@ class BalancedSampler:
     Parameters
     ----------
     mode
-        ``"inverse"`` or ``"sqrt"``; see :func:`class_balanced_weights`.
+        ``"inverse"`` or ``"sqrt"``; see :func:`balanced_sample_weights`.
     pos_fraction
         Target expected fraction of positive draws (binary only), or None.
     replacement
@@ -259,7 +259,7 @@ class BalancedSampler:
 
     def weights(self, labels: Sequence[int] | np.ndarray) -> np.ndarray:
         """Per-sample weights (sum 1) for ``labels``."""
-        return class_balanced_weights(labels, self.mode, self.pos_fraction)
+        return balanced_sample_weights(labels, self.mode, self.pos_fraction)
 
     def make(
         self,
