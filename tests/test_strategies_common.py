@@ -1,0 +1,129 @@
+"""A common test over every registered strategy (as imblearn's test_common.py):
+a strategy added tomorrow is tested the day it is added."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imbvision.errors import ConfigError
+from imbvision.strategies import (
+    DoubleCorrectionWarning, StrategyContext, compose, get_strategy, list_strategies, parse_strategies,
+)
+from imbvision.strategies.examples import strategy_examples
+from imbvision.training.head import fit_head
+
+ALL = [r.name for r in list_strategies()]
+CTX = StrategyContext(class_counts=(90, 10), seed=0)
+
+
+def _problem(seed=0, n=100, d=8):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.12).astype(np.int64)
+    y[:3] = 1
+    X = rng.normal(0, 1, (n, d)).astype(np.float32) + y[:, None] * 1.5
+    return X, y
+
+
+def _images(n=8, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    imgs, masks, labels = [], [], []
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    for i in range(n):
+        img = 0.4 + 0.1 * torch.rand(3, size, size, generator=g)
+        m = torch.zeros(size, size, dtype=torch.bool)
+        if i % 2 == 0:
+            cy, cx = 8 + 2 * i % 16, 10 + i
+            m = (yy - cy) ** 2 + (xx - cx) ** 2 <= 16
+            img[:, m] = 0.95
+        imgs.append(img)
+        masks.append(m)
+        labels.append(int(i % 2 == 0))
+    return imgs, masks, labels
+
+
+def test_registry_covers_the_seed():
+    need = {"ce", "weighted-ce", "focal", "class-balanced", "logit-adjusted", "balanced-sampler", "random-over",
+            "random-under", "tomek", "enn", "smote", "adasyn", "smote-tomek", "augment-oversample", "copy-paste",
+            "mixup", "cutmix", "minority-mixup", "object-cutmix", "logreg", "linear", "mlp"}
+    assert need <= set(ALL)
+    for r in list_strategies():
+        assert r.description and r.reference and r.family in ("loss", "sampler", "resampler", "synthesis", "mixing", "head")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_strategy_builds_and_runs(name, tmp_path):
+    rec = get_strategy(name)
+    obj = rec.build(CTX, **rec.defaults())
+    X, y = _problem()
+    if rec.family == "loss":
+        logits = torch.tensor([-100.0, -2.0, 0.0, 3.0, 100.0], requires_grad=True)
+        for target in (torch.tensor([0, 1, 0, 1, 1]), torch.tensor([0.2, 0.9, 0.5, 0.0, 1.0])):
+            loss = obj(logits, target)
+            loss.backward()
+            assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    elif rec.family == "sampler":
+        idx = list(obj.make(y, seed=0))
+        assert len(idx) == len(y) and y[idx].mean() > y.mean()
+    elif rec.family == "resampler":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = obj.fit_resample(X, y, seed=0)
+        assert np.isfinite(res.X).all() and set(np.unique(res.y)) == {0, 1}
+        assert (res.index[~res.synthetic] >= 0).all()
+    elif rec.family == "head":
+        head = obj.fit(X, y)
+        p = head.predict_proba(X)
+        assert p.shape == (len(y),) and np.isfinite(p).all()
+    else:  # synthesis and mixing write an example grid the report shows
+        imgs, masks, labels = _images()
+        path = strategy_examples(name, imgs, masks, labels, tmp_path / f"{name}.png", seed=0)
+        im = np.asarray(Image.open(path).convert("L"), dtype=float)
+        assert im.shape[0] > 50 and im.std() > 5
+    # Through the training path too: composed with the default head, finite probabilities.
+    if rec.family in ("loss", "sampler", "resampler", "head"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = fit_head(X, y, compose(name), seed=0)
+        assert np.isfinite(fit.predict_proba(X)).all()
+
+
+def test_unknown_name_lists_valid_ones():
+    with pytest.raises(ConfigError, match="unknown strategy 'focall'.*Did you mean 'focal'.*Valid: "):
+        parse_strategies("focall")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("focal:gamma=-1", r"gamma=.*-1.*valid: float in \[0"),
+    ("focal:alpha=1.5", r"alpha=.*1.5.*\[0, 1\]"),
+    ("random-over:sampling_strategy=0", r"sampling_strategy"),
+    ("copy-paste:ratio=-2", r"ratio"),
+    ("focal:beta=2", r"no parameter 'beta'; valid parameters: gamma, alpha"),
+    ("focal:gamma", r"write name:key=value"),
+    ("ce++focal", r"empty name"),
+])
+def test_out_of_range_parameters_refused(text, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        parse_strategies(text)
+
+
+def test_composition_refuses_two_losses_and_warns_double_correction():
+    with pytest.raises(ConfigError, match="at most one loss"):
+        compose("focal+weighted-ce")
+    with pytest.warns(DoubleCorrectionWarning, match="balanced-sampler"):
+        compose("balanced-sampler+weighted-ce")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = compose("focal:gamma=2,alpha=0.25+copy-paste+mixup")
+    assert r.loss.name == "focal" and r.mixing.name == "mixup" and [s.name for s in r.synthesis] == ["copy-paste"]
+    assert r.name == "focal+copy-paste+mixup"
+
+
+def test_parameters_round_trip_through_names():
+    spec = parse_strategies("focal:gamma=1.5,alpha=none")[0]
+    assert spec.params["gamma"] == 1.5 and spec.params["alpha"] is None
+    assert parse_strategies(str(spec))[0].params == spec.params
