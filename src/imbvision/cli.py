@@ -86,7 +86,7 @@ def embed(
     skip_bad: bool = typer.Option(False, "--skip-bad", help="List bad files in bad_files.csv and go on"),
 ) -> None:
     """Embed images with a frozen backbone (cached: a second run reads the cache)."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save as st_save
 
     from ._io import ensure_output_dir, write_json
     from .backbones import embed_dataset
@@ -104,9 +104,9 @@ def embed(
     if emb.tiles is not None:
         arrays["tiles"] = emb.tiles
     arrays["labels"] = rep.dataset.labels
-    tmp = out / ".features.safetensors.tmp"
-    save_file(arrays, str(tmp))
-    tmp.replace(out / "features.safetensors")
+    from ._io import atomic_write
+    with atomic_write(out / "features.safetensors", "wb") as fh:
+        fh.write(st_save(arrays))
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["row", "path", "label"])

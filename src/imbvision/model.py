@@ -47,13 +47,11 @@ def _versions() -> dict[str, str]:
 
 def save_bundle(run_dir: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
     """Write ``model.safetensors`` then ``model.json`` (with the weights' hash) atomically."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{WEIGHTS}.tmp"
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
-    tmp.replace(run_dir / WEIGHTS)
+    with atomic_write(run_dir / WEIGHTS, "wb") as fh:
+        fh.write(save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta,
             "versions": _versions(), "weights_sha256": _sha256(run_dir / WEIGHTS)}
     write_json(run_dir / META, meta)

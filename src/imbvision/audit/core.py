@@ -385,7 +385,7 @@ def run_audit(
     split: np.ndarray | None = None,
     hash_threshold: int = 6,
     cosine_threshold: float = 0.98,
-    C: float = 0.05,
+    C: float | str = "auto",
     repeats: int = 2,
     progress: bool = True,
 ) -> AuditResult:
@@ -415,7 +415,8 @@ def run_audit(
         Near duplicates: perceptual hashes within ``hash_threshold`` of 64 bits
         and embedding cosine similarity at least ``cosine_threshold``.
     C
-        Inverse regularisation of the logistic-regression head.
+        Inverse regularisation of the logistic-regression head, or ``"auto"``
+        to pick it from a grid by out-of-fold average precision.
     repeats
         Cross-validation repeats averaged into the out-of-fold probabilities.
     progress
@@ -433,6 +434,10 @@ def run_audit(
         An option out of range, or a split value other than train/val/test.
     """
     X, split_arr = _check_inputs(dataset, features, split, k, folds, hash_threshold, cosine_threshold)
+    if not (C == "auto" or (isinstance(C, (int, float)) and not isinstance(C, bool) and C > 0)):
+        raise ConfigError(f"C={C!r} is not valid; use 'auto' or a positive number")
+    if not isinstance(repeats, (int, np.integer)) or isinstance(repeats, bool) or repeats < 1:
+        raise ConfigError(f"repeats={repeats!r} is not valid; use an integer >= 1")
     out_dir = ensure_output_dir(out_dir)
     y = dataset.labels.astype(np.int64)
     n = len(y)
@@ -477,7 +482,8 @@ def run_audit(
             notes.append(f"k reduced from {k} to {k_eff}: only {n} images")
         with _progress_factory(progress) as bar:
             n_folds = max(2, min(folds, n_min))
-            task = bar.add_task("audit: neighbours and cross-validation", total=1 + repeats * n_folds)
+            n_c = len(sig.C_GRID) if C == "auto" else 1
+            task = bar.add_task("audit: neighbours and cross-validation", total=1 + (n_c + repeats - 1) * n_folds)
             idx, _dist = sig.cosine_neighbours(X, k_eff)
             bar.advance(task)
             oof = sig.oof_probabilities(X, y, folds=folds, seed=seed, groups=dataset.groups, C=C,
@@ -501,9 +507,13 @@ def run_audit(
             "cv_repeats": repeats,
             "cv_splitter": oof.splitter,
             "cv_head": oof.head,
+            "cv_C": oof.C,
+            "cv_C_grid_ap": oof.C_grid_ap,
             "note": ("hardness is about information, not numbers: a large imbalance ratio with separable classes is "
                      "easy; a minority that sits among the majority (high 'mostly majority' share, many Tomek links, "
-                     "low AP) is hard whatever the ratio. The AP is measured against the current labels, noise included."),
+                     "low AP) is hard whatever the ratio. The AP is measured against the current labels, noise included; "
+                     "with C='auto' the head's regularisation is the best of a small grid, so the AP is slightly "
+                     "optimistic."),
         }
         p_oof = oof.p1
         cl, thresholds = sig.confident_flags(y, p_oof)
@@ -512,7 +522,9 @@ def run_audit(
         isolated[np.flatnonzero(is_min)] = iso.isolated
         p_other = np.where(y == 1, 1.0 - p_oof, p_oof)
         scores = sig.combine_score(p_other, bal, isolated)
-        knn_flag = is_min & (share > 0.5)
+        # surrounded by the other class: for a minority image "mostly majority"; for a
+        # majority image the same vote is stronger evidence (the prior favours its own label)
+        knn_flag = share > 0.5
         for i in range(n):
             lab = int(y[i])
             oth = 1 - lab
@@ -545,7 +557,8 @@ def run_audit(
             "thresholds": {f"t_{_WORD[j]}": thresholds[j] for j in (0, 1)},
             "confident_learning_flags": int(cl.sum()),
             "confident_learning_by_direction": per_direction,
-            "minority_surrounded_by_majority": int(knn_flag.sum()),
+            "minority_surrounded_by_majority": int((knn_flag & is_min).sum()),
+            "majority_surrounded_by_minority": int((knn_flag & ~is_min).sum()),
             "minority_isolated": int(isolated.sum()),
             "minority_clusters": {
                 "method": ("single-linkage agglomerative clustering, cosine distance, cut at median + 3 MAD of the "

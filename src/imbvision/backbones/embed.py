@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 
 from .._io import atomic_write
@@ -72,10 +72,12 @@ def tile_boxes(width: int, height: int, n: int, overlap: float = TILE_OVERLAP) -
     th = height / (n - (n - 1) * overlap)
     for i in range(n):
         for j in range(n):
-            left = j * tw * (1 - overlap)
-            top = i * th * (1 - overlap)
-            boxes.append((int(round(left)), int(round(top)), int(round(min(width, left + tw))),
-                          int(round(min(height, top + th)))))
+            left = min(int(round(j * tw * (1 - overlap))), width - 1)
+            top = min(int(round(i * th * (1 - overlap))), height - 1)
+            # At least one pixel per box, so tiny images never give empty (black) tiles.
+            right = max(left + 1, int(round(min(width, j * tw * (1 - overlap) + tw))))
+            bottom = max(top + 1, int(round(min(height, i * th * (1 - overlap) + th))))
+            boxes.append((left, top, right, bottom))
     return boxes
 
 
@@ -136,9 +138,8 @@ class _Cache:
         if self.folder is None:
             return
         name = f"shard-{time.time_ns()}-{os.getpid()}.safetensors"
-        tmp = self.folder / f".{name}.tmp"
-        save_file({k: np.ascontiguousarray(v) for k, v in items.items()}, str(tmp))
-        os.replace(tmp, self.folder / name)
+        with atomic_write(self.folder / name, "wb") as fh:
+            fh.write(save({k: np.ascontiguousarray(v) for k, v in items.items()}))
 
 
 def embed_dataset(

@@ -55,7 +55,16 @@ def _check_record(rec: ImageRecord) -> None:
     if rec.mask is not None:
         if not Path(rec.mask).exists():
             raise BadFileError(rec.mask, f"mask of {rec.path} not found; give an existing mask file or leave the mask empty")
-        load_mask(rec.mask, size)
+        try:
+            load_mask(rec.mask, size)
+        except BadFileError as exc:
+            raise BadFileError(exc.path, f"{exc.reason} (mask of {rec.path})") from None
+
+
+def _bad_summary(bad: list[tuple[str, str]], limit: int = 3) -> str:
+    shown = "; ".join(f"{p}: {r}" for p, r in bad[:limit])
+    more = f"; and {len(bad) - limit} more" if len(bad) > limit else ""
+    return f"{len(bad)} file(s) skipped as bad ({shown}{more})"
 
 
 def check_dataset(dataset: Dataset, *, skip_bad: bool = False, require_both_classes: bool = True,
@@ -76,20 +85,24 @@ def check_dataset(dataset: Dataset, *, skip_bad: bool = False, require_both_clas
         raise DataError(f"dataset {dataset.source or ''} has no images")
     good: list[ImageRecord] = []
     bad: list[tuple[str, str]] = []
-    iterator = dataset.records
+    from contextlib import closing, nullcontext
+
+    iterator = iter(dataset.records)
     if progress:
         from rich.progress import track
         iterator = track(dataset.records, description="checking images")
-    for rec in iterator:
-        try:
-            _check_record(rec)
-        except BadFileError as exc:
-            if not skip_bad:
-                raise BadFileError(exc.path, exc.reason + ("" if "--skip-bad" in exc.reason else
-                                   " (or pass --skip-bad to list bad files in bad_files.csv and go on)")) from None
-            bad.append((exc.path, exc.reason))
-            continue
-        good.append(rec)
+    # closing(): an error mid-way stops the progress display at once instead of at interpreter exit.
+    with closing(iterator) if progress else nullcontext():
+        for rec in iterator:
+            try:
+                _check_record(rec)
+            except BadFileError as exc:
+                if not skip_bad:
+                    raise BadFileError(exc.path, exc.reason + ("" if "--skip-bad" in exc.reason else
+                                       " (or pass --skip-bad to list bad files in bad_files.csv and go on)")) from None
+                bad.append((exc.path, exc.reason))
+                continue
+            good.append(rec)
     # The same bytes under two labels: a labelling error that would leak across splits.
     by_digest: dict[str, list[ImageRecord]] = defaultdict(list)
     for rec in good:
@@ -111,12 +124,14 @@ def check_dataset(dataset: Dataset, *, skip_bad: bool = False, require_both_clas
     out = Dataset(good, dataset.source, dataset.positive_name, dataset.negative_name)
     if require_both_classes:
         y = out.labels
+        # The caller writes bad_files.csv only after this returns, so the message names the bad files itself.
+        skipped = f"; {_bad_summary(bad)}" if bad else ""
         if len(y) == 0:
-            raise DataError("no usable images left after skipping bad files; see bad_files.csv")
+            raise DataError(f"no usable images left in {dataset.source or 'the dataset'}{skipped}")
         if y.min() == y.max():
             have = "positive" if y[0] == 1 else "negative"
             raise DataError(
                 f"only one class present ({len(y)} {have} images) in {dataset.source}; "
-                "imbvision needs both positive and negative images"
+                f"imbvision needs both positive and negative images{skipped}"
             )
     return CheckReport(out, bad)

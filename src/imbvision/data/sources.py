@@ -82,14 +82,19 @@ def _demo(rest: str) -> Dataset:
     from .synthetic import DemoSpec, ensure_demo_dataset
 
     parts = [p for p in rest.split(":") if p]
+    usage = "write demo[:N[:RATE[:SEED]]], e.g. demo:600:0.05:0"
+    if len(parts) > 3:
+        raise DataError(f"bad demo source 'demo:{rest}': {len(parts)} fields; {usage}")
     try:
-        spec = DemoSpec(
-            n=int(parts[0]) if len(parts) > 0 else 600,
-            positive_rate=float(parts[1]) if len(parts) > 1 else 0.05,
-            seed=int(parts[2]) if len(parts) > 2 else 0,
-        )
-    except ValueError:
-        raise DataError(f"bad demo source 'demo:{rest}'; write demo[:N[:RATE[:SEED]]], e.g. demo:600:0.05:0") from None
+        n = int(parts[0]) if len(parts) > 0 else 600
+        rate = float(parts[1]) if len(parts) > 1 else 0.05
+        seed = int(parts[2]) if len(parts) > 2 else 0
+    except ValueError as exc:
+        raise DataError(f"bad demo source 'demo:{rest}' ({exc}); {usage}") from None
+    try:
+        spec = DemoSpec(n=n, positive_rate=rate, seed=seed)
+    except ValueError as exc:  # ConfigError from DemoSpec: n or rate out of range
+        raise DataError(f"bad demo source 'demo:{rest}': {exc}; {usage}") from None
     folder = cache_root() / "demo" / f"n{spec.n}-r{spec.positive_rate:g}-s{spec.seed}"
     return read_csv(ensure_demo_dataset(folder, spec))
 

@@ -58,6 +58,42 @@ def read_split_csv(path: Path) -> Split:
     return Split(*(np.array(parts[k], dtype=np.int64) for k in ("train", "val", "test")))
 
 
+def _counts(y: np.ndarray, groups: np.ndarray | None) -> str:
+    npos = int(y.sum())
+    text = f"{npos} positive and {len(y) - npos} negative images"
+    if groups is not None:
+        text += (f" in {len(set(groups.tolist()))} groups ({len(set(groups[y == 1].tolist()))} with a positive, "
+                 f"{len(set(groups[y == 0].tolist()))} with a negative)")
+    return text
+
+
+def _split(splitter, idx: np.ndarray, y: np.ndarray, groups: np.ndarray | None, what: str, hint: str):
+    """First (or every) fold of a scikit-learn splitter, its ValueErrors turned into a DataError."""
+    try:
+        return list(splitter.split(idx, y, groups) if groups is not None else splitter.split(idx, y))
+    except ValueError as exc:
+        raise DataError(f"cannot make the {what} from {_counts(y, groups)}: {exc} {hint}") from None
+
+
+def _need_groups(groups: np.ndarray | None, y: np.ndarray, k: int, what: str, hint: str,
+                 per_class: int | None = None) -> None:
+    """At least ``k`` groups in all, and each class in at least ``per_class`` (default ``k``) groups."""
+    if groups is None:
+        return
+    total = len(set(groups.tolist()))
+    if total < k:
+        raise DataError(f"the {what} needs at least {k} groups but there are {total} ({_counts(y, groups)}): "
+                        f"no group may be split. {hint}")
+    need = k if per_class is None else per_class
+    for label, name in ((1, "positive"), (0, "negative")):
+        have = len(set(groups[y == label].tolist()))
+        if have < need:
+            raise DataError(
+                f"the {what} needs {name} images in at least {need} different groups, but they are in {have} "
+                f"({_counts(y, groups)}): no group may be split. {hint}"
+            )
+
+
 def _check_parts(y: np.ndarray, split: Split, hint: str) -> None:
     for name in ("train", "val", "test"):
         idx = getattr(split, name)
@@ -85,23 +121,30 @@ def train_val_test_split(dataset: Dataset, *, val: float = 0.2, test: float = 0.
     if npos < 3 or n - npos < 3:
         raise DataError(
             f"{npos} positive and {n - npos} negative images: a train/val/test split needs at least "
-            "3 of each class (one per split)"
+            "3 of each class (one per split); add "
+            + ("positive" if npos < 3 else "negative") + " images, or merge in data from another source"
         )
+    hint = "Use larger val/test fractions or add positive images."
     if groups is None:
         outer = StratifiedShuffleSplit(n_splits=1, test_size=test, random_state=seed)
-        rest, te = next(outer.split(idx, y))
+        rest, te = _split(outer, idx, y, None, "test split", hint)[0]
         inner = StratifiedShuffleSplit(n_splits=1, test_size=val / (1 - test), random_state=seed + 1)
-        tr, va = next(inner.split(rest, y[rest]))
+        tr, va = _split(inner, rest, y[rest], None, "validation split", hint)[0]
         split = Split(np.sort(rest[tr]), np.sort(rest[va]), np.sort(te))
     else:
+        ghint = "Use larger val/test fractions, or add images from more groups (patients, parts, scenes)."
         k_test = max(2, int(round(1 / test)))
+        _need_groups(groups, y, k_test, f"group-aware train/val/test split (test={test:g}, {k_test} folds)", ghint,
+                     per_class=3)
         outer = StratifiedGroupKFold(n_splits=k_test, shuffle=True, random_state=seed)
-        rest, te = next(outer.split(idx, y, groups))
+        rest, te = _split(outer, idx, y, groups, "group-aware test split", ghint)[0]
         k_val = max(2, int(round((1 - test) / val)))
+        _need_groups(groups[rest], y[rest], k_val, f"group-aware validation split (val={val:g}, {k_val} folds)", ghint,
+                     per_class=2)
         inner = StratifiedGroupKFold(n_splits=k_val, shuffle=True, random_state=seed + 1)
-        tr, va = next(inner.split(rest, y[rest], groups[rest]))
+        tr, va = _split(inner, rest, y[rest], groups[rest], "group-aware validation split", ghint)[0]
         split = Split(np.sort(rest[tr]), np.sort(rest[va]), np.sort(te))
-    _check_parts(y, split, "Use larger val/test fractions or add positive images.")
+    _check_parts(y, split, hint)
     return split
 
 
@@ -111,22 +154,34 @@ def kfold_splits(dataset: Dataset, k: int = 5, *, seed: int = 0, val: float = 0.
         raise ConfigError(f"--folds {k} invalid; use 2 or more")
     y = dataset.labels
     groups = dataset.groups
+    if not 0 < val < 1:
+        raise ConfigError(f"validation fraction val={val} invalid; use a value in (0, 1)")
     npos = int(y.sum())
-    if npos < k:
-        raise DataError(f"only {npos} positive images for {k} folds; use at most {max(2, npos)} folds")
+    nneg = len(y) - npos
+    if min(npos, nneg) < k:
+        few = "positive" if npos <= nneg else "negative"
+        raise DataError(f"only {min(npos, nneg)} {few} images for {k} folds ({_counts(y, groups)}); "
+                        f"use at most {max(2, min(npos, nneg))} folds")
+    hint = f"Use fewer folds than {k} or add positive images."
+    if groups is not None:
+        hint = f"Use fewer folds than {k}, or add images from more groups (patients, parts, scenes)."
+    _need_groups(groups, y, k, f"group-aware {k}-fold split", hint)
     idx = np.arange(len(y))
     if groups is None:
-        outer = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, y)
+        outer = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     else:
-        outer = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, y, groups)
-    for fold, (rest, te) in enumerate(outer):
+        outer = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    folds = _split(outer, idx, y, groups, f"{k}-fold split", hint)
+    for fold, (rest, te) in enumerate(folds):
         if groups is None:
             inner = StratifiedShuffleSplit(n_splits=1, test_size=val, random_state=seed + 1 + fold)
-            tr, va = next(inner.split(rest, y[rest]))
+            tr, va = _split(inner, rest, y[rest], None, f"validation part of fold {fold + 1}", hint)[0]
         else:
             kv = max(2, int(round(1 / val)))
-            tr, va = next(StratifiedGroupKFold(n_splits=kv, shuffle=True, random_state=seed + 1 + fold)
-                          .split(rest, y[rest], groups[rest]))
+            _need_groups(groups[rest], y[rest], kv, f"validation part of fold {fold + 1} (val={val:g}, {kv} folds)", hint,
+                             per_class=2)
+            inner = StratifiedGroupKFold(n_splits=kv, shuffle=True, random_state=seed + 1 + fold)
+            tr, va = _split(inner, rest, y[rest], groups[rest], f"validation part of fold {fold + 1}", hint)[0]
         split = Split(np.sort(rest[tr]), np.sort(rest[va]), np.sort(te))
-        _check_parts(y, split, f"Use fewer folds than {k} or add positive images.")
+        _check_parts(y, split, hint)
         yield split

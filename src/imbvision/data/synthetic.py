@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..errors import ConfigError
+
 __all__ = ["DemoSpec", "make_surface", "make_object", "generate_demo_dataset", "ensure_demo_dataset", "render_demo_image"]
 
 KINDS = ("blob", "scratch", "spot")
@@ -36,11 +38,13 @@ class DemoSpec:
 
     def __post_init__(self) -> None:
         if self.n < 10:
-            raise ValueError(f"demo n={self.n} too small; use at least 10 images")
+            raise ConfigError(f"demo n={self.n} too small; use at least 10 images")
         if not 0 < self.positive_rate < 1:
-            raise ValueError(f"demo positive_rate={self.positive_rate} invalid; use a value in (0, 1)")
+            raise ConfigError(f"demo positive_rate={self.positive_rate} invalid; use a value in (0, 1)")
+        if self.seed < 0:
+            raise ConfigError(f"demo seed={self.seed} invalid; use a seed >= 0")
         if self.size < 32:
-            raise ValueError(f"demo size={self.size} too small; use at least 32 px")
+            raise ConfigError(f"demo size={self.size} too small; use at least 32 px")
 
 
 def make_surface(rng: np.random.Generator, size: int) -> np.ndarray:

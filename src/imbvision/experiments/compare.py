@@ -122,7 +122,9 @@ def _run_cell(strategy: str, seed: int, X: np.ndarray, y: np.ndarray, split, ext
 def _synthetic_features(strategy: str, ds, split, seed: int, backbone, image_size: int, tiles: int, kind: str,
                         max_n: int, store: Path) -> tuple | None:
     """Embeddings of the images a strategy's synthesis/mixing makes from one training split (cached)."""
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import load_file, save
+
+    from .._io import atomic_write
 
     from ..backbones import embed_arrays
     from ..training.pixels import make_synthetic_images
@@ -143,10 +145,8 @@ def _synthetic_features(strategy: str, ds, split, seed: int, backbone, image_siz
         return None
     emb = embed_arrays(syn.images, backbone, image_size=image_size, tiles=tiles)
     X, yy = emb.features(kind).astype(np.float32), np.asarray(syn.labels, dtype=np.float32)
-    store.mkdir(parents=True, exist_ok=True)
-    tmp = store / f".{key}.tmp"
-    save_file({"X": X, "y": yy}, str(tmp))
-    tmp.replace(path)
+    with atomic_write(path, "wb") as fh:
+        fh.write(save({"X": X, "y": yy}))
     if not (store / "examples").exists() or len(list((store / "examples").glob("*.png"))) < 12:
         from ..evaluation import save_image_grid
         items = [(img, f"y={lab:.2f}") for img, lab in list(zip(syn.images, syn.labels))[:12]]

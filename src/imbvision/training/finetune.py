@@ -409,16 +409,18 @@ class _EpochBatches(Sampler[list]):
     """
 
     def __init__(self, sampler: Sampler[int], batch_size: int, rank: int, world: int) -> None:
-        self.sampler, self.batch_size, self.rank, self.world = sampler, batch_size, rank, world
+        # Not named ``sampler``: Fabric's data loader wrapper would call its ``set_epoch`` with
+        # the number of times the loader was iterated, which restarts at 0 after a resume.
+        self.draws, self.batch_size, self.rank, self.world = sampler, batch_size, rank, world
         self.epoch = 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
+        if hasattr(self.draws, "set_epoch"):
+            self.draws.set_epoch(epoch)
 
     def indices(self) -> list[int]:
-        return [int(i) for i in self.sampler]
+        return [int(i) for i in self.draws]
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int, int]]]:
         idx = self.indices()
@@ -430,7 +432,7 @@ class _EpochBatches(Sampler[list]):
             yield [(self.epoch, step, (s + j) * self.world + self.rank, i) for j, i in enumerate(chunk)]
 
     def __len__(self) -> int:
-        n = len(self.sampler)  # type: ignore[arg-type]
+        n = len(self.draws)  # type: ignore[arg-type]
         return n // self.batch_size + (1 if n % self.batch_size >= 2 else 0)
 
 
@@ -878,9 +880,8 @@ def _train_body(fabric: Any, job: _Job) -> dict[str, Any]:
                         kept = (f"the last good checkpoint (epoch {state['epoch']}) is kept at {good}"
                                 if state["epoch"] else "no checkpoint was written yet")
                         raise NonFiniteLossError(
-                            f"loss became {word} at epoch {epoch} step {step + 1} (lr {cfg.lr:g}, head_lr "
-                            f"{cfg.head_lr:g}); lower --lr / --head-lr (e.g. by 10x), try --precision 32-true, "
-                            f"or check the inputs; {kept}"
+                            f"loss became {word} at epoch {epoch} step {step + 1}; lower --lr (now {cfg.lr:g}) "
+                            f"and --head-lr (now {cfg.head_lr:g}), e.g. by 10x, or use --precision 32-true; {kept}"
                         )
                     optimizer.zero_grad(set_to_none=True)
                     fabric.backward(loss)
