@@ -21,8 +21,15 @@ from .errors import ImbvisionError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Find a rare object in images: every class-imbalance remedy, compared on your data.")
-console = Console(stderr=True)
-out_console = Console()
+
+
+def _err() -> Console:
+    # Made per call so the width follows the terminal (or COLUMNS) at that moment.
+    return Console(stderr=True)
+
+
+def _out() -> Console:
+    return Console()
 
 DATA_HELP = "Data source: magnetic-tile:PATH, csv:PATH or PATH.csv, folder:PATH or a folder (with --positive), demo[:N[:RATE[:SEED]]]"
 
@@ -33,10 +40,10 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except ImbvisionError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            _err().print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]: finished work is kept; rerun with --resume to continue")
+            _err().print("[yellow]interrupted[/]: finished work is kept; rerun with --resume to continue")
             raise typer.Exit(130) from None
     return wrapper
 
@@ -66,7 +73,7 @@ def strategies(family: Optional[str] = typer.Option(None, help="Only this family
     for r in list_strategies(family):
         params = "; ".join(f"{k}={p.default} ({p.describe()})" for k, p in r.params.items())
         t.add_row(r.name, r.family, r.description, params or "-", r.reference)
-    out_console.print(t)
+    _out().print(t)
 
 
 @app.command()
@@ -97,7 +104,7 @@ def embed(
     ds = load_source(data, positive=positive)
     rep = check_dataset(ds, skip_bad=skip_bad, progress=True)
     if rep.write_bad_files(out / "bad_files.csv"):
-        console.print(f"[yellow]{len(rep.bad)} bad file(s) skipped[/]: see {out / 'bad_files.csv'}")
+        _err().print(f"[yellow]{len(rep.bad)} bad file(s) skipped[/]: see {out / 'bad_files.csv'}")
     emb = embed_dataset(rep.dataset, backbone=backbone, weights=weights, image_size=image_size, tiles=tiles,
                         cache_dir=cache_dir or cache_root(), batch_size=batch_size, workers=workers, engine=engine)
     arrays = {"global": emb.global_}
@@ -118,7 +125,7 @@ def embed(
                                      "shape": list(emb.global_.shape)})
     s = emb.stats
     rate = f", {s['images_per_s']:.1f} img/s ({s.get('engine')})" if s.get("images_per_s") else ""
-    out_console.print(f"{s['images']} images: {s['computed']} computed, {s['from_cache']} from cache{rate} → {out}")
+    _out().print(f"{s['images']} images: {s['computed']} computed, {s['from_cache']} from cache{rate} → {out}")
 
 
 @app.command()
@@ -165,9 +172,9 @@ def train(
                       batch_size=batch_size, lr=lr, unfreeze=unfreeze, patience=patience, accelerator=accelerator,
                       devices=devices, precision=precision, dist_strategy=dist_strategy, workers=workers)
     res = run_train(cfg, out, resume=resume)
-    out_console.print(_metrics_table([{"name": res.recipe, "metrics": res.metrics}],
+    _out().print(_metrics_table([{"name": res.recipe, "metrics": res.metrics}],
                                      f"test metrics at threshold {res.threshold:.3f} (chosen on validation)"))
-    out_console.print(f"report: {res.report}")
+    _out().print(f"report: {res.report}")
 
 
 @app.command()
@@ -177,9 +184,9 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder made by `imbvision
     from .training.run import evaluate_run
 
     res = evaluate_run(run)
-    out_console.print(_metrics_table([{"name": res.recipe, "metrics": res.metrics}],
+    _out().print(_metrics_table([{"name": res.recipe, "metrics": res.metrics}],
                                      f"test metrics at threshold {res.threshold:.3f}"))
-    out_console.print(f"report: {res.report}")
+    _out().print(f"report: {res.report}")
 
 
 @app.command()
@@ -213,11 +220,11 @@ def predict(
         w.writerow([p, "", "", reason])
     if out:
         write_text(out, buf.getvalue())
-        out_console.print(f"{len(rows)} scored, {len(bad)} unreadable → {out}")
+        _out().print(f"{len(rows)} scored, {len(bad)} unreadable → {out}")
     else:
         sys.stdout.write(buf.getvalue())
     for p, reason in bad:
-        console.print(f"[yellow]unreadable[/]: {p}: {reason}")
+        _err().print(f"[yellow]unreadable[/]: {p}: {reason}")
 
 
 @app.command()
@@ -250,7 +257,7 @@ def audit(
     if review is not None:
         target = manifest_out or (Path(out) if out else review.parent) / "reviewed_manifest.csv"
         summary = apply_review(review, ds, target)
-        out_console.print(f"new manifest: {target} ({summary})")
+        _out().print(f"new manifest: {target} ({summary})")
         return
     if out is None:
         raise ConfigError("--out is required for an audit")
@@ -260,10 +267,56 @@ def audit(
     emb = embed_dataset(rep.dataset, backbone=backbone, weights=weights, tiles=tiles, cache_dir=cache_dir or cache_root())
     feats = emb.features("both" if tiles else "global")
     res = run_audit(rep.dataset, feats, out, k=k, seed=seed)
-    out_console.print(f"audit written to {out} — open {out / 'audit.html'}")
+    _out().print(f"audit written to {out} — open {out / 'audit.html'}")
     summary = getattr(res, "summary", None)
     if summary:
-        out_console.print(summary() if callable(summary) else summary)
+        _out().print(summary() if callable(summary) else summary)
+
+
+@app.command()
+@_friendly
+def compare(
+    data: str = typer.Option(..., "--data", help=DATA_HELP),
+    out: Path = typer.Option(..., "--out", help="Output folder (resumable: rerun to continue)"),
+    strategies: str = typer.Option("default", "--strategies", help="default | all | comma-separated list (each may use '+')"),
+    seeds: int = typer.Option(3, help="Seeds (each a different split)"),
+    folds: Optional[int] = typer.Option(None, help="k-fold per seed instead of one train/val/test split"),
+    mode: str = typer.Option("head", help="head (strategies on cached embeddings)"),
+    positive: Optional[str] = typer.Option(None),
+    train_positive_rate: Optional[float] = typer.Option(None, help="Keep only enough training positives for this rate (val/test untouched)"),
+    backbone: str = typer.Option("efficientnet_lite0"),
+    weights: Optional[str] = typer.Option(None),
+    image_size: int = typer.Option(224),
+    tiles: int = typer.Option(0, help="Add N×N tile features (small objects)"),
+    threshold: str = typer.Option("max-f1", help="Threshold rule, tuned on each validation split"),
+    calibration: str = typer.Option("none"),
+    skip_bad: bool = typer.Option(False, "--skip-bad"),
+    cache_dir: Optional[str] = typer.Option(None),
+    jobs: int = typer.Option(1, help="Cells in parallel (threads)"),
+    executor: str = typer.Option("local", help="local or ray (pip install imbvision[ray])"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="An existing Ray cluster, e.g. HEAD:6379"),
+) -> None:
+    """Which remedy helps on my data? A leaderboard with paired tests against the plain baseline."""
+    from .experiments.compare import print_leaderboard, run_compare
+
+    res = run_compare(data, strategies=strategies, seeds=seeds, folds=folds, mode=mode, out=out, positive=positive,
+                      train_positive_rate=train_positive_rate, backbone=backbone, weights=weights,
+                      image_size=image_size, tiles=tiles, threshold=threshold, calibration=calibration,
+                      skip_bad=skip_bad, cache_dir=cache_dir, jobs=jobs, executor=executor,
+                      ray_address=ray_address, progress=True)
+    print_leaderboard(res, _out())
+    _out().print(f"report: {res.report}")
+
+
+@app.command()
+@_friendly
+def backbones() -> None:
+    """List the registered backbones (any timm model name works too)."""
+    from .backbones import list_backbones
+
+    for b in list_backbones():
+        _out().print(f"{b.name}: {b.description}")
+    _out().print("Any timm model name also works: hub weights when online, --weights FILE offline.")
 
 
 def _demo_quick(out: Path, n: int, rate: float, seed: int) -> None:
@@ -274,7 +327,7 @@ def _demo_quick(out: Path, n: int, rate: float, seed: int) -> None:
         res = run_train(None, out / strat, data=f"demo:{n}:{rate}:{seed}", strategy=strat, seed=seed, n_boot=500,
                         progress=False)
         rows.append({"name": strat, "metrics": res.metrics})
-    out_console.print(_metrics_table(rows, "demo: logistic-regression head on frozen EfficientNet-Lite0 features"))
+    _out().print(_metrics_table(rows, "demo: logistic-regression head on frozen EfficientNet-Lite0 features"))
 
 
 @app.command()
@@ -292,7 +345,7 @@ def demo(
     from .data.sources import load_source
 
     out = ensure_output_dir(out)
-    console.print(f"generating/reading demo data: {n} images, {rate:.0%} with the object (seed {seed})")
+    _err().print(f"generating/reading demo data: {n} images, {rate:.0%} with the object (seed {seed})")
     load_source(f"demo:{n}:{rate}:{seed}")
     try:
         from .experiments.compare import run_compare  # noqa: F401
@@ -304,8 +357,8 @@ def demo(
     from .experiments.compare import print_leaderboard, run_compare
 
     res = run_compare(f"demo:{n}:{rate}:{seed}", strategies="default", seeds=seeds, out=out, progress=True)
-    print_leaderboard(res, out_console)
-    out_console.print(f"report: {res.report}")
+    print_leaderboard(res, _out())
+    _out().print(f"report: {res.report}")
 
 
 def main() -> None:  # pragma: no cover
