@@ -37,7 +37,7 @@ TARGET = 0.60
 
 
 def flip(dataset: Dataset, rate: float, seed: int) -> tuple[Dataset, np.ndarray, np.ndarray]:
-    """Flip ``rate`` of the positives and as many negatives; return the noisy set and both index arrays."""
+    """Flip ``rate`` of the positives and as many negatives (masks dropped); return the noisy set and the flips."""
     y = dataset.labels
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
@@ -45,7 +45,9 @@ def flip(dataset: Dataset, rate: float, seed: int) -> tuple[Dataset, np.ndarray,
     fp = np.sort(rng.choice(pos, m, replace=False))
     fn = np.sort(rng.choice(neg, m, replace=False))
     flipped = set(fp.tolist()) | set(fn.tolist())
-    recs = [ImageRecord(r.path, 1 - r.label if i in flipped else r.label, r.mask, r.group, r.class_name)
+    # masks are left out: a flipped defect would otherwise be caught by its mask (the
+    # audit's label/mask consistency check) and the benchmark would not measure the embeddings
+    recs = [ImageRecord(r.path, 1 - r.label if i in flipped else r.label, None, r.group, r.class_name)
             for i, r in enumerate(dataset.records)]
     return Dataset(recs, dataset.source + f" (noisy, seed {seed})", dataset.positive_name,
                    dataset.negative_name), fp, fn
@@ -72,7 +74,13 @@ def evaluate(res, noisy: Dataset, fp: np.ndarray, fn: np.ndarray) -> dict:
     top_list[listed[: 2 * F]] = True
     top_rank = np.zeros(n, bool)
     top_rank[res.ranking()[: 2 * F]] = True
-    flags = res.flags
+    # "flags": images the audit doubts (suggested relabel or review); isolation-only
+    # or weak-score rows (suggested keep) are listed for context but not counted
+    flags = np.zeros(n, bool)
+    relabel = np.zeros(n, bool)
+    for s in res.suspects:
+        flags[s["_index"]] = s["suggested_action"] in ("relabel", "review")
+        relabel[s["_index"]] = s["suggested_action"] == "relabel"
     cl = res.cl_flags
     return {
         "flips": F,
@@ -89,6 +97,8 @@ def evaluate(res, noisy: Dataset, fp: np.ndarray, fn: np.ndarray) -> dict:
         },
         "flags_labelled_negative_looks_positive": _pr(flags & (y == 0), is_fp),
         "flags_labelled_positive_looks_negative": _pr(flags & (y == 1), is_fn),
+        "relabel_labelled_negative_looks_positive": _pr(relabel & (y == 0), is_fp),
+        "relabel_labelled_positive_looks_negative": _pr(relabel & (y == 1), is_fn),
         "cl_flags_labelled_negative_looks_positive": _pr(cl & (y == 0), is_fp),
         "cl_flags_labelled_positive_looks_negative": _pr(cl & (y == 1), is_fn),
         "cv_ap_noisy": res.summary["hardness"].get("cv_average_precision"),
@@ -101,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiles", type=int, default=0, help="embed with an N x N tile grid too (0 = whole image)")
     ap.add_argument("--features", default="global", choices=["global", "tiles", "both"])
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--C", type=float, default=0.05)
+    ap.add_argument("--C", default="auto", type=lambda v: v if v == "auto" else float(v))
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--rate", type=float, default=0.10)
@@ -143,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         "flags_neg_looks_pos_recall": ["flags_labelled_negative_looks_positive", "recall"],
         "flags_pos_looks_neg_precision": ["flags_labelled_positive_looks_negative", "precision"],
         "flags_pos_looks_neg_recall": ["flags_labelled_positive_looks_negative", "recall"],
+        "relabel_neg_looks_pos_precision": ["relabel_labelled_negative_looks_positive", "precision"],
+        "relabel_pos_looks_neg_precision": ["relabel_labelled_positive_looks_negative", "precision"],
+        "cl_neg_looks_pos_precision": ["cl_flags_labelled_negative_looks_positive", "precision"],
+        "cl_neg_looks_pos_recall": ["cl_flags_labelled_negative_looks_positive", "recall"],
+        "cl_pos_looks_neg_precision": ["cl_flags_labelled_positive_looks_negative", "precision"],
+        "cl_pos_looks_neg_recall": ["cl_flags_labelled_positive_looks_negative", "recall"],
         "cv_ap_noisy": ["cv_ap_noisy"],
     }
     mean_ = {name: mean(p) for name, p in keys.items()}
@@ -166,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{result['attempt']}  ({X.shape[1]} dims, embed {t_embed:.0f}s)")
     print(f"{'seed':>5} {'F':>4} {'listed':>6} {'pos caught':>10} {'neg caught':>10} {'prec@2F':>8} "
-          f"{'flag P/R neg→pos':>17} {'flag P/R pos→neg':>17} {'AP':>6}")
+          f"{'doubt P/R neg→pos':>17} {'doubt P/R pos→neg':>17} {'AP':>6}")
     for s, m in per_seed.items():
         t = m["top2F_suspects"]
         a, b = m["flags_labelled_negative_looks_positive"], m["flags_labelled_positive_looks_negative"]

@@ -6,8 +6,10 @@
     full loop (DataLoader workers decoding, pixel-space strategies, forward,
     backward, AdamW step; the loop's own steady-state timing, the first steps
     left out) versus a bare forward-backward-step on ready tensors in the same
-    process with the same threads. Target ratio >= 0.85. The bare loop is
-    timed before and after the full loops and averaged (a shared machine drifts).
+    process with the same threads. Target ratio >= 0.85. Bare and full loops
+    are interleaved and compared by their per-step medians (a shared machine drifts),
+    and by CPU seconds per sample (main process + workers' batch making), which
+    a shared machine does not distort.
 
     .venv/bin/python benchmarks/bench_train.py [--skip-head] [--strategies ce,balanced-sampler+mixup]
 """
@@ -43,8 +45,11 @@ def bench_head(src: str, out: Path) -> dict:
     return res
 
 
-def bare_loop(image_size: int, batch_size: int, steps: int) -> float:
-    """Samples/s of forward + backward + AdamW step on ready uint8 tensors (same network as the loop)."""
+def bare_loop(image_size: int, batch_size: int, steps: int) -> tuple[list[float], list[float]]:
+    """Forward + backward + AdamW step on ready uint8 tensors (same network as the loop).
+
+    Returns per-step samples/s (wall clock) and per-step CPU seconds per sample (this process, all threads).
+    """
     import torch
 
     from imbvision.backbones import create_backbone
@@ -66,10 +71,13 @@ def bare_loop(image_size: int, batch_size: int, steps: int) -> float:
 
     for _ in range(2):
         step()
-    t = time.perf_counter()
+    rates, cpu = [], []
     for _ in range(steps):
+        t, c = time.perf_counter(), time.process_time()
         step()
-    return steps * batch_size / (time.perf_counter() - t)
+        rates.append(batch_size / (time.perf_counter() - t))
+        cpu.append((time.process_time() - c) / batch_size)
+    return rates, cpu
 
 
 def full_loop(src: str, strategy: str, out: Path, *, image_size: int, batch_size: int, n_train: int,
@@ -94,8 +102,11 @@ def full_loop(src: str, strategy: str, out: Path, *, image_size: int, batch_size
         warnings.simplefilter("ignore")
         res = run_finetune(cfg, Prepared(ds, sub, []), compose(strategy), out, progress=False)
     h = res.info["history"][0]
-    return {"strategy": strategy, "samples_per_s": h["samples_per_s_steady"], "epoch_samples_per_s": h["samples_per_s"],
-            "samples": h["samples"], "synthetic_per_epoch": res.info["synthetic_per_epoch"]}
+    return {"strategy": strategy, "samples_per_s": h["samples_per_s_median"],
+            "steady_mean_samples_per_s": h["samples_per_s_steady"], "epoch_samples_per_s": h["samples_per_s"],
+            "data_wait_s": h["data_wait_s"], "data_cpu_s": h["data_cpu_s"], "cpu_s_per_sample": h["cpu_s_per_sample"],
+            "epoch_seconds": h["seconds"], "samples": h["samples"],
+            "synthetic_per_epoch": res.info["synthetic_per_epoch"]}
 
 
 def main() -> None:
@@ -118,24 +129,36 @@ def main() -> None:
             result["head"] = bench_head(src, Path(tmp))
             print(f"(a) head mode train + evaluate: {result['head']['wall_seconds']:.1f} s "
                   f"(target < 30 s), test AP {result['head']['test_ap']:.3f}")
-        bare = [bare_loop(args.image_size, args.batch_size, args.bare_steps)]
-        loops = [full_loop(src, s, Path(tmp) / f"ft{i}", image_size=args.image_size, batch_size=args.batch_size,
-                           n_train=args.n_train, workers=args.workers)
-                 for i, s in enumerate(args.strategies.split(","))]
-        bare.append(bare_loop(args.image_size, args.batch_size, args.bare_steps))
-    b = float(np.mean(bare))
+        # Interleaved (bare, loop, bare, loop, ..., bare): the machine may be shared, so
+        # per-step medians are compared, not means that one busy spell can drag down.
+        bare, bare_cpu = bare_loop(args.image_size, args.batch_size, args.bare_steps)
+        loops = []
+        for i, s in enumerate(args.strategies.split(",")):
+            loops.append(full_loop(src, s, Path(tmp) / f"ft{i}", image_size=args.image_size,
+                                   batch_size=args.batch_size, n_train=args.n_train, workers=args.workers))
+            r, c = bare_loop(args.image_size, args.batch_size, args.bare_steps)
+            bare, bare_cpu = bare + r, bare_cpu + c
+    b, bc = float(np.median(bare)), float(np.median(bare_cpu))
     for row in loops:
         row["ratio"] = row["samples_per_s"] / b
+        row["ratio_steady_mean"] = row["steady_mean_samples_per_s"] / float(np.mean(bare))
+        # CPU-time ratio: what the throughput ratio is on dedicated cores that the compute saturates
+        # (every CPU second of decoding/strategies is then a second taken from the compute).
+        row["ratio_cpu"] = bc / row["cpu_s_per_sample"]
     result["finetune"] = {"backbone": "efficientnet_lite0", "image_size": args.image_size,
                           "batch_size": args.batch_size, "workers": args.workers, "train_images": args.n_train,
-                          "bare_samples_per_s": b, "bare_runs": bare, "loops": loops, "target_ratio": 0.85}
+                          "bare_samples_per_s": b, "bare_step_rates": bare,
+                          "bare_cpu_s_per_sample": bc, "loops": loops, "target_ratio": 0.85}
     result["peak_rss_mb"] = peak_rss_mb()
     print(f"(b) fine-tune, efficientnet_lite0 @ {args.image_size} px, batch {args.batch_size}, "
           f"{args.workers} worker(s), {torch.get_num_threads()} threads")
-    print(f"    {'loop':<45} {'samples/s':>10} {'ratio':>7}")
-    print(f"    {'bare forward+backward+step (mean of 2)':<45} {b:>10.1f} {1.0:>7.2f}")
+    print(f"    {'loop':<42} {'samples/s':>9} {'ratio':>6} {'cpu ms/sample':>14} {'cpu ratio':>9} {'data wait':>9}")
+    print(f"    {'bare forward+backward+step':<42} {b:>9.1f} {1.0:>6.2f} {1000 * bc:>14.1f} {1.0:>9.2f} {'-':>9}")
     for row in loops:
-        print(f"    {row['strategy']:<45} {row['samples_per_s']:>10.1f} {row['ratio']:>7.2f}")
+        print(f"    {row['strategy']:<42} {row['samples_per_s']:>9.1f} {row['ratio']:>6.2f} "
+              f"{1000 * row['cpu_s_per_sample']:>14.1f} {row['ratio_cpu']:>9.2f} {row['data_wait_s']:>8.1f}s")
+    print("    samples/s: per-step median after 2 warm-up steps (wall clock, noisy on a shared machine);\n"
+          "    cpu ratio: bare CPU s/sample / loop CPU s/sample (main process + workers' batch making)")
     save("bench_train", result)
 
 

@@ -121,6 +121,14 @@ def render_html(summary: dict[str, Any], suspects: list[dict[str, Any]], duplica
     w(_card(str(summary["suspects"]), "label suspects to review"))
     w("</div>")
     w(f"<div class='note'>{_e(c['always_negative_note'])}.</div>")
+    m = c.get("masks", {})
+    if m.get("with_mask"):
+        conflict = m["negative_with_object"] + m["positive_with_empty_mask"]
+        cls = "bad" if conflict else "ok"
+        w(f"<p>Masks: {m['with_mask']} images have one ({m['object']} outline an object, {m['empty']} empty"
+          f"{', ' + str(m['unreadable']) + ' unreadable' if m['unreadable'] else ''}). "
+          f"<span class='{cls}'>{m['negative_with_object']} negatives with an outlined object, "
+          f"{m['positive_with_empty_mask']} positives with an empty mask</span> (listed as suspects).</p>")
     w("<table><tr><th>class name</th><th>images</th></tr>")
     for name, cnt in c["per_class_name"].items():
         w(f"<tr><td>{_e(name)}</td><td class='num'>{cnt}</td></tr>")
@@ -217,7 +225,7 @@ def render_html(summary: dict[str, Any], suspects: list[dict[str, Any]], duplica
               f"<td>{_img(r['path_a'], mask_of.get(r['path_a']))}<div class='path'>{_e(Path(r['path_a']).name)}</div></td>"
               f"<td>{_img(r['path_b'], mask_of.get(r['path_b']))}<div class='path'>{_e(Path(r['path_b']).name)}</div></td>"
               f"<td>{r['label_a']} / {r['label_b']}</td><td class='num'>{_fmt(r['hamming'])}</td>"
-              f"<td class='num'>{_fmt(r['cosine'], 4)}</td><td>{' '.join(prob) or 'redundant copy'}</td></tr>")
+              f"<td class='num'>{_fmt(r['cosine'], 4)}</td><td>{' '.join(prob) or ('redundant copy' if r['kind'] == 'exact' else 'near copy')}</td></tr>")
         w("</table>")
     else:
         w("<p class='ok'>No duplicates found.</p>")

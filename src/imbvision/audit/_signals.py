@@ -16,7 +16,7 @@ from sklearn.cluster import AgglomerativeClustering
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, log_loss
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import make_pipeline
@@ -115,7 +115,7 @@ class OOF:
     ap: float
     head: str
     C: float
-    C_grid_ap: dict[str, float]
+    C_grid: dict[str, dict[str, float]]
 
 
 #: Grid searched when ``C="auto"`` (inverse regularisation of the head).
@@ -187,9 +187,9 @@ def oof_probabilities(
     LogisticRegression(class_weight='balanced')``, fitted inside each fold.
     Folds are stratified (and group-aware when ``groups`` is given, so images
     of one patient/part never sit on both sides). ``C="auto"`` picks the
-    regularisation from :data:`C_GRID` by out-of-fold average precision on the
-    first shuffle (on Magnetic-tile a strongly regularised head ranks label
-    errors best; on small clean sets a weak one does). With ``repeats > 1`` the
+    regularisation from :data:`C_GRID` by out-of-fold class-balanced log-loss
+    on the first shuffle (on Magnetic-tile embeddings that picks a strongly
+    regularised head; on small, well separated sets a weak one). With ``repeats > 1`` the
     cross-validation is repeated with other shuffles and the probabilities
     averaged, which steadies the ranking of borderline samples. The head is
     class-balanced so that probabilities are comparable between classes.
@@ -200,13 +200,17 @@ def oof_probabilities(
     prepared = _prepare(X, first, seed)
     grid: dict[str, float] = {}
     if C == "auto":
-        best, best_ap, best_p = None, -1.0, None
+        # class-balanced log-loss: a proper scoring rule, so the chosen head gives
+        # probabilities whose per-class means (the confident-learning thresholds)
+        # mean something; AP alone cannot tell a shrunk head from a sharp one.
+        w = np.where(y == 1, (y == 0).sum() / max((y == 1).sum(), 1), 1.0)
+        best, best_ll, best_p = None, np.inf, None
         for c in C_GRID:
             p = _oof(y, prepared, c, progress)
-            ap = float(average_precision_score(y, p))
-            grid[f"{c:g}"] = ap
-            if ap > best_ap + 1e-9:
-                best, best_ap, best_p = c, ap, p
+            ll = float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), sample_weight=w, labels=[0, 1]))
+            grid[f"{c:g}"] = {"balanced_log_loss": ll, "ap": float(average_precision_score(y, p))}
+            if ll < best_ll - 1e-9:
+                best, best_ll, best_p = c, ll, p
         C_used = float(best)
         acc = best_p.copy()
     else:
@@ -218,7 +222,7 @@ def oof_probabilities(
     p1 = acc / max(repeats, 1)
     ap = float(average_precision_score(y, p1))
     dims = f"PCA({min(MAX_DIMS, X.shape[1])}) + " if X.shape[1] > MAX_DIMS else ""
-    return OOF(p1=p1, folds=folds, splitter=splitter, ap=ap, C=C_used, C_grid_ap=grid,
+    return OOF(p1=p1, folds=folds, splitter=splitter, ap=ap, C=C_used, C_grid=grid,
                head=f"{dims}StandardScaler + LogisticRegression(C={C_used:g}, class_weight='balanced')")
 
 

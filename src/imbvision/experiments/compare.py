@@ -15,6 +15,7 @@ import json
 import time
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -119,9 +120,62 @@ def _run_cell(strategy: str, seed: int, X: np.ndarray, y: np.ndarray, split, ext
     }
 
 
-def _synthetic_features(strategy: str, ds, split, seed: int, backbone, image_size: int, tiles: int, kind: str,
-                        max_n: int, store: Path) -> tuple | None:
-    """Embeddings of the images a strategy's synthesis/mixing makes from one training split (cached)."""
+@dataclass(frozen=True)
+class CellSettings:
+    """Everything a cell needs besides its strategy, split and the shared arrays (small, picklable)."""
+
+    backbone: str
+    weights: str | None
+    image_size: int
+    tiles: int
+    kind: str
+    max_synthetic: int
+    threshold: str
+    calibration: str
+    prior_correction: bool
+
+
+def _weights_stamp(weights: str | None) -> tuple | None:
+    """Identify a weights file by path, size and mtime, so a replaced file is not served from the cache."""
+    if weights is None:
+        return None
+    try:
+        st = Path(weights).stat()
+    except OSError:
+        return None  # "none", a hub name, or a missing file (create_backbone reports it)
+    return (st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=2)
+def _load_backbone(name: str, weights: str | None, _stamp: tuple | None):
+    from ..backbones import create_backbone
+
+    return create_backbone(name, weights=weights)
+
+
+def _cached_backbone(name: str, weights: str | None):
+    """``create_backbone(name, weights=weights)``, built once per process (local threads and Ray workers alike)."""
+    return _load_backbone(name, weights, _weights_stamp(weights))
+
+
+def _compute_cell(strategy: str, seed: int, fold: int | None, split, X: np.ndarray, y: np.ndarray,
+                  records: Sequence, settings: CellSettings, store: Path | None) -> dict[str, Any]:
+    """One cell, from the shared arrays alone: the local and the Ray executor both call this.
+
+    ``records`` are the dataset's records (pixel-space strategies read their training images); the backbone
+    is built here, once per process, only when a strategy needs to embed new images. ``store`` caches those
+    embeddings (``None``: no cache). Returns the cell's dict; the caller writes it.
+    """
+    extra = _synthetic_features(strategy, records, split, seed, settings, store)
+    cell = _run_cell(strategy, seed, X, y, split, extra, settings.threshold, settings.calibration,
+                     settings.prior_correction)
+    cell["fold"] = fold
+    return cell
+
+
+def _synthetic_features(strategy: str, records: Sequence, split, seed: int, settings: CellSettings,
+                        store: Path | None) -> tuple | None:
+    """Embeddings of the images a strategy's synthesis/mixing makes from one training split (cached in ``store``)."""
     from safetensors.numpy import load_file, save
 
     from .._io import atomic_write
@@ -132,19 +186,23 @@ def _synthetic_features(strategy: str, ds, split, seed: int, backbone, image_siz
     recipe = compose(strategy)
     if not recipe.synthesis and recipe.mixing is None:
         return None
+    image_size, tiles, kind, max_n = settings.image_size, settings.tiles, settings.kind, settings.max_synthetic
     pix = [s for s in recipe.specs if s.record.family in ("synthesis", "mixing")]
     key = hashlib.sha1(json.dumps([str(s) for s in pix] + [seed, split.train.tolist()[:50], len(split.train),
                                   kind, image_size, tiles, max_n]).encode()).hexdigest()[:16]
-    path = store / f"{key}.safetensors"
-    if path.exists():
+    path = store / f"{key}.safetensors" if store is not None else None
+    if path is not None and path.exists():
         d = load_file(str(path))
         return d["X"], d["y"]
-    recs = [ds.records[i] for i in split.train]
+    recs = [records[i] for i in split.train]
     syn = make_synthetic_images(recs, recipe, seed=seed, image_size=image_size, max_n=max_n)
     if not len(syn):
         return None
+    backbone = _cached_backbone(settings.backbone, settings.weights)
     emb = embed_arrays(syn.images, backbone, image_size=image_size, tiles=tiles)
     X, yy = emb.features(kind).astype(np.float32), np.asarray(syn.labels, dtype=np.float32)
+    if store is None:
+        return X, yy
     with atomic_write(path, "wb") as fh:
         fh.write(save({"X": X, "y": yy}))
     if not (store / "examples").exists() or len(list((store / "examples").glob("*.png"))) < 12:
@@ -189,7 +247,7 @@ def run_compare(
     Returns a :class:`CompareResult`; files: ``leaderboard.csv``, ``leaderboard.json``,
     ``report.html``, ``config.json``, ``cells/*.json``.
     """
-    from ..backbones import create_backbone, embed_dataset
+    from ..backbones import embed_dataset
     from ..data.checks import check_dataset
     from ..data.sources import cache_root, load_source
 
@@ -203,6 +261,9 @@ def run_compare(
         raise ConfigError(f"--seeds {seeds} invalid; use 1 or more")
     if executor not in ("local", "ray"):
         raise ConfigError(f"--executor {executor!r} invalid; valid: local, ray")
+    if executor == "ray":
+        from .ray_executor import require_ray
+        require_ray()  # before any work: say how to install it
     names = resolve_strategies(strategies)
     out = ensure_output_dir(out)
     kind = features if features != "auto" else ("both" if tiles >= 2 else "global")
@@ -224,20 +285,20 @@ def run_compare(
     ds = rep.dataset
     y = ds.labels
     cache = Path(cache_dir) if cache_dir else cache_root()
-    bb = create_backbone(backbone, weights=weights)
+    bb = _cached_backbone(backbone, weights)
     emb = embed_dataset(ds, backbone=bb, image_size=image_size, tiles=tiles, cache_dir=cache, progress=progress)
     X = emb.features(kind)
     splits = _splits(ds, seeds, folds, val, test, train_positive_rate)
     cells_dir = out / "cells"
     cells_dir.mkdir(exist_ok=True)
     todo = [(n, s, f, sp) for n in names for s, f, sp in splits if not (cells_dir / f"{_cell_id(n, s, f)}.json").exists()]
+    settings = CellSettings(backbone, weights, image_size, tiles, kind, max_synthetic, threshold, calibration,
+                            prior_correction)
     from rich.progress import Progress
 
     def work(item):
         name, s, f, sp = item
-        extra = _synthetic_features(name, ds, sp, s, bb, image_size, tiles, kind, max_synthetic, out / "synthetic")
-        cell = _run_cell(name, s, X, y, sp, extra, threshold, calibration, prior_correction)
-        cell["fold"] = f
+        cell = _compute_cell(name, s, f, sp, X, y, ds.records, settings, out / "synthetic")
         write_json(cells_dir / f"{_cell_id(name, s, f)}.json", cell)
         return name
 
@@ -246,7 +307,8 @@ def run_compare(
                             completed=len(names) * len(splits) - len(todo))
         if executor == "ray":
             from .ray_executor import run_cells_ray
-            run_cells_ray(todo, work, address=ray_address, on_done=lambda _n: bar.advance(task))
+            run_cells_ray(todo, X=X, y=y, records=ds.records, settings=settings, out=out, address=ray_address,
+                          num_cpus=jobs if jobs > 1 else None, on_done=lambda _n: bar.advance(task))
         elif jobs > 1:
             from concurrent.futures import ThreadPoolExecutor
             with ThreadPoolExecutor(max_workers=jobs) as pool:

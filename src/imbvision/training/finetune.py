@@ -374,29 +374,36 @@ class _TrainData(TorchDataset):
         raise DataError(f"{step.name}: 10 random training positives in a row had no usable object ({last}); "
                         "give masks for the positives") from last
 
-    def __getitem__(self, key: tuple[int, int, int, int]) -> tuple[torch.Tensor, float, torch.Tensor | None, int, int]:
+    def __getitem__(self, key: tuple[int, int, int, int]
+                    ) -> tuple[torch.Tensor, float, torch.Tensor | None, int, int, float]:
+        t = time.thread_time()
         epoch, step, gpos, i = key
         img, label, mask, _ = self.make(epoch, gpos, i)
-        return img, label, mask, epoch, step
+        return img, label, mask, epoch, step, time.thread_time() - t
 
 
 class _Collate:
-    """Stack a training batch; apply the mixing strategy with a generator seeded by ``(seed, epoch, step, rank)``."""
+    """Stack a training batch; apply the mixing strategy with a generator seeded by ``(seed, epoch, step, rank)``.
+
+    Returns ``(x, y, cpu_s)``: ``cpu_s`` is the CPU time (of the thread that did it:
+    a DataLoader worker or the main thread) spent making the batch, for telemetry.
+    """
 
     def __init__(self, mixer: Any, seed: int, rank: int, size: int) -> None:
         self.mixer, self.seed, self.rank, self.size = mixer, seed, rank, size
 
-    def __call__(self, items: list) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, items: list) -> tuple[torch.Tensor, torch.Tensor, float]:
+        t = time.thread_time()
         x = torch.stack([it[0] for it in items])
         y = torch.tensor([it[1] for it in items], dtype=torch.float32)
-        if self.mixer is None:
-            return x, y
-        epoch, step = items[0][3], items[0][4]
-        masks = torch.stack([it[2] if it[2] is not None else torch.zeros(self.size, self.size, dtype=torch.bool)
-                             for it in items])
-        g = _generator(self.seed, "mix", epoch, step, self.rank)
-        xm, ym = self.mixer(x.float() / 255, y, generator=g, masks=masks)
-        return xm.float(), ym.float()
+        if self.mixer is not None:
+            epoch, step = items[0][3], items[0][4]
+            masks = torch.stack([it[2] if it[2] is not None else torch.zeros(self.size, self.size, dtype=torch.bool)
+                                 for it in items])
+            g = _generator(self.seed, "mix", epoch, step, self.rank)
+            xm, ym = self.mixer(x.float() / 255, y, generator=g, masks=masks)
+            x, y = xm.float(), ym.float()
+        return x, y, sum(it[5] for it in items) + time.thread_time() - t
 
 
 class _EpochBatches(Sampler[list]):
@@ -716,7 +723,7 @@ def _make_examples(data: _TrainData, mixer: Any, recipe: Recipe, seed: int, n: i
                                rng.choice(neg, size=min(n - n // 2, len(neg)), replace=False)])
         items = [data.make(0, 1000 + j, int(i)) for j, i in enumerate(pick)]
         coll = _Collate(mixer, seed, 0, data.size)
-        x, ys = coll([(a, b, c, 0, 0) for a, b, c, _ in items])
+        x, ys, _ = coll([(a, b, c, 0, 0, 0.0) for a, b, c, _ in items])
         out[recipe.mixing.name] = [(_to_uint8(x[j]).permute(1, 2, 0).numpy().copy(), f"{recipe.mixing.name} y={float(ys[j]):.2f}")
                                    for j in range(len(items))]
     return out
@@ -787,9 +794,14 @@ def _train_body(fabric: Any, job: _Job) -> dict[str, Any]:
     cfg, recipe = job.cfg, job.recipe
     world, rank = fabric.world_size, fabric.global_rank
     is_zero = fabric.is_global_zero
-    det_before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    import torch.utils.deterministic as tdet
+
+    det_before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                  tdet.fill_uninitialized_memory)
     if fabric.device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # Filling every torch.empty with NaN (a debugging aid the flag turns on) costs ~14 % of a CPU step.
+        tdet.fill_uninitialized_memory = False
     try:
         torch.manual_seed(_derive_seed(cfg.seed, "init"))  # head initialisation
         bb = create_backbone(cfg.backbone, weights=cfg.weights)
@@ -861,11 +873,15 @@ def _train_body(fabric: Any, job: _Job) -> dict[str, Any]:
                 batches.set_epoch(epoch)
                 _set_train_mode(net)
                 task = bar.start(f"epoch {epoch}/{cfg.epochs}", steps_per_epoch)
-                t0 = time.perf_counter()
+                t0 = t_prev = time.perf_counter()
                 t_steady = None
                 seen = seen_steady = 0
+                wait = data_cpu = data_cpu_steady = 0.0
+                cpu_steady = 0.0
+                rates: list[float] = []  # per-step samples/s after the first steps
                 loss_sum = torch.zeros((), device=fabric.device)
-                for step, (x, y) in enumerate(train_loader):
+                for step, (x, y, batch_cpu) in enumerate(train_loader):
+                    wait += time.perf_counter() - t_prev  # time spent waiting for the batch
                     gstep = (epoch - 1) * steps_per_epoch + step
                     for g, base in zip(optimizer.param_groups, base_lrs):
                         g["lr"] = base * _lr_factor(gstep, total_steps, warmup)
@@ -888,10 +904,15 @@ def _train_body(fabric: Any, job: _Job) -> dict[str, Any]:
                     optimizer.step()
                     loss_sum += loss.detach() * x.shape[0]
                     seen += x.shape[0]
+                    now = time.perf_counter()
+                    data_cpu += batch_cpu
                     if step + 1 == _STEADY_SKIP:
-                        t_steady = time.perf_counter()
+                        t_steady, cpu_steady = now, time.process_time()
                     elif step + 1 > _STEADY_SKIP:
                         seen_steady += x.shape[0]
+                        data_cpu_steady += batch_cpu
+                        rates.append(x.shape[0] * world / (now - t_prev))
+                    t_prev = now
                     if bar.bar is not None:
                         bar.update(task, seen * world / max(time.perf_counter() - t0, 1e-9),
                                    float(loss_sum) / max(seen, 1))
@@ -901,11 +922,19 @@ def _train_body(fabric: Any, job: _Job) -> dict[str, Any]:
                 n_seen = seen * world
                 train_loss /= max(n_seen, 1)
                 steady = seen_steady * world / (t_end - t_steady) if t_steady is not None and seen_steady else None
+                # CPU seconds per sample of this rank's loop: the main process (all its threads), plus
+                # the workers' batch making (already inside the main process when workers == 0).
+                cpu = None
+                if t_steady is not None and seen_steady:
+                    main_cpu = time.process_time() - cpu_steady
+                    cpu = (main_cpu + (data_cpu_steady if cfg.workers > 0 else 0.0)) / seen_steady
                 p_val = _gather_scores(fabric, net, val_loader, len(job.val))
                 ap = _average_precision(job.val, p_val)
                 row = {"epoch": epoch, "train_loss": train_loss, "val_ap": ap, "seconds": secs,
                        "samples_per_s": n_seen / secs if secs > 0 else None, "samples": n_seen,
-                       "samples_per_s_steady": steady}
+                       "samples_per_s_steady": steady,
+                       "samples_per_s_median": float(np.median(rates)) if rates else None,
+                       "data_wait_s": wait, "data_cpu_s": data_cpu, "cpu_s_per_sample": cpu}
                 if world > 1:
                     row["rank_overlap"] = _rank_overlap(fabric, batches)
                 state["history"].append(row)
@@ -941,6 +970,7 @@ def _train_body(fabric: Any, job: _Job) -> dict[str, Any]:
                 "weights_id": bb.weights_id}
     finally:
         torch.use_deterministic_algorithms(det_before[0], warn_only=det_before[1])
+        tdet.fill_uninitialized_memory = det_before[2]
 
 
 def _average_precision(records: list[ImageRecord], p: np.ndarray) -> float:
