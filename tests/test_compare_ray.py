@@ -216,7 +216,8 @@ def test_unreachable_address_is_a_quick_config_error(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     t0 = time.perf_counter()
-    with pytest.raises(ConfigError, match=rf"cannot reach the Ray cluster at --ray-address '127.0.0.1:{port}'.*ray start"):
+    expected = rf"cannot reach the Ray cluster at --ray-address '127.0.0.1:{port}'.*ray start"
+    with pytest.raises(ConfigError, match=expected):
         ray_executor.run_cells_ray([("ce", 0, None, None)], X=None, y=None, records=[], settings=None, out=tmp_path,
                                    address=f"127.0.0.1:{port}")
     assert time.perf_counter() - t0 < 15

@@ -292,7 +292,7 @@ def compare(
     calibration: str = typer.Option("none"),
     skip_bad: bool = typer.Option(False, "--skip-bad"),
     cache_dir: Optional[str] = typer.Option(None),
-    jobs: int = typer.Option(1, help="Cells in parallel (threads)"),
+    jobs: int = typer.Option(1, help="Cells in parallel: threads locally; with --executor ray the CPUs of the private Ray (ignored with --ray-address)"),
     executor: str = typer.Option("local", help="local or ray (pip install imbvision[ray])"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="An existing Ray cluster, e.g. HEAD:6379"),
 ) -> None:

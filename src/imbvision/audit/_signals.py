@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import AgglomerativeClustering
+from sklearn.cluster import DBSCAN
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -263,31 +263,34 @@ class Isolation:
 def minority_isolation(Xm: np.ndarray, *, small: int | None = None) -> Isolation:
     """Cluster the minority embeddings and flag the isolated ones.
 
-    Single-linkage agglomerative clustering under cosine distance, cut at a
-    data-driven distance: the median distance from a minority sample to its
-    nearest minority neighbour plus three robust standard deviations (1.4826 x
-    MAD). Single linkage cut at ``d`` gives the connected components of the
-    "closer than d" graph, so a cluster of size 1 is exactly a sample with no
-    other minority sample within ``d``. No number of clusters has to be chosen
-    and the result is deterministic. Samples in clusters of at most ``small``
-    members (default: 1, or 1% of the minority when that is larger) are
-    *isolated*: an isolated positive is either a label error or a rare genuine
-    variant -- which is why the audit flags it for review instead of deleting
-    it.
+    Clusters are the connected components of the graph linking minority
+    samples closer than a data-driven cosine distance ``d``: the median
+    distance from a minority sample to its nearest minority neighbour plus
+    three robust standard deviations (1.4826 x MAD). That is single-linkage
+    agglomerative clustering cut at ``d``, computed as ``DBSCAN(eps=d,
+    min_samples=1)`` so that memory stays sparse for a large minority. No
+    number of clusters has to be chosen, the result is deterministic, and a
+    cluster of size 1 is exactly a sample with no other minority sample within
+    ``d``. Samples in clusters of at most ``small`` members (default: 1, or 1%
+    of the minority when that is larger) are *isolated*: an isolated positive
+    is either a label error or a rare genuine variant -- which is why the audit
+    lists it for review instead of deleting it.
     """
     n = Xm.shape[0]
     Z = normalize(Xm)
-    D = np.clip(1.0 - Z @ Z.T, 0.0, 2.0)
-    np.fill_diagonal(D, np.inf)
-    nearest = D.min(axis=1)
-    med = float(np.median(nearest))
-    mad = float(np.median(np.abs(nearest - med))) * 1.4826
-    thr = med + 3.0 * max(mad, 1e-6)
-    np.fill_diagonal(D, 0.0)
+    nn = NearestNeighbors(n_neighbors=min(2, n), metric="cosine", algorithm="brute").fit(Z)
+    dist, idx = nn.kneighbors(Z)
+    nearest = np.full(n, np.inf)
     if n >= 2:
-        cl = AgglomerativeClustering(
-            n_clusters=None, metric="precomputed", linkage="single", distance_threshold=thr
-        ).fit_predict(D)
+        # the first neighbour is the sample itself unless an exact duplicate tied with it
+        nearest = np.where(idx[:, 0] == np.arange(n), dist[:, 1], dist[:, 0])
+        nearest = np.clip(nearest, 0.0, 2.0)
+    finite = nearest[np.isfinite(nearest)]
+    med = float(np.median(finite)) if finite.size else 0.0
+    mad = float(np.median(np.abs(finite - med))) * 1.4826 if finite.size else 0.0
+    thr = med + 3.0 * max(mad, 1e-6)
+    if n >= 2:
+        cl = DBSCAN(eps=thr, min_samples=1, metric="cosine", algorithm="brute").fit_predict(Z)
     else:
         cl = np.zeros(n, dtype=np.int64)
     sizes = np.bincount(cl)

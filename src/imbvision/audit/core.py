@@ -619,9 +619,9 @@ def run_audit(
             "majority_surrounded_by_minority": int((knn_flag & ~is_min).sum()),
             "minority_isolated": int(isolated.sum()),
             "minority_clusters": {
-                "method": ("single-linkage agglomerative clustering, cosine distance, cut at median + 3 MAD of the "
-                           "nearest-minority-neighbour distance (connected components); clusters of <= max(1, 1%) "
-                           "members are 'isolated'"),
+                "method": ("single-linkage clustering (DBSCAN with min_samples=1: connected components), cosine "
+                           "distance, cut at median + 3 MAD of the nearest-minority-neighbour distance; clusters "
+                           "of <= max(1, 1%) members are 'isolated'"),
                 "cut_distance": iso.threshold,
                 "clusters": len(iso.sizes),
                 "largest_sizes": iso.sizes[:10],
