@@ -153,7 +153,7 @@ def render_html(summary: dict[str, Any], suspects: list[dict[str, Any]], duplica
     if "skipped" in h:
         w(f"<div class='skip'>{_e(h['skipped'])}</div>")
     else:
-        w(f"<p>{_e(h['note'])}</p>")
+        w(f"<p>{_e(h['note'][:1].upper() + h['note'][1:])}</p>")
         t = h["minority_neighbour_types"]
         w(f"<table><tr><th>minority type (k={h['k']})</th><th>images</th></tr>")
         for key in ("safe", "borderline", "rare", "outlier"):
@@ -168,7 +168,7 @@ def render_html(summary: dict[str, Any], suspects: list[dict[str, Any]], duplica
         w(f"<div class='skip'>{_e(nz['skipped'])}</div>")
     else:
         by = nz["confident_learning_by_direction"]
-        w(f"<p>{_e(nz['method'])}. Confident-learning flags: {by['labelled_positive_looks_negative']} "
+        w(f"<p>{_e(nz['method'][:1].upper() + nz['method'][1:])}. Confident-learning flags: {by['labelled_positive_looks_negative']} "
           f"labelled positive that look negative, {by['labelled_negative_looks_positive']} labelled negative "
           f"that look positive (a missed object). {nz['minority_surrounded_by_majority']} minority images are "
           f"surrounded by the majority; {nz['minority_isolated']} are isolated "
@@ -204,6 +204,8 @@ def render_html(summary: dict[str, Any], suspects: list[dict[str, Any]], duplica
       f"{d['exact_sets_label_conflict']} with conflicting labels); {d['near_pairs']} near-duplicate pairs "
       f"({d['near_pairs_label_conflict']} with conflicting labels). "
       f"Unique minority images: {d['minority_unique_images']}.</p>")
+    if "split_note" in d:
+        w(f"<div class='note'>{_e(d['split_note'])}.</div>")
     if "split_leak_pairs" in d:
         cls = "bad" if d["split_leak_pairs"] else "ok"
         w(f"<p class='{cls}'>{d['split_leak_pairs']} duplicate pairs cross train/val/test splits (leaks).</p>")

@@ -72,7 +72,8 @@ class AuditResult:
     summary
         The content of ``audit.json``.
     suspects
-        Rows of ``suspects.csv`` (dicts keyed by :data:`SUSPECT_COLUMNS`), best first.
+        Rows of ``suspects.csv`` (dicts keyed by :data:`SUSPECT_COLUMNS`, plus ``_index``: the
+        image's position in the dataset), best first.
     duplicates
         Rows of ``duplicates.csv``.
     scores
@@ -403,6 +404,9 @@ def _duplicates(dataset: Dataset, X: np.ndarray, y: np.ndarray, shas: list[str |
         summary["cross_group_note"] = ("duplicates in different groups can land in different splits even with a "
                                        "group-aware split; merge their groups or drop one copy from the manifest")
     summary["pairs_listed"] = len(exact_rows) + len(near_rows)
+    if rows and split is None:
+        summary["split_note"] = ("keep each duplicate set on one side of any train/val/test split (give the copies "
+                                 "one group), or validation and test figures are inflated")
     return rows, summary
 
 
