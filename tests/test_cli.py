@@ -68,3 +68,27 @@ def test_compare_via_cli(tmp_path, tiny_kwargs):
     res = runner.invoke(app, ["compare", *_opts(tiny_kwargs), "--out", str(out), "--strategies", "ce", "--seeds", "2",
                               "--mode", "finetune"])
     assert res.exit_code == 2 and "head mode" in res.output
+
+
+def test_audit_then_review_writes_a_new_manifest(tmp_path, tiny_kwargs):
+    out = tmp_path / "audit"
+    opts = ["--data", tiny_kwargs["data"], "--backbone", tiny_kwargs["backbone"], "--weights", tiny_kwargs["weights"],
+            "--cache-dir", tiny_kwargs["cache_dir"]]
+    res = runner.invoke(app, ["audit", *opts, "--out", str(out)], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "nothing was deleted" in res.output
+    rows = list(csv.DictReader(open(out / "suspects.csv")))
+    assert rows, "the audit ranks at least one suspect on a noisy tiny set"
+    rows[0]["decision"] = "drop"
+    review = tmp_path / "review.csv"
+    with open(review, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    before = open(tiny_kwargs["data"]).read()
+    res = runner.invoke(app, ["audit", "--data", tiny_kwargs["data"], "--review", str(review),
+                              "--manifest-out", str(tmp_path / "new.csv")])
+    assert res.exit_code == 0, res.output
+    new = list(csv.DictReader(open(tmp_path / "new.csv")))
+    assert len(new) == 119 and rows[0]["path"] not in {r["path"] for r in new}
+    assert open(tiny_kwargs["data"]).read() == before  # the source manifest is untouched

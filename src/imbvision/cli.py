@@ -267,10 +267,11 @@ def audit(
     emb = embed_dataset(rep.dataset, backbone=backbone, weights=weights, tiles=tiles, cache_dir=cache_dir or cache_root())
     feats = emb.features("both" if tiles else "global")
     res = run_audit(rep.dataset, feats, out, k=k, seed=seed)
-    _out().print(f"audit written to {out} — open {out / 'audit.html'}")
-    summary = getattr(res, "summary", None)
-    if summary:
-        _out().print(summary() if callable(summary) else summary)
+    n_sus = len(res.suspects) if hasattr(res, "suspects") else 0
+    _out().print(f"{n_sus} suspect label(s) ranked in {out / 'suspects.csv'}; nothing was deleted. "
+                 f"Fill its 'decision' column (keep/relabel/drop) and run: imbvision audit --data {data} "
+                 f"--review {out / 'suspects.csv'}")
+    _out().print(f"report: {out / 'audit.html'}")
 
 
 @app.command()
