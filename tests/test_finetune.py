@@ -240,3 +240,35 @@ def test_two_process_ddp_on_cpu(base, tmp_path):
     assert len(res.p_val) == len(prep.split.val) and np.isfinite(res.p_val).all()
     assert len(res.p_test) == len(prep.split.test)
     assert (tmp_path / "ddp" / "checkpoints" / "last.safetensors").is_file()
+
+
+def test_mixed_image_sizes_and_tiny_masks(tmp_path):
+    from PIL import Image
+
+    from imbvision.data.records import ImageRecord
+    from imbvision.strategies.registry import StrategyContext
+
+    recs = []
+    for k, (w, h) in enumerate([(40, 60), (90, 50), (64, 64), (33, 120)]):
+        arr = np.full((h, w, 3), 90 + 20 * k, np.uint8)
+        Image.fromarray(arr).save(tmp_path / f"i{k}.png")
+        mask = None
+        if k < 2:  # positives: a one-pixel object survives the resize to 24 px
+            m = np.zeros((h, w), np.uint8)
+            m[h // 3, w // 2] = 255
+            Image.fromarray(m).save(tmp_path / f"m{k}.png")
+            mask = tmp_path / f"m{k}.png"
+        recs.append(ImageRecord(tmp_path / f"i{k}.png", int(k < 2), mask))
+    spec = compose("copy-paste:blend=hard").synthesis[0]
+    data = ft._TrainData(recs, [ft._SynthStep("copy-paste", spec.build(StrategyContext((2, 2))), 3)], size=24,
+                         seed=0, masks=True)
+    assert len(data) == 7 and data.labels().tolist() == [1, 1, 0, 0, 1, 1, 1]
+    for i in range(len(data)):
+        img, label, mask, *_ = data[(1, 0, i, i)]
+        assert img.shape == (3, 24, 24) and img.dtype == torch.uint8
+        if label == 1:
+            assert mask is not None and mask.shape == (24, 24) and bool(mask.any())
+    a, b = data[(1, 0, 5, 5)], data[(1, 0, 5, 5)]
+    assert torch.equal(a[0], b[0])  # same key, same virtual positive
+    assert not torch.equal(data[(1, 0, 5, 5)][0], data[(2, 0, 5, 5)][0])  # fresh each epoch
+    assert ft._EvalData(recs, 24)[3][1].shape == (3, 24, 24)

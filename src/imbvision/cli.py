@@ -152,6 +152,8 @@ def train(
     epochs: int = typer.Option(10, help="Fine-tune: epochs"),
     batch_size: int = typer.Option(32, help="Fine-tune: batch size"),
     lr: float = typer.Option(3e-4, help="Fine-tune: backbone learning rate"),
+    head_lr: float = typer.Option(3e-3, help="Fine-tune: learning rate of the new linear head"),
+    weight_decay: float = typer.Option(1e-4, help="Fine-tune: AdamW weight decay"),
     unfreeze: str = typer.Option("all", help="Fine-tune: 'all' or the number of last backbone blocks to train"),
     patience: int = typer.Option(5, help="Fine-tune: early stopping patience (epochs without val AP gain)"),
     accelerator: str = typer.Option("auto", help="Fine-tune: cpu, cuda, mps, auto"),
@@ -169,7 +171,7 @@ def train(
                       image_size=image_size, tiles=tiles, threshold=threshold, calibration=calibration,
                       prior_correction=prior_correction, seed=seed, val=val, test=test,
                       train_positive_rate=train_positive_rate, skip_bad=skip_bad, cache_dir=cache_dir, epochs=epochs,
-                      batch_size=batch_size, lr=lr, unfreeze=unfreeze, patience=patience, accelerator=accelerator,
+                      batch_size=batch_size, lr=lr, head_lr=head_lr, weight_decay=weight_decay, unfreeze=unfreeze, patience=patience, accelerator=accelerator,
                       devices=devices, precision=precision, dist_strategy=dist_strategy, workers=workers)
     res = run_train(cfg, out, resume=resume)
     _out().print(_metrics_table([{"name": res.recipe, "metrics": res.metrics}],

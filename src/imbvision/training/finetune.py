@@ -5,6 +5,18 @@ the input normalisation lives inside the network, so a batch of uint8 images
 goes in as it is. The loop is small and device-agnostic: ``Fabric.setup``,
 ``setup_dataloaders``, ``backward``; precision and devices are Fabric options.
 
+Training: AdamW with ``lr`` for the backbone and ``head_lr`` for the head (no
+weight decay on biases and norm weights), linear warm-up over at most 100
+steps then cosine decay to 1 % at the last epoch; the head's bias starts at
+the log-odds of the effective training prior. ``unfreeze`` ``"all"`` trains
+everything, an integer K the last K backbone blocks (plus the layers after
+them) and the head; frozen modules stay in ``eval()`` (BatchNorm statistics
+kept). Images are decoded with :mod:`imbvision.data.decode` and the whole
+image resized to ``image_size`` square (no crop, as for prediction), with
+random horizontal flips for training. Validation AP (every epoch) picks the
+best epoch; training stops after ``patience`` epochs without a gain
+(``patience <= 0``: never).
+
 Strategies, on the training split only
 --------------------------------------
 - selection resamplers (random-over, random-under, tomek, enn) choose the
@@ -55,8 +67,11 @@ whole command; Fabric reads the rank and world size from the environment::
 
 Under torchrun ``devices`` is taken from ``LOCAL_WORLD_SIZE`` and the number
 of nodes from ``WORLD_SIZE / LOCAL_WORLD_SIZE``; the run folder (and data)
-must be on a filesystem every node sees. Only ``auto`` and the DDP strategies
-are supported: checkpoints hold the full state, gathered on rank 0.
+must be on a filesystem every node sees; every rank returns the same gathered
+result and :attr:`FinetuneOutput.rank` tells the caller whether to write.
+Only ``auto`` and the DDP strategies are supported: checkpoints hold the full
+state, written by rank 0. The default shuffle gives the ranks disjoint shards
+(``DistributedSampler``, ``drop_last``); ``history[*].rank_overlap`` records it.
 """
 
 from __future__ import annotations
@@ -133,6 +148,9 @@ class FinetuneOutput:
         Epochs run, best epoch and AP, per-epoch history, counts, timing.
     examples
         A few synthesised / mixed training images per strategy: ``(uint8 HWC, caption)``.
+    rank
+        Global rank of this process: under torchrun every rank returns the same
+        (gathered) result and only rank 0 should write the run folder.
     """
 
     p_val: np.ndarray
@@ -142,6 +160,7 @@ class FinetuneOutput:
     effective_prior: float | None
     info: dict[str, Any]
     examples: dict[str, list[tuple[np.ndarray, str]]] = field(default_factory=dict)
+    rank: int = 0
 
 
 # --------------------------------------------------------------------------- network
@@ -661,6 +680,13 @@ def _loss_module(recipe: Recipe, ctx: StrategyContext) -> nn.Module:
     return recipe.loss.build(ctx)
 
 
+def _all_gather(fabric: Any, data: Any) -> Any:
+    """``fabric.all_gather`` without the deprecation warning Fabric 2.6 triggers in torch on every call."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*all_gather is deprecated.*")
+        return fabric.all_gather(data)
+
+
 def _gather_scores(fabric: Any, net: nn.Module, loader: Any, n: int) -> np.ndarray:
     """Probabilities for ``n`` images sharded across ranks, gathered into split order.
 
@@ -683,7 +709,7 @@ def _gather_scores(fabric: Any, net: nn.Module, loader: Any, n: int) -> np.ndarr
         local_i[: len(pi)] = pi
         local_p[: len(pp)] = pp
     if world > 1:
-        gi, gp = fabric.all_gather((local_i, local_p))
+        gi, gp = _all_gather(fabric, (local_i, local_p))
         local_i, local_p = gi.reshape(-1), gp.reshape(-1)
     ii, pp = local_i.cpu().numpy(), local_p.double().cpu().numpy()
     out = np.full(n, np.nan)
@@ -724,8 +750,9 @@ def _make_examples(data: _TrainData, mixer: Any, recipe: Recipe, seed: int, n: i
         items = [data.make(0, 1000 + j, int(i)) for j, i in enumerate(pick)]
         coll = _Collate(mixer, seed, 0, data.size)
         x, ys, _ = coll([(a, b, c, 0, 0, 0.0) for a, b, c, _ in items])
-        out[recipe.mixing.name] = [(_to_uint8(x[j]).permute(1, 2, 0).numpy().copy(), f"{recipe.mixing.name} y={float(ys[j]):.2f}")
-                                   for j in range(len(items))]
+        name = recipe.mixing.name
+        out[name] = [(_to_uint8(x[j]).permute(1, 2, 0).numpy().copy(), f"{name} y={float(ys[j]):.2f}")
+                     for j in range(len(items))]
     return out
 
 
@@ -842,7 +869,8 @@ def _train_body(fabric: Any, job: _Job) -> dict[str, Any]:
             if trainer.get("config_hash") != job.config_hash:
                 raise ConfigError(
                     f"checkpoint {ckpt_dir / 'last.safetensors'} was made with another configuration or training "
-                    f"split (hash {trainer.get('config_hash')} vs {job.config_hash}); use the same options or a new --out"
+                    f"split (hash {trainer.get('config_hash')} vs {job.config_hash}); use the same options "
+                    "or a new --out"
                 )
             net.load_state_dict(parts["model"], strict=True)
             best = {k: v.clone() for k, v in parts["best"].items()}
@@ -897,7 +925,7 @@ def _train_body(fabric: Any, job: _Job) -> dict[str, Any]:
                                 if state["epoch"] else "no checkpoint was written yet")
                         raise NonFiniteLossError(
                             f"loss became {word} at epoch {epoch} step {step + 1}; lower --lr (now {cfg.lr:g}) "
-                            f"and --head-lr (now {cfg.head_lr:g}), e.g. by 10x, or use --precision 32-true; {kept}"
+                            f"and head_lr (now {cfg.head_lr:g}), e.g. by 10x, or use --precision 32-true; {kept}"
                         )
                     optimizer.zero_grad(set_to_none=True)
                     fabric.backward(loss)
@@ -983,12 +1011,16 @@ def _average_precision(records: list[ImageRecord], p: np.ndarray) -> float:
 
 
 def _rank_overlap(fabric: Any, batches: _EpochBatches) -> int:
-    """How many distinct training indices this epoch were drawn on more than one rank."""
+    """How many distinct training indices this epoch were drawn on more than one rank.
+
+    0 for the default shuffle (disjoint shards); a weighted draw *with replacement*
+    may put the same index at positions of several ranks, as drawing with replacement does.
+    """
     mine = torch.tensor(sorted(set(batches.indices())), dtype=torch.long)
     n = int(fabric.all_reduce(torch.tensor(float(len(mine))), reduce_op="max"))
     pad = torch.full((n,), -1, dtype=torch.long)
     pad[: len(mine)] = mine
-    allx = fabric.all_gather(pad.to(fabric.device)).cpu().numpy()
+    allx = _all_gather(fabric, pad.to(fabric.device)).cpu().numpy()
     seen: dict[int, int] = {}
     for row in allx:
         for i in set(row[row >= 0].tolist()):
@@ -1104,7 +1136,7 @@ def run_finetune(cfg: TrainConfig, prep: "Prepared", recipe: Recipe, out: Path, 
         p_val=np.asarray(res["p_val"], dtype=np.float64), p_test=np.asarray(res["p_test"], dtype=np.float64),
         arrays=res["arrays"],
         meta={"mode": "finetune", "backbone": bb_meta, "head": {"name": "finetune", "params": {}}},
-        effective_prior=prior, info=res["info"], examples=res["examples"],
+        effective_prior=prior, info=res["info"], examples=res["examples"], rank=0 if spawn else fabric.global_rank,
     )
 
 

@@ -129,6 +129,9 @@ def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, pro
         from .finetune import run_finetune
 
         ft = run_finetune(cfg, prep, recipe, out, progress=progress, resume=resume)
+        if getattr(ft, "rank", 0) != 0:
+            # Under torchrun every rank runs train(); only rank 0 writes the run folder.
+            return RunResult(out, {}, float("nan"), recipe.name)
         p_val_raw, p_test_raw = ft.p_val, ft.p_test
         arrays, model_meta, train_prior, train_info = ft.arrays, ft.meta, ft.effective_prior, ft.info
         examples = ft.examples
