@@ -42,9 +42,8 @@ def main() -> None:
         res = run_compare(data, strategies=args.strategies, seeds=args.seeds, train_positive_rate=args.rate,
                           tiles=tiles, out=out_root / f"tiles{tiles}", cache_dir=CACHE, progress=True)
         cold = time.perf_counter() - t0
-        # Warm rerun: embeddings cached, every cell recomputed.
+        # Warm rerun: image and synthetic-image embeddings cached, every cell refitted and rescored.
         shutil.rmtree(out_root / f"tiles{tiles}" / "cells")
-        shutil.rmtree(out_root / f"tiles{tiles}" / "synthetic", ignore_errors=True)
         t0 = time.perf_counter()
         warm_res = run_compare(data, strategies=args.strategies, seeds=args.seeds, train_positive_rate=args.rate,
                                tiles=tiles, out=out_root / f"tiles{tiles}", cache_dir=CACHE, progress=False)
