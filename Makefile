@@ -22,7 +22,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_embed.py
+	$(BIN)/python benchmarks/demo_hardness.py
 	$(BIN)/python benchmarks/bench_strategies.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/audit_noise.py
+	$(BIN)/python benchmarks/mt_rare.py
 
 clean:
 	rm -rf runs .pytest_cache
