@@ -272,6 +272,17 @@ class _Synthesizer:
     ratio: float
     auto_mask: bool
 
+    def _resolve(self, spec: Mapping[str, Param], params: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults filled in, unknown names refused, every value checked against ``spec``."""
+        unknown = [k for k in params if k not in spec]
+        if unknown:
+            raise ConfigError(
+                f"strategy {self.name!r} has no parameter {unknown[0]!r}; valid parameters: {', '.join(spec)}"
+            )
+        full = {k: p.default for k, p in spec.items()}
+        full.update(params)
+        return _validate(self.name, spec, full)
+
     def n_to_generate(self, n_pos: int, n_neg: int) -> int:
         """How many new positives reach ``ratio`` positives per negative.
 
@@ -420,15 +431,7 @@ class AugmentOversample(_Synthesizer):
     needs_background = False
 
     def __init__(self, **params: Any) -> None:
-        unknown = [k for k in params if k not in AUGMENT_PARAMS]
-        if unknown:
-            raise ConfigError(
-                f"strategy {self.name!r} has no parameter {unknown[0]!r}; "
-                f"valid parameters: {', '.join(AUGMENT_PARAMS)}"
-            )
-        full = {k: p.default for k, p in AUGMENT_PARAMS.items()}
-        full.update(params)
-        v = _validate(self.name, AUGMENT_PARAMS, full)
+        v = self._resolve(AUGMENT_PARAMS, params)
         self.params = v
         self.ratio: float = v["ratio"]
         self.hflip: bool = v["hflip"]
@@ -706,15 +709,7 @@ class CopyPaste(_Synthesizer):
     needs_background = True
 
     def __init__(self, **params: Any) -> None:
-        unknown = [k for k in params if k not in COPY_PASTE_PARAMS]
-        if unknown:
-            raise ConfigError(
-                f"strategy {self.name!r} has no parameter {unknown[0]!r}; "
-                f"valid parameters: {', '.join(COPY_PASTE_PARAMS)}"
-            )
-        full = {k: p.default for k, p in COPY_PASTE_PARAMS.items()}
-        full.update(params)
-        v = _validate(self.name, COPY_PASTE_PARAMS, full)
+        v = self._resolve(COPY_PASTE_PARAMS, params)
         self.params = v
         self.ratio: float = v["ratio"]
         self.scale_min: float = v["scale_min"]
