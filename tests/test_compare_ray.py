@@ -66,18 +66,20 @@ def _descendants(pid: int) -> set[int]:
 
 
 def _alive(pids: set[int]) -> set[int]:
+    """The live Ray processes among ``pids`` (other children of the test process are not Ray's)."""
     left = set()
     for p in pids:
         try:
             state = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, IndexError):
             continue
-        if state != "Z":
+        if state != "Z" and "ray" in cmd:
             left.add(p)
     return left
 
 
-def _assert_all_exit(pids: set[int], timeout: float = 20.0) -> None:
+def _assert_all_exit(pids: set[int], timeout: float = 60.0) -> None:
     deadline = time.time() + timeout
     while _alive(pids) and time.time() < deadline:
         time.sleep(0.2)
