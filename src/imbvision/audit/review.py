@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write
+from ..data.sources import read_table
 from ..data.records import Dataset
 from ..errors import ConfigError, DataError
 
@@ -92,21 +93,8 @@ def apply_review(review_csv: str | Path, source_dataset: Dataset, out_manifest: 
         raise ConfigError(f"refusing to write the manifest onto image {out_manifest}; choose a .csv path")
     if not review_csv.is_file():
         raise DataError(f"review file {review_csv} not found; pass the suspects.csv written by the audit")
-    try:
-        with open(review_csv, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-            fields = [(f or "").strip() for f in (reader.fieldnames or [])]
-    except UnicodeDecodeError as exc:
-        raise DataError(f"review file {review_csv} is not UTF-8 text ({exc.reason}); save it as UTF-8") from None
-    except csv.Error as exc:
-        raise DataError(f"review file {review_csv} is not valid CSV: {exc}") from None
-    missing = [c for c in ("path", "decision") if c not in fields]
-    if missing:
-        raise DataError(
-            f"review file {review_csv} lacks column(s) {', '.join(missing)}; found {', '.join(fields) or 'none'}; "
-            "expected the suspects.csv written by the audit (path, ..., decision)"
-        )
+    rows, _ = read_table(review_csv, ("path", "decision"), what="review file",
+                         hint="expected the suspects.csv written by the audit (path, ..., decision)")
 
     index = {_key(r.path): i for i, r in enumerate(source_dataset)}
     decisions: dict[int, str] = {}

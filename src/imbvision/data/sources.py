@@ -24,7 +24,7 @@ from ..errors import ConfigError, DataError
 from .decode import IMAGE_SUFFIXES
 from .records import Dataset, ImageRecord
 
-__all__ = ["load_source", "read_folder", "read_csv", "read_magnetic_tile", "cache_root", "SOURCE_HELP"]
+__all__ = ["load_source", "read_folder", "read_csv", "read_table", "read_magnetic_tile", "cache_root", "SOURCE_HELP"]
 
 SOURCE_HELP = (
     "a source is magnetic-tile:PATH, csv:PATH (or a .csv file), folder:PATH (or a folder, "
@@ -143,26 +143,34 @@ def _parse_label(value: str, positive: str | None, where: str) -> int:
     )
 
 
-def read_csv(path: Path, *, positive: str | None = None) -> Dataset:
-    """Manifest ``path,label[,mask,group]``; relative paths are relative to the CSV."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"manifest {path} not found; {SOURCE_HELP}")
+def read_table(path: Path, required: tuple[str, ...], *, what: str, hint: str) -> tuple[list[dict], list[str]]:
+    """Read a UTF-8 CSV into rows, with one clear error for bad encoding, bad CSV or missing columns.
+
+    ``what`` names the file in messages ("manifest", "review file"); ``hint`` says what is expected.
+    """
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             rows = list(reader)
             fields = [(f or "").strip() for f in (reader.fieldnames or [])]
     except UnicodeDecodeError as exc:
-        raise DataError(f"manifest {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+        raise DataError(f"{what} {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
     except csv.Error as exc:
-        raise DataError(f"manifest {path} is not valid CSV: {exc}") from None
-    missing = [c for c in ("path", "label") if c not in fields]
+        raise DataError(f"{what} {path} is not valid CSV: {exc}") from None
+    missing = [c for c in required if c not in fields]
     if missing:
         raise DataError(
-            f"manifest {path} lacks column(s) {', '.join(missing)}; found {', '.join(fields) or 'none'}; "
-            "required: path,label; optional: mask,group"
+            f"{what} {path} lacks column(s) {', '.join(missing)}; found {', '.join(fields) or 'none'}; {hint}"
         )
+    return rows, fields
+
+
+def read_csv(path: Path, *, positive: str | None = None) -> Dataset:
+    """Manifest ``path,label[,mask,group]``; relative paths are relative to the CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"manifest {path} not found; {SOURCE_HELP}")
+    rows, _ = read_table(path, ("path", "label"), what="manifest", hint="required: path,label; optional: mask,group")
     if not rows:
         raise DataError(f"manifest {path} has a header but no rows")
     base = path.parent
