@@ -1,7 +1,24 @@
 """Image and mask decoding with Pillow.
 
 Handles grayscale, RGB, RGBA (composited on black), palette, 16-bit and
-EXIF-rotated files and returns a 3-channel float tensor in [0, 1]. Masks are
+EXIF-rotated files and returns a 3-channel float tensor in [0, 1].
+
+The data's own scale is kept, never stretched per image:
+
+* 16-bit (and 32-bit integer) grey is divided by the range of the bits
+  actually used: the PNG ``sBIT`` chunk when present, else the smallest
+  common sensor depth 2^k - 1 (k = 8, 10, 12, 14, 16, then 32) that holds the
+  image's maximum. A 12-bit X-ray is divided by 4095, not 65535, so an
+  object 64 levels above a background of 2000 stays 4 grey levels brighter.
+* 32-bit float grey in [0, 1] is multiplied by 255 (a constant 0.5 stays
+  mid-grey); floats in (1, 65535] are treated like integer data; negative or
+  larger floats, NaN and infinity are refused (:class:`BadFileError`).
+* A multi-page TIFF (or animated image) uses its first page and says so with
+  a :class:`PagesDroppedWarning` naming the file and the page count.
+
+Decoding is strict whatever the calling program set: a truncated file is a
+:class:`BadFileError` even under ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True``
+(the flag is restored afterwards). Masks are
 binary: a pixel is object when its value is at least half the mask's own
 largest value (robust to JPEG-like ringing that some datasets, Magnetic-tile
 among them, carry in their PNG masks), so a 0/1, 0/255 or 0/k mask counts
@@ -15,22 +32,59 @@ naming the file.
 
 from __future__ import annotations
 
+import struct
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import BadFileError
 
-__all__ = ["load_image", "load_image_array", "load_mask", "read_size", "MAX_PIXELS"]
+__all__ = ["load_image", "load_image_array", "load_mask", "read_size", "MAX_PIXELS", "PagesDroppedWarning",
+           "decode_rgb"]
 
 #: Refuse images above this many pixels (decompression-bomb guard): 16k x 16k.
 MAX_PIXELS = 16384 * 16384
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: Sensor depths tried, smallest first, when a file does not say how many bits it uses.
+_DEPTHS = (8, 10, 12, 14, 16, 32)
+
+
+class PagesDroppedWarning(UserWarning):
+    """A multi-page file was read as its first page only."""
+
+
+_STRICT_LOCK = threading.Lock()
+_strict_users = 0
+_saved_flag = False
+
+
+@contextmanager
+def _strict_decoding():
+    """``ImageFile.LOAD_TRUNCATED_IMAGES = False`` while decoding; the caller's value comes back after.
+
+    Pillow only offers a module-wide flag, so concurrent decodes (threads) share one
+    save/restore, counted under a lock.
+    """
+    global _strict_users, _saved_flag
+    with _STRICT_LOCK:
+        if _strict_users == 0:
+            _saved_flag = ImageFile.LOAD_TRUNCATED_IMAGES
+        _strict_users += 1
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        with _STRICT_LOCK:
+            _strict_users -= 1
+            if _strict_users == 0:
+                ImageFile.LOAD_TRUNCATED_IMAGES = _saved_flag
 
 
 def _open(path: Path) -> Image.Image:
@@ -49,15 +103,42 @@ def _open(path: Path) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
-            im.load()
+            with _strict_decoding():
+                im = Image.open(path)
+                im.load()
     except Exception as exc:  # noqa: BLE001 - Pillow raises struct.error, IndexError... on damaged files
         if im is not None:  # do not leak the file handle of a half-decoded image
             im.close()
         raise BadFileError(path, _open_error_reason(exc)) from None
     if im.width < 1 or im.height < 1:
         raise BadFileError(path, "image has no pixels")
+    pages = int(getattr(im, "n_frames", 1) or 1)
+    if pages > 1:
+        warnings.warn(f"{path}: {pages} pages, only the first is used", PagesDroppedWarning, stacklevel=3)
     return im
+
+
+def _png_sbit(path: Path | None) -> int | None:
+    """Significant bits of a greyscale PNG from its ``sBIT`` chunk (Pillow does not parse it), or None."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(8) != b"\x89PNG\r\n\x1a\n":
+                return None
+            while True:
+                head = fh.read(8)
+                if len(head) < 8:
+                    return None
+                length, kind = struct.unpack(">I4s", head)
+                if kind == b"sBIT":
+                    data = fh.read(length)
+                    return int(max(data)) if data else None
+                if kind in (b"IDAT", b"IEND"):
+                    return None
+                fh.seek(length + 4, 1)
+    except (OSError, struct.error, ValueError):
+        return None
 
 
 def _open_error_reason(exc: Exception) -> str:
@@ -83,26 +164,47 @@ def _transpose(im: Image.Image) -> Image.Image:
 def _to_uint8_rgb(im: Image.Image, path: Path | None = None) -> np.ndarray:
     im = _transpose(im)
     try:
-        return _convert_rgb(im)
+        return _convert_rgb(im, path)
+    except BadFileError:
+        raise
     except (ValueError, OSError, TypeError) as exc:
         raise BadFileError(path or "<image>", f"colour mode {im.mode!r} cannot be converted to RGB ({exc}); "
                            "save it as 8/16-bit grey, RGB or RGBA") from None
 
 
-def _convert_rgb(im: Image.Image) -> np.ndarray:
+def _bits_used(arr: np.ndarray, sbit: int | None) -> int:
+    """Bits of the data: ``sBIT`` when given, else the smallest common depth whose 2^k - 1 holds the maximum."""
+    if sbit is not None and 1 <= sbit <= 16:
+        return max(int(sbit), int(np.ceil(np.log2(float(arr.max()) + 1))) if arr.size else 1)
+    top = float(arr.max()) if arr.size else 0.0
+    return next(k for k in _DEPTHS if top <= 2 ** k - 1)
+
+
+def _grey_to_uint8(im: Image.Image, path: Path | None) -> np.ndarray:
+    """16/32-bit integer or float grey to ``(H, W)`` uint8 on the data's own scale (see module docstring)."""
+    where = path or "<image>"
+    arr = np.asarray(im, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        raise BadFileError(where, f"{bad} pixel(s) are NaN or infinite; save finite values (floats in [0, 1])")
+    lo = float(arr.min()) if arr.size else 0.0
+    hi = float(arr.max()) if arr.size else 0.0
+    if im.mode == "F":
+        if lo < 0 or hi > 65535:
+            raise BadFileError(where, f"float pixel values span [{lo:g}, {hi:g}]; imbvision reads float images in "
+                               "[0, 1] (or integer-like values in 0..65535) -- rescale the image to [0, 1]")
+        if hi <= 1.0:
+            return np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if lo < 0:
+        raise BadFileError(where, f"negative pixel values (minimum {lo:g}); save unsigned grey levels")
+    scale = float(2 ** _bits_used(arr, _png_sbit(path) if im.mode.startswith("I;16") else None) - 1)
+    return np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _convert_rgb(im: Image.Image, path: Path | None = None) -> np.ndarray:
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        if mode == "I" and arr.max() <= 65535:
-            hi = 65535.0 if arr.max() > 255 else 255.0
-        if mode == "F":
-            arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
-            lo, hi = float(arr.min()), float(arr.max())
-            arr = (arr - lo) / max(hi - lo, 1e-12) * 255.0
-        else:
-            arr = arr / hi * 255.0
-        g = np.clip(arr + 0.5, 0, 255).astype(np.uint8)
+        g = _grey_to_uint8(im, path)
         return np.repeat(g[..., None], 3, axis=2)
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
@@ -111,9 +213,15 @@ def _convert_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
+def decode_rgb(im: Image.Image, path: str | Path | None = None) -> np.ndarray:
+    """An opened Pillow image as ``(H, W, 3)`` uint8 by the rules of this module (EXIF applied)."""
+    return _to_uint8_rgb(im, Path(path) if path is not None else None)
+
+
 def load_image_array(path: str | Path) -> np.ndarray:
     """Decode ``path`` to an ``(H, W, 3)`` uint8 array."""
-    return _to_uint8_rgb(_open(Path(path)), Path(path))
+    with _open(Path(path)) as im:
+        return _to_uint8_rgb(im, Path(path))
 
 
 def load_image(path: str | Path) -> torch.Tensor:
@@ -124,7 +232,8 @@ def load_image(path: str | Path) -> torch.Tensor:
 
 def read_size(path: str | Path) -> tuple[int, int]:
     """(width, height) after EXIF orientation, decoding the whole file (catches truncation)."""
-    return _transpose(_open(Path(path))).size
+    with _open(Path(path)) as im:
+        return _transpose(im).size
 
 
 def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -147,6 +256,8 @@ def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> torch.Te
         return torch.from_numpy(np.asarray(im.getchannel(0) if im.mode == "PA" else im).astype(np.int64) > 0)
     try:
         arr = _mask_values(im)
+    except _NonFinite as exc:
+        raise BadFileError(path, f"mask: {exc}") from None
     except (ValueError, OSError, TypeError) as exc:
         raise BadFileError(path, f"mask colour mode {im.mode!r} unsupported ({exc}); "
                            "save masks as 8-bit grey (0 = background, non-zero = object)") from None
@@ -159,6 +270,10 @@ def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> torch.Te
     return torch.from_numpy(arr >= top / 2)
 
 
+class _NonFinite(ValueError):
+    pass
+
+
 def _mask_values(im: Image.Image) -> np.ndarray:
     """One non-negative value per pixel: alpha (when it varies), else the grey level or largest channel."""
     if im.mode in ("RGBA", "LA", "RGBa", "La"):
@@ -168,7 +283,9 @@ def _mask_values(im: Image.Image) -> np.ndarray:
         im = im.convert("RGB" if im.mode.startswith("RGB") else "L")
     if im.mode in ("L", "I;16", "I;16L", "I;16B", "I", "F"):
         arr = np.asarray(im).astype(np.float64)
-        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+        if not np.isfinite(arr).all():
+            what = "every pixel is" if not np.isfinite(arr).any() else f"{int((~np.isfinite(arr)).sum())} pixel(s) are"
+            raise _NonFinite(f"{what} NaN or infinite; a mask needs finite values (0 = background, non-zero = object)")
         return np.clip(arr, 0, None)
     arr = np.asarray(im.convert("RGB") if im.mode != "RGB" else im)
     return arr.max(axis=2) if arr.ndim == 3 else arr
