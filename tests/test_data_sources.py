@@ -116,9 +116,10 @@ def test_csv_manifest_relative_absolute_mask_group(tmp_path: Path, monkeypatch: 
     save(d / "img" / "a.png", img(1))
     save(d / "img" / "m_a.png", np.zeros((16, 20), np.uint8))
     save(d / "img" / "b.png", img(2))
+    save(d / "img" / "d.png", img(4))  # one row per image: a repeated row is an error (issue 14)
     outside = save(tmp_path / "elsewhere" / "c.png", img(3))
     rows = [["img/a.png", "1", "img/m_a.png", "p1"], ["img/b.png", "negative", "", "p2"],
-            [str(outside), "true", "", ""], ["img/b.png", "0", "", "p2"]]
+            [str(outside), "true", "", ""], ["img/d.png", "0", "", "p2"]]
     manifest = write_csv(d / "manifest.csv", rows, ("path", "label", "mask", "group"))
     monkeypatch.chdir(tmp_path / "elsewhere")  # paths are relative to the CSV, not the working folder
     for ds in (read_csv(manifest), load_source(str(manifest)), load_source(f"csv:{manifest}")):

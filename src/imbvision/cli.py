@@ -6,9 +6,7 @@ as one clear line and exits with status 2 -- never a traceback.
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -17,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ._csv import csv_text, write_csv
 from .errors import ImbvisionError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -97,14 +96,11 @@ def embed(
 
     from ._io import ensure_output_dir, write_json
     from .backbones import embed_dataset
-    from .data.checks import check_dataset
-    from .data.sources import cache_root, load_source
+    from .data.checks import load_checked
+    from .data.sources import cache_root
 
     out = ensure_output_dir(out)
-    ds = load_source(data, positive=positive)
-    rep = check_dataset(ds, skip_bad=skip_bad, progress=True)
-    if rep.write_bad_files(out / "bad_files.csv"):
-        _err().print(f"[yellow]{len(rep.bad)} bad file(s) skipped[/]: see {out / 'bad_files.csv'}")
+    rep = load_checked(data, positive=positive, skip_bad=skip_bad, out_dir=out, progress=True)
     emb = embed_dataset(rep.dataset, backbone=backbone, weights=weights, image_size=image_size, tiles=tiles,
                         cache_dir=cache_dir or cache_root(), batch_size=batch_size, workers=workers, engine=engine)
     arrays = {"global": emb.global_}
@@ -114,13 +110,8 @@ def embed(
     from ._io import atomic_write
     with atomic_write(out / "features.safetensors", "wb") as fh:
         fh.write(st_save(arrays))
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["row", "path", "label"])
-    for i, r in enumerate(rep.dataset.records):
-        w.writerow([i, str(r.path), r.label])
-    from ._io import write_text
-    write_text(out / "paths.csv", buf.getvalue())
+    write_csv(out / "paths.csv", ["row", "path", "label"],
+              ([i, str(r.path), r.label] for i, r in enumerate(rep.dataset.records)))
     write_json(out / "embed.json", {"data": data, "settings": emb.settings, "stats": emb.stats,
                                      "shape": list(emb.global_.shape)})
     s = emb.stats
@@ -162,6 +153,7 @@ def train(
     dist_strategy: str = typer.Option("auto", "--dist-strategy", help="Fine-tune: Lightning Fabric strategy (auto, ddp, ...)"),
     workers: int = typer.Option(0, help="Fine-tune: DataLoader workers"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out"),
+    group_duplicates: bool = typer.Option(True, "--group-duplicates/--no-group-duplicates", help="Keep exact and near duplicates on one side of the split"),
 ) -> None:
     """Train one model, tune its threshold on validation, report on test."""
     from .training.config import TrainConfig
@@ -172,7 +164,8 @@ def train(
                       prior_correction=prior_correction, seed=seed, val=val, test=test,
                       train_positive_rate=train_positive_rate, skip_bad=skip_bad, cache_dir=cache_dir, epochs=epochs,
                       batch_size=batch_size, lr=lr, head_lr=head_lr, weight_decay=weight_decay, unfreeze=unfreeze, patience=patience, accelerator=accelerator,
-                      devices=devices, precision=precision, dist_strategy=dist_strategy, workers=workers)
+                      devices=devices, precision=precision, dist_strategy=dist_strategy, workers=workers,
+                      group_duplicates=group_duplicates)
     res = run_train(cfg, out, resume=resume)
     _out().print(_metrics_table([{"name": res.recipe, "metrics": res.metrics}],
                                      f"test metrics at threshold {res.threshold:.3f} (chosen on validation)"))
@@ -213,18 +206,14 @@ def predict(
     if not paths:
         raise ConfigError("no images given: pass image files or --data SOURCE")
     rows, bad = model.predict_files(paths)
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["path", "probability", "decision", "error"])
-    for r in rows:
-        w.writerow([r["path"], f"{r['probability']:.6f}", r["decision"], ""])
-    for p, reason in bad:
-        w.writerow([p, "", "", reason])
+    text = csv_text(["path", "probability", "decision", "error"],
+                    [[r["path"], f"{r['probability']:.6f}", r["decision"], ""] for r in rows]
+                    + [[p, "", "", reason] for p, reason in bad])
     if out:
-        write_text(out, buf.getvalue())
+        write_text(out, text)
         _out().print(f"{len(rows)} scored, {len(bad)} unreadable → {out}")
     else:
-        sys.stdout.write(buf.getvalue())
+        sys.stdout.write(text)
     for p, reason in bad:
         _err().print(f"[yellow]unreadable[/]: {p}: {reason}")
 
@@ -249,7 +238,7 @@ def audit(
     from ._io import ensure_output_dir
     from .audit import apply_review, run_audit
     from .backbones import embed_dataset
-    from .data.checks import check_dataset
+    from .data.checks import load_checked
     from .data.sources import cache_root, load_source
     from .errors import ConfigError
 
@@ -264,8 +253,7 @@ def audit(
     if out is None:
         raise ConfigError("--out is required for an audit")
     out = ensure_output_dir(out)
-    rep = check_dataset(ds, skip_bad=skip_bad, progress=True, require_both_classes=False)
-    rep.write_bad_files(out / "bad_files.csv")
+    rep = load_checked(ds, skip_bad=skip_bad, out_dir=out, progress=True, require_both_classes=False)
     emb = embed_dataset(rep.dataset, backbone=backbone, weights=weights, tiles=tiles, cache_dir=cache_dir or cache_root())
     feats = emb.features("both" if tiles else "global")
     res = run_audit(rep.dataset, feats, out, k=k, seed=seed)
@@ -298,6 +286,7 @@ def compare(
     jobs: int = typer.Option(1, help="Cells in parallel: threads locally; with --executor ray the CPUs of the private Ray (ignored with --ray-address)"),
     executor: str = typer.Option("local", help="local or ray (pip install imbvision[ray])"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="An existing Ray cluster, e.g. HEAD:6379"),
+    group_duplicates: bool = typer.Option(True, "--group-duplicates/--no-group-duplicates", help="Keep exact and near duplicates on one side of every split"),
 ) -> None:
     """Which remedy helps on my data? A leaderboard with paired tests against the plain baseline."""
     from .experiments.compare import print_leaderboard, run_compare
@@ -306,7 +295,7 @@ def compare(
                       train_positive_rate=train_positive_rate, backbone=backbone, weights=weights,
                       image_size=image_size, tiles=tiles, threshold=threshold, calibration=calibration,
                       skip_bad=skip_bad, cache_dir=cache_dir, jobs=jobs, executor=executor,
-                      ray_address=ray_address, progress=True)
+                      ray_address=ray_address, progress=True, group_duplicates=group_duplicates)
     print_leaderboard(res, _out())
     _out().print(f"report: {res.report}")
 

@@ -9,7 +9,6 @@ model back from arrays.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._digest import sha256_file as _sha256
 from ._io import atomic_write, write_json
 from .errors import BadFileError, BundleError
 
@@ -26,14 +26,6 @@ FORMAT = "imbvision-model"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 META = "model.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while b := fh.read(1 << 20):
-            h.update(b)
-    return h.hexdigest()
 
 
 def _versions() -> dict[str, str]:

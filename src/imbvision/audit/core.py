@@ -18,8 +18,6 @@ the user's decisions to a *new* manifest.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from .._io import atomic_write, ensure_output_dir, write_json, write_text
+from .._csv import write_csv
+from .._digest import sha256_file
+from .._io import ensure_output_dir, write_json, write_text
+from .._progress import progress_bar
 from ..data.decode import load_image_array
+from ..data.duplicates import find_duplicates, phash
 from ..data.records import Dataset
 from ..errors import ConfigError, DataError
 from . import _signals as sig
-from ._hashing import hamming, phash, sha256_file
 
 __all__ = ["run_audit", "AuditResult", "SUSPECT_COLUMNS", "DUPLICATE_COLUMNS", "MIN_MINORITY"]
 
@@ -176,27 +177,8 @@ def _check_inputs(dataset: Dataset, features: Any, split: Any, k: int, folds: in
 
 
 def _progress_factory(enabled: bool):
-    """A ``rich`` progress bar when enabled, else a no-op with the same interface."""
-    if enabled:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeRemainingColumn(), transient=True)
-
-    class _Null:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            return False
-
-        def add_task(self, *a, **k):
-            return 0
-
-        def advance(self, *a, **k):
-            pass
-
-    return _Null()
+    """A transient progress bar when enabled, else a silent stand-in (:func:`imbvision._progress.progress_bar`)."""
+    return progress_bar(enabled, transient=True)
 
 
 def _counts(dataset: Dataset, y: np.ndarray) -> dict[str, Any]:
@@ -291,26 +273,11 @@ def _mask_counts(states: list[str | None], y: np.ndarray) -> dict[str, int]:
     }
 
 
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.p = list(range(n))
-
-    def find(self, a: int) -> int:
-        while self.p[a] != a:
-            self.p[a] = self.p[self.p[a]]
-            a = self.p[a]
-        return a
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.p[max(ra, rb)] = min(ra, rb)
-
-
 def _duplicates(dataset: Dataset, X: np.ndarray, y: np.ndarray, shas: list[str | None], phs: list[int | None],
                 split: np.ndarray | None, hash_threshold: int, cosine_threshold: float,
                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    n = len(y)
+    """Rows of ``duplicates.csv`` and their summary, from the one detector
+    (:func:`imbvision.data.duplicates.find_duplicates`) that splits use too."""
     groups = dataset.groups
     rows: list[dict[str, Any]] = []
     Z = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
@@ -329,52 +296,26 @@ def _duplicates(dataset: Dataset, X: np.ndarray, y: np.ndarray, shas: list[str |
             "group_a": "" if ra.group is None else ra.group, "group_b": "" if rb.group is None else rb.group,
         }
 
+    found = find_duplicates(shas, phs, X, hash_threshold=hash_threshold, cosine_threshold=cosine_threshold)
     # exact: same bytes. Each set is listed as (first member, other member) pairs,
     # which shows every label conflict and split leak a set holds.
-    by_sha: dict[str, list[int]] = defaultdict(list)
-    for i, h in enumerate(shas):
-        if h is not None:
-            by_sha[h].append(i)
-    exact_sets = [v for v in by_sha.values() if len(v) > 1]
-    exact_sets.sort(key=lambda v: v[0])
-    exact_of = {}
+    exact_sets = found.exact
     for s_id, members in enumerate(exact_sets, start=1):
-        for m in members:
-            exact_of[m] = s_id
         for m in members[1:]:
             rows.append(row("exact", s_id, members[0], m, 0 if phs[members[0]] is not None else None))
+    # near: numbered after the exact sets, one id per connected group of near pairs.
+    near = found.near
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    # near: perceptual hash within hash_threshold bits AND embedding cosine >=
-    # cosine_threshold. Candidates come from the embedding (sparse radius
-    # search); requiring both keeps textures that look alike to one measure
-    # only (uniform backgrounds, tiles of one part) out of the list.
-    near_pairs = 0
-    uf = _UnionFind(n)
-    ph = np.array([p if p is not None else 0 for p in phs], dtype=np.uint64)
-    has_ph = np.array([p is not None for p in phs])
-    from sklearn.neighbors import NearestNeighbors
-
-    nn = NearestNeighbors(metric="cosine", algorithm="brute").fit(Z)
-    _, neigh = nn.radius_neighbors(Z, radius=1.0 - cosine_threshold + 1e-9, sort_results=False)
-    cand_a, cand_b = [], []
-    for a, nb in enumerate(neigh):
-        nb = nb[nb > a]
-        cand_a.append(np.full(nb.size, a, dtype=np.int64))
-        cand_b.append(nb.astype(np.int64))
-    ca = np.concatenate(cand_a) if cand_a else np.zeros(0, dtype=np.int64)
-    cb = np.concatenate(cand_b) if cand_b else np.zeros(0, dtype=np.int64)
-    ok = has_ph[ca] & has_ph[cb]
-    ca, cb = ca[ok], cb[ok]
-    ham = hamming(ph[ca], ph[cb])
-    sel = ham <= hash_threshold
-    near = [(int(a), int(b), int(h)) for a, b, h in zip(ca[sel], cb[sel], ham[sel])
-            if not (a in exact_of and exact_of.get(int(b)) == exact_of[int(a)])]
-    for a, b, _ in near:
-        uf.union(a, b)
-    roots = sorted({uf.find(a) for a, _, _ in near})
+    n = len(y)
+    _, comp = connected_components(coo_matrix((np.ones(len(near)), ([a for a, _, _ in near], [b for _, b, _ in near])),
+                                              shape=(n, n)), directed=False)
+    roots = sorted({int(comp[a]) for a, _, _ in near}, key=lambda c: int(np.flatnonzero(comp == c)[0]))
     near_id = {r: len(exact_sets) + i + 1 for i, r in enumerate(roots)}
-    for a, b, h in sorted(near, key=lambda t: (t[0], t[1])):
-        rows.append(row("near", near_id[uf.find(a)], a, b, h))
+    near_pairs = 0
+    for a, b, h in near:
+        rows.append(row("near", near_id[int(comp[a])], a, b, h))
         near_pairs += 1
 
     exact_rows = [r for r in rows if r["kind"] == "exact"]
@@ -711,11 +652,7 @@ def run_audit(
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({c: ("true" if r.get(c) is True else "false" if r.get(c) is False else r.get(c, ""))
-                    for c in columns})
-    with atomic_write(path, "w", encoding="utf-8", newline="") as fh:
-        fh.write(buf.getvalue())
+    def cell(v: Any) -> Any:
+        return "true" if v is True else "false" if v is False else ("" if v is None else v)
+
+    write_csv(path, columns, ([cell(r.get(c, "")) for c in columns] for r in rows))

@@ -25,7 +25,7 @@ from safetensors.numpy import load_file, save
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 
 from .._io import atomic_write
-from ..data.checks import file_digest
+from .._digest import sha256_file as file_digest
 from ..data.decode import load_image_array
 from ..data.records import Dataset, ImageRecord
 from ..errors import ConfigError
@@ -237,23 +237,6 @@ def embed_arrays(images: Sequence[np.ndarray], backbone: Backbone, *, image_size
 
 
 def _progress(enabled: bool, total: int):
-    from contextlib import nullcontext
+    from .._progress import progress_bar
 
-    if not enabled:
-        class _Null(nullcontext):
-            def __bool__(self) -> bool:
-                return False
-        return _Null()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    class _Rate(TextColumn):
-        def __init__(self) -> None:
-            super().__init__("")
-
-        def render(self, task):  # type: ignore[override]
-            from rich.text import Text
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:6.1f} img/s" if speed else "   -- img/s")
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
-                    TimeRemainingColumn(), transient=False)
+    return progress_bar(enabled, rate="img/s")

@@ -9,7 +9,6 @@ hub weights are used when online, or a local file given with ``weights``.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .._digest import sha256_file
 from ..registry import Registry
 
 __all__ = ["Backbone", "BackboneSpec", "create_backbone", "list_backbones", "register_backbone",
@@ -69,11 +69,7 @@ def list_backbones() -> list[BackboneSpec]:
 
 
 def _file_id(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while b := fh.read(1 << 20):
-            h.update(b)
-    return h.hexdigest()[:16]
+    return sha256_file(path)[:16]
 
 
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:

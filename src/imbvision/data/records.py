@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-__all__ = ["ImageRecord", "Dataset", "labels_of", "groups_of"]
+__all__ = ["ImageRecord", "Dataset", "labels_of", "groups_of", "split_units"]
 
 POSITIVE, NEGATIVE = 1, 0
 
@@ -29,6 +29,10 @@ class ImageRecord:
         Optional group (patient, part, scene): no group is split across train/val/test.
     class_name
         The original class name (folder or CSV label) for reports.
+    duplicate_set
+        Id of the set of exact/near duplicates this image belongs to (set by
+        :func:`~imbvision.data.checks.link_duplicates`), else ``None``: a set is
+        kept on one side of every split, like a group.
     """
 
     path: Path
@@ -36,6 +40,7 @@ class ImageRecord:
     mask: Path | None = None
     group: str | None = None
     class_name: str = ""
+    duplicate_set: int | None = None
 
 
 @dataclass
@@ -46,6 +51,8 @@ class Dataset:
     source: str = ""
     positive_name: str = "positive"
     negative_name: str = "negative"
+    #: One-line remarks from reading the source (e.g. hidden files skipped), shown by the checks.
+    notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -65,7 +72,8 @@ class Dataset:
         return groups_of(self.records)
 
     def subset(self, index: Sequence[int] | np.ndarray) -> "Dataset":
-        return Dataset([self.records[int(i)] for i in index], self.source, self.positive_name, self.negative_name)
+        return Dataset([self.records[int(i)] for i in index], self.source, self.positive_name, self.negative_name,
+                       list(self.notes))
 
     def summary(self) -> dict[str, int]:
         y = self.labels
@@ -76,6 +84,35 @@ class Dataset:
 def labels_of(records: Sequence[ImageRecord]) -> np.ndarray:
     """Labels as an int64 array."""
     return np.fromiter((r.label for r in records), dtype=np.int64, count=len(records))
+
+
+def split_units(records: Sequence[ImageRecord]) -> np.ndarray | None:
+    """Units that no split may divide: images linked by a group or a duplicate set share one unit.
+
+    Returns ``(N,)`` unit ids (connected components over both links, numbered by
+    first image), or ``None`` when no record has a duplicate set (then the groups alone decide).
+    """
+    if not any(r.duplicate_set is not None for r in records):
+        return None
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    first: dict[tuple[str, object], int] = {}
+    rows, cols = [], []
+    for i, r in enumerate(records):
+        for key in (("g", r.group), ("d", r.duplicate_set)):
+            if key[1] is None:
+                continue
+            j = first.setdefault(key, i)
+            if j != i:
+                rows.append(i)
+                cols.append(j)
+    n = len(records)
+    _, comp = connected_components(coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)), directed=False)
+    _, ids = np.unique(comp, return_index=True)
+    order = np.empty(comp.max() + 1, dtype=np.int64)
+    order[np.argsort(ids)] = np.arange(len(ids))
+    return order[comp]
 
 
 def groups_of(records: Sequence[ImageRecord]) -> np.ndarray | None:

@@ -2,12 +2,18 @@
 
 Built on scikit-learn's StratifiedShuffleSplit, StratifiedKFold and
 StratifiedGroupKFold. Same seed, same split.
+
+Duplicate sets (:attr:`ImageRecord.duplicate_set`, set by
+:func:`~imbvision.data.checks.link_duplicates`) never straddle two parts:
+without groups, the split is drawn over *units* (a duplicate set counts as one
+unit, labelled positive when any member is) and each unit's images follow it;
+with groups, a duplicate set merges the groups it touches. A dataset without
+duplicate sets is split exactly as before.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -15,9 +21,9 @@ from typing import Iterator
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, StratifiedShuffleSplit
 
-from .._io import atomic_write
+from .._csv import unneutralize, write_csv
 from ..errors import ConfigError, DataError
-from .records import Dataset
+from .records import Dataset, split_units
 
 __all__ = ["Split", "train_val_test_split", "kfold_splits", "read_split_csv"]
 
@@ -36,16 +42,15 @@ class Split:
         return out
 
     def write_csv(self, path: Path, dataset: Dataset) -> Path:
-        """Write ``split.csv`` (index, path, label, group, split)."""
+        """Write ``split.csv`` (index, path, label, group, split, duplicate_set).
+
+        ``duplicate_set`` is blank for an image with no duplicate, else the id its copies share.
+        """
         part = self.assignment(len(dataset))
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["index", "path", "label", "group", "split"])
-        for i, rec in enumerate(dataset.records):
-            if part[i]:
-                w.writerow([i, str(rec.path), rec.label, rec.group or "", part[i]])
-        with atomic_write(path, "w", encoding="utf-8", newline="") as fh:
-            fh.write(buf.getvalue())
+        rows = [[i, str(rec.path), rec.label, rec.group or "", part[i],
+                 "" if rec.duplicate_set is None else rec.duplicate_set]
+                for i, rec in enumerate(dataset.records) if part[i]]
+        write_csv(path, ["index", "path", "label", "group", "split", "duplicate_set"], rows)
         return path
 
 
@@ -54,7 +59,7 @@ def read_split_csv(path: Path) -> Split:
     parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     with open(path, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
-            parts[row["split"]].append(int(row["index"]))
+            parts[unneutralize(row["split"])].append(int(row["index"]))
     return Split(*(np.array(parts[k], dtype=np.int64) for k in ("train", "val", "test")))
 
 
@@ -106,6 +111,24 @@ def _check_parts(y: np.ndarray, split: Split, hint: str) -> None:
             )
 
 
+def _expand(units: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Images of the chosen units, sorted."""
+    return np.flatnonzero(np.isin(units, chosen))
+
+
+def _unit_view(dataset: Dataset) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """(units or None, labels to split, groups to split by): see the module docstring."""
+    y = dataset.labels
+    units = split_units(dataset.records)
+    if units is None:
+        return None, y, dataset.groups
+    if dataset.groups is not None:  # duplicate sets merge groups; the group path does the rest
+        return None, y, np.array([f"unit-{u}" for u in units], dtype=object)
+    yu = np.zeros(int(units.max()) + 1, dtype=np.int64)
+    np.maximum.at(yu, units, y)
+    return units, yu, None
+
+
 def train_val_test_split(dataset: Dataset, *, val: float = 0.2, test: float = 0.2, seed: int = 0) -> Split:
     """Stratified split (group-aware when the records have groups).
 
@@ -113,10 +136,9 @@ def train_val_test_split(dataset: Dataset, *, val: float = 0.2, test: float = 0.
     """
     if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
         raise ConfigError(f"split fractions val={val}, test={test} invalid; each in (0, 1) and val + test < 1")
-    y = dataset.labels
+    units, y, groups = _unit_view(dataset)
     n = len(y)
     idx = np.arange(n)
-    groups = dataset.groups
     npos = int(y.sum())
     if npos < 3 or n - npos < 3:
         raise DataError(
@@ -144,7 +166,9 @@ def train_val_test_split(dataset: Dataset, *, val: float = 0.2, test: float = 0.
         inner = StratifiedGroupKFold(n_splits=k_val, shuffle=True, random_state=seed + 1)
         tr, va = _split(inner, rest, y[rest], groups[rest], "group-aware validation split", ghint)[0]
         split = Split(np.sort(rest[tr]), np.sort(rest[va]), np.sort(te))
-    _check_parts(y, split, hint)
+    if units is not None:
+        split = Split(*(_expand(units, part) for part in (split.train, split.val, split.test)))
+    _check_parts(dataset.labels, split, hint)
     return split
 
 
@@ -152,8 +176,7 @@ def kfold_splits(dataset: Dataset, k: int = 5, *, seed: int = 0, val: float = 0.
     """Stratified k-fold: each fold is the test part once; validation is carved from the rest."""
     if k < 2:
         raise ConfigError(f"--folds {k} invalid; use 2 or more")
-    y = dataset.labels
-    groups = dataset.groups
+    units, y, groups = _unit_view(dataset)
     if not 0 < val < 1:
         raise ConfigError(f"validation fraction val={val} invalid; use a value in (0, 1)")
     npos = int(y.sum())
@@ -183,5 +206,7 @@ def kfold_splits(dataset: Dataset, k: int = 5, *, seed: int = 0, val: float = 0.
             inner = StratifiedGroupKFold(n_splits=kv, shuffle=True, random_state=seed + 1 + fold)
             tr, va = _split(inner, rest, y[rest], groups[rest], f"validation part of fold {fold + 1}", hint)[0]
         split = Split(np.sort(rest[tr]), np.sort(rest[va]), np.sort(te))
-        _check_parts(y, split, hint)
+        if units is not None:
+            split = Split(*(_expand(units, part) for part in (split.train, split.val, split.test)))
+        _check_parts(dataset.labels, split, hint)
         yield split

@@ -5,14 +5,19 @@ faint distractor marks in every image); in a chosen fraction of images one
 small object -- a blob, a scratch or a spot of varied size, contrast, polarity
 and position -- is added, and its exact mask is saved. Everything is
 deterministic by seed. Written by hand: no library makes such a set.
+
+Safe under concurrency: a set is generated into a unique temporary folder and
+renamed into place once, under a file lock (``filelock``), so two processes
+asking for the same set at once generate it once and neither ever sees a
+half-made or deleted folder.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +25,11 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ..errors import ConfigError
+from .._csv import csv_text
+from .._progress import track
+from ..errors import ConfigError, DataError
+from .records import Dataset
+from .source_registry import cache_root, register_source
 
 __all__ = ["DemoSpec", "make_surface", "make_object", "generate_demo_dataset", "ensure_demo_dataset", "render_demo_image"]
 
@@ -119,7 +128,9 @@ def render_demo_image(spec: DemoSpec, index: int, positive: bool) -> tuple[np.nd
 def generate_demo_dataset(folder: Path, spec: DemoSpec = DemoSpec(), *, progress: bool = False) -> Path:
     """Write the demo images, masks and ``manifest.csv`` into ``folder``; returns the manifest path.
 
-    Written into a temporary folder and renamed, so a half-written set is never read.
+    Written into a unique temporary folder and renamed once, so a half-written set is
+    never read; an existing set is renamed aside first and removed afterwards. Use
+    :func:`ensure_demo_dataset` where several processes may ask for the same set.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -132,11 +143,7 @@ def generate_demo_dataset(folder: Path, spec: DemoSpec = DemoSpec(), *, progress
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         rows = []
-        it = range(spec.n)
-        if progress:
-            from rich.progress import track
-            it = track(it, description="generating demo images")
-        for i in it:
+        for i in track(range(spec.n), progress, "generating demo images"):
             arr, mask, kind = render_demo_image(spec, i, bool(positive[i]))
             name = f"img_{i:05d}.png"
             Image.fromarray(arr).save(tmp / "images" / name)
@@ -145,22 +152,62 @@ def generate_demo_dataset(folder: Path, spec: DemoSpec = DemoSpec(), *, progress
                 Image.fromarray(mask.astype(np.uint8) * 255).save(tmp / "masks" / name)
                 mpath = f"masks/{name}"
             rows.append([f"images/{name}", int(positive[i]), mpath, kind or "none"])
-        with open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["path", "label", "mask", "kind"])
-            w.writerows(rows)
-        if folder.exists():
-            shutil.rmtree(folder)
+        (tmp / "manifest.csv").write_text(csv_text(["path", "label", "mask", "kind"], rows), encoding="utf-8")
+        old = None
+        if folder.exists():  # moved aside in one rename, removed after the new set is in place
+            old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(folder, old)
         os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder / "manifest.csv"
 
 
+def _lock(folder: Path):
+    """An inter-process lock beside ``folder`` (``filelock``: fcntl/msvcrt under the hood)."""
+    from filelock import FileLock
+
+    return FileLock(str(folder.with_name(f".{folder.name}.lock")), is_singleton=True)
+
+
 def ensure_demo_dataset(folder: Path, spec: DemoSpec = DemoSpec(), *, progress: bool = False) -> Path:
-    """Generate the demo set into ``folder`` unless a complete one is there."""
-    manifest = Path(folder) / "manifest.csv"
+    """Generate the demo set into ``folder`` unless a complete one is there.
+
+    Concurrent callers (processes or threads) wait on one lock: the first
+    generates, the others then find the complete set and read it.
+    """
+    folder = Path(folder)
+    manifest = folder / "manifest.csv"
     if manifest.exists():
         return manifest
-    return generate_demo_dataset(folder, spec, progress=progress)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(folder).acquire(timeout=3600):
+        if manifest.exists():
+            return manifest
+        return generate_demo_dataset(folder, spec, progress=progress)
+
+
+@register_source("demo", syntax="demo[:N[:RATE[:SEED]]]",
+                 description="the procedural demo set (generated once into the cache folder)")
+def _demo_source(rest: str, positive: str | None = None) -> Dataset:
+    from .manifest import read_csv
+
+    parts = [p for p in rest.split(":") if p]
+    usage = "write demo[:N[:RATE[:SEED]]], e.g. demo:600:0.05:0"
+    if len(parts) > 3:
+        raise DataError(f"bad demo source 'demo:{rest}': {len(parts)} fields; {usage}")
+    try:
+        n = int(parts[0]) if len(parts) > 0 else 600
+        rate = float(parts[1]) if len(parts) > 1 else 0.05
+        seed = int(parts[2]) if len(parts) > 2 else 0
+    except ValueError as exc:
+        raise DataError(f"bad demo source 'demo:{rest}' ({exc}); {usage}") from None
+    try:
+        spec = DemoSpec(n=n, positive_rate=rate, seed=seed)
+    except ValueError as exc:  # ConfigError from DemoSpec: n or rate out of range
+        raise DataError(f"bad demo source 'demo:{rest}': {exc}; {usage}") from None
+    folder = cache_root() / "demo" / f"n{spec.n}-r{spec.positive_rate:g}-s{spec.seed}"
+    return read_csv(ensure_demo_dataset(folder, spec))

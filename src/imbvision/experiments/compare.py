@@ -241,6 +241,7 @@ def run_compare(
     ray_address: str | None = None,
     n_boot: int = 2000,
     progress: bool = True,
+    group_duplicates: bool = True,
 ) -> CompareResult:
     """Compare strategies over seeds (and folds) and write a leaderboard with paired tests.
 
@@ -248,8 +249,8 @@ def run_compare(
     ``report.html``, ``config.json``, ``cells/*.json``.
     """
     from ..backbones import embed_dataset
-    from ..data.checks import check_dataset
-    from ..data.sources import cache_root, load_source
+    from ..data.checks import load_checked
+    from ..data.sources import cache_root
 
     t0 = time.perf_counter()
     if mode != "head":
@@ -271,7 +272,7 @@ def run_compare(
            "train_positive_rate": train_positive_rate, "backbone": backbone, "weights": weights,
            "image_size": image_size, "tiles": tiles, "features": kind, "threshold": threshold,
            "calibration": calibration, "prior_correction": prior_correction, "val": val, "test": test,
-           "max_synthetic": max_synthetic, "n_boot": n_boot}
+           "max_synthetic": max_synthetic, "n_boot": n_boot, "group_duplicates": group_duplicates}
     cfg_path = out / "config.json"
     if cfg_path.exists():
         old = read_json(cfg_path)
@@ -279,13 +280,13 @@ def run_compare(
         if keep != {k: v for k, v in cfg.items() if k != "strategies"}:
             raise ConfigError(f"{out} holds a compare run with other settings ({cfg_path}); use a new --out to start afresh")
     write_json(cfg_path, cfg)
-    ds = load_source(data, positive=positive)
-    rep = check_dataset(ds, skip_bad=skip_bad, progress=progress)
-    rep.write_bad_files(out / "bad_files.csv")
-    ds = rep.dataset
-    y = ds.labels
     cache = Path(cache_dir) if cache_dir else cache_root()
     bb = _cached_backbone(backbone, weights)
+    rep = load_checked(data, positive=positive, skip_bad=skip_bad, out_dir=out, progress=progress,
+                       group_duplicates=group_duplicates, features=lambda d: embed_dataset(
+                           d, backbone=bb, image_size=image_size, tiles=tiles, cache_dir=cache, progress=progress).global_)
+    ds = rep.dataset
+    y = ds.labels
     emb = embed_dataset(ds, backbone=bb, image_size=image_size, tiles=tiles, cache_dir=cache, progress=progress)
     X = emb.features(kind)
     splits = _splits(ds, seeds, folds, val, test, train_positive_rate)
@@ -294,7 +295,7 @@ def run_compare(
     todo = [(n, s, f, sp) for n in names for s, f, sp in splits if not (cells_dir / f"{_cell_id(n, s, f)}.json").exists()]
     settings = CellSettings(backbone, weights, image_size, tiles, kind, max_synthetic, threshold, calibration,
                             prior_correction)
-    from rich.progress import Progress
+    from .._progress import progress_bar
 
     def work(item):
         name, s, f, sp = item
@@ -302,7 +303,7 @@ def run_compare(
         write_json(cells_dir / f"{_cell_id(name, s, f)}.json", cell)
         return name
 
-    with Progress(disable=not progress, transient=False) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task(f"compare: {len(names)} strategies × {len(splits)} splits", total=len(names) * len(splits),
                             completed=len(names) * len(splits) - len(todo))
         if executor == "ray":
@@ -420,20 +421,16 @@ def _fmt(v: Any) -> str:
 
 
 def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.ndarray, ds, embed_stats: dict) -> None:
-    import csv
-    import io
-
+    from .._csv import write_csv
     from ..evaluation import Report, plot_pr_curves
 
     out = res.out
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(_CSV_COLS)
+    rows = []
     for r in res.leaderboard:
         flat = {**r, "ap_ci_lo": r["ap_ci"][0], "ap_ci_hi": r["ap_ci"][1],
                 "delta_ci_lo": (r.get("delta_ci") or [None, None])[0], "delta_ci_hi": (r.get("delta_ci") or [None, None])[1]}
-        w.writerow([_fmt(flat.get(c)) for c in _CSV_COLS])
-    write_text(out / "leaderboard.csv", buf.getvalue())
+        rows.append([_fmt(flat.get(c)) for c in _CSV_COLS])
+    write_csv(out / "leaderboard.csv", _CSV_COLS, rows)
     write_json(out / "leaderboard.json", {"config": cfg, "leaderboard": res.leaderboard,
                                           "recommendation": res.recommendation,
                                           "timing": {"wall_seconds": res.wall_seconds, "embedding": embed_stats}})

@@ -39,6 +39,7 @@ class TrainConfig:
     test: float = 0.2
     train_positive_rate: float | None = None
     skip_bad: bool = False
+    group_duplicates: bool = True
     cache_dir: str | None = None
     n_boot: int = 1000
     max_synthetic: int = 600

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.checks import check_dataset
+from ..data.checks import load_checked
 from ..data.records import Dataset
-from ..data.sources import load_source
 from ..data.splits import Split, train_val_test_split
 from ..errors import DataError
 
-__all__ = ["Prepared", "prepare_data", "limit_train_positives"]
+__all__ = ["Prepared", "prepare_data", "limit_train_positives", "duplicate_features"]
 
 
 @dataclass
@@ -40,17 +39,31 @@ def limit_train_positives(split: Split, y: np.ndarray, rate: float, seed: int) -
     return Split(np.sort(np.concatenate([neg, chosen])), split.val, split.test)
 
 
+def duplicate_features(cfg, progress: bool = False):
+    """``features(dataset)`` for near-duplicate grouping: global embeddings of ``cfg``'s backbone (cached)."""
+    def features(ds: Dataset) -> np.ndarray:
+        from ..backbones import create_backbone, embed_dataset
+
+        bb = create_backbone(cfg.backbone, weights=cfg.weights)
+        return embed_dataset(ds, backbone=bb, image_size=cfg.image_size, tiles=cfg.tiles, cache_dir=cfg.resolved_cache_dir(),
+                             progress=progress).global_
+    return features
+
+
 def prepare_data(source: str, *, positive: str | None = None, seed: int = 0, val: float = 0.2, test: float = 0.2,
                  skip_bad: bool = False, train_positive_rate: float | None = None, out_dir: Path | None = None,
-                 progress: bool = False) -> Prepared:
-    """Load ``source``, check every file, split stratified; write ``bad_files.csv`` and ``split.csv``."""
-    ds = load_source(source, positive=positive)
-    report = check_dataset(ds, skip_bad=skip_bad, progress=progress)
+                 progress: bool = False, group_duplicates: bool = True, features=None) -> Prepared:
+    """Load ``source``, check every file, split stratified; write ``bad_files.csv`` and ``split.csv``.
+
+    With ``group_duplicates`` (the default) exact duplicates -- and near duplicates when
+    ``features(dataset) -> (N, D) embeddings`` is given -- stay on one side of the split.
+    """
+    report = load_checked(source, positive=positive, skip_bad=skip_bad, out_dir=out_dir, progress=progress,
+                          group_duplicates=group_duplicates, features=features)
     ds = report.dataset
     split = train_val_test_split(ds, val=val, test=test, seed=seed)
     if train_positive_rate is not None:
         split = limit_train_positives(split, ds.labels, train_positive_rate, seed)
     if out_dir is not None:
-        report.write_bad_files(Path(out_dir) / "bad_files.csv")
         split.write_csv(Path(out_dir) / "split.csv", ds)
     return Prepared(ds, split, report.bad)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from .._io import atomic_write, ensure_output_dir, read_json, write_json
+from .._csv import write_csv
+from .._io import ensure_output_dir, read_json, write_json
 from ..errors import ConfigError
 from ..strategies.registry import Recipe, compose
 from .config import TrainConfig
 from .head import Postprocess, fit_head, fit_postprocess
-from .prepare import Prepared, prepare_data
+from .prepare import Prepared, duplicate_features, prepare_data
 
 __all__ = ["train", "RunResult", "evaluate_run"]
 
@@ -60,13 +60,8 @@ def _embed_synthetic(prep: Prepared, recipe: Recipe, cfg: TrainConfig, backbone,
 
 
 def _write_scores(path: Path, paths: list[str], y: np.ndarray, p: np.ndarray, t: float) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["path", "label", "probability", "decision"])
-    for a, b, c in zip(paths, y, p):
-        w.writerow([a, int(b), f"{c:.6f}", int(c >= t)])
-    with atomic_write(path, "w", encoding="utf-8", newline="") as fh:
-        fh.write(buf.getvalue())
+    write_csv(path, ["path", "label", "probability", "decision"],
+              ([a, int(b), f"{c:.6f}", int(c >= t)] for a, b, c in zip(paths, y, p)))
 
 
 def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, progress: bool = True,
@@ -100,7 +95,8 @@ def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, pro
     t0 = time.perf_counter()
     prep = prepare_data(cfg.data, positive=cfg.positive, seed=cfg.seed, val=cfg.val, test=cfg.test,
                         skip_bad=cfg.skip_bad, train_positive_rate=cfg.train_positive_rate, out_dir=out,
-                        progress=progress)
+                        progress=progress, group_duplicates=cfg.group_duplicates,
+                        features=duplicate_features(cfg, progress))
     ds, split = prep.dataset, prep.split
     y = ds.labels
     examples: dict[str, list] = {}
