@@ -115,7 +115,8 @@ def render_html(summary: dict[str, Any], suspects: list[dict[str, Any]], duplica
     w(_card(c["imbalance_ratio_text"], "imbalance ratio (majority : minority)"))
     w(_card(f"{100 * c['always_negative_accuracy']:.1f}%", "accuracy of always saying 'negative'"))
     if "cv_average_precision" in h:
-        w(_card(f"{h['cv_average_precision']:.3f}", f"cross-validated AP (chance {h['cv_ap_chance_level']:.3f})"))
+        w(_card(f"{h['cv_average_precision']:.3f}", f"cross-validated AP, mean of {h.get('cv_repeats', 1)} repeat(s) "
+                f"(chance {h['cv_ap_chance_level']:.3f})"))
         w(_card(f"{100 * h['minority_mostly_majority_share']:.0f}%", "minority with mostly-majority neighbours"))
         w(_card(str(h["tomek_links"]), "Tomek links"))
     w(_card(str(summary["suspects"]), "label suspects to review"))
@@ -160,7 +161,8 @@ def render_html(summary: dict[str, Any], suspects: list[dict[str, Any]], duplica
             w(f"<tr><td>{key}</td><td class='num'>{t[key]}</td></tr>")
         w("</table>")
         w(f"<p class='sub'>{_e(h['neighbour_types_rule'])}. Cross-validation: {_e(h['cv_splitter'])}, "
-          f"{h['cv_folds']} folds × {h['cv_repeats']}; head: {_e(h['cv_head'])}.</p>")
+          f"{h['cv_folds']} folds × {h['cv_repeats']}; head: {_e(h['cv_head'])}. "
+          f"{_e(h.get('cv_ap_note', ''))}</p>")
 
     # ---- suspects
     w("<h2>3. Label suspects</h2>")

@@ -496,6 +496,11 @@ def run_audit(
                                     "(Napierala & Stefanowski 2016)",
             "tomek_links": int(tomek.sum()),
             "cv_average_precision": oof.ap,
+            "cv_ap_per_repeat": oof.ap_repeats,
+            "cv_ap_note": (f"mean of the {len(oof.ap_repeats)} repeats' out-of-fold AP (each repeat: one head per "
+                           "fold; repeat 1 is the grid row of the chosen C). The suspect ranking uses the repeats' "
+                           "averaged probabilities, an ensemble that scores higher than any single head, so that "
+                           "ensemble's AP is not reported."),
             "cv_ap_chance_level": n1 / n,
             "cv_folds": oof.folds,
             "cv_repeats": repeats,

@@ -8,13 +8,11 @@ back without ``--positive``.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write
-from ..data.sources import read_table
+from .._csv import unneutralize, write_csv
+from ..data.manifest import read_table
 from ..data.records import Dataset
 from ..errors import ConfigError, DataError
 
@@ -108,11 +106,14 @@ def apply_review(review_csv: str | Path, source_dataset: Dataset, out_manifest: 
                 f"{where} ({row.get('path', '')}): unknown decision {raw!r}; valid: "
                 f"{', '.join(VALID_DECISIONS)} (blank = keep)"
             )
-        p = row["path"].strip()
+        raw_path = row["path"]
+        p = unneutralize(raw_path.strip())
         if not p:
             raise DataError(f"{where}: empty path")
-        path = Path(p) if Path(p).is_absolute() else review_csv.parent / p
-        i = index.get(_key(path))
+        i = None
+        for text in (unneutralize(raw_path), p):  # the name exactly as written first (a leading space is a name)
+            path = Path(text) if Path(text).is_absolute() else review_csv.parent / text
+            i = index.get(_key(path)) if i is None else i
         if i is None:
             raise DataError(f"{where}: {p} is not an image of the source dataset {source_dataset.source!r}; "
                             "was the review made on another dataset?")
@@ -127,9 +128,7 @@ def apply_review(review_csv: str | Path, source_dataset: Dataset, out_manifest: 
                               "give one decision per image")
         decisions[i] = dec
 
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "label", "mask", "group"])
+    out_rows: list[list[Any]] = []
     relabelled: list[str] = []
     dropped: list[str] = []
     n1 = n0 = 0
@@ -146,15 +145,14 @@ def apply_review(review_csv: str | Path, source_dataset: Dataset, out_manifest: 
             mask = None  # the mask outlined the old label's object (or nothing); it no longer applies
         n1 += label
         n0 += 1 - label
-        w.writerow([
+        out_rows.append([
             str(Path(rec.path).resolve()), label,
             "" if mask is None else str(Path(mask).resolve()),
             "" if rec.group is None else rec.group,
         ])
     if n1 + n0 == 0:
         raise DataError("every image was dropped; the new manifest would be empty")
-    with atomic_write(out_manifest, "w", encoding="utf-8", newline="") as fh:
-        fh.write(buf.getvalue())
+    write_csv(out_manifest, ["path", "label", "mask", "group"], out_rows)
     return {
         "manifest": str(out_manifest),
         "source": source_dataset.source,

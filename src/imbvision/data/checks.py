@@ -196,7 +196,7 @@ def link_duplicates(report: CheckReport, features: np.ndarray | None = None, *,
     if features is not None and np.asarray(features).shape[0] != len(ds):
         raise DataError(f"features have {np.asarray(features).shape[0]} rows for {len(ds)} images; one row per image")
     dup = find_duplicates(report.sha256, report.phash, features, hash_threshold=hash_threshold,
-                          cosine_threshold=cosine_threshold)
+                          cosine_threshold=cosine_threshold, near=features is not None)
     records = [replace(r, duplicate_set=int(s) if s else None) for r, s in zip(ds.records, dup.set_id)]
     report.dataset = Dataset(records, ds.source, ds.positive_name, ds.negative_name, list(ds.notes))
     kinds = "exact and near" if features is not None else "exact (near duplicates need embeddings)"

@@ -132,7 +132,8 @@ def _cosine_candidates(features: np.ndarray, cosine_threshold: float) -> tuple[n
 
 
 def find_duplicates(shas: Sequence[str | None], phashes: Sequence[int | None], features: np.ndarray | None = None,
-                    *, hash_threshold: int = HASH_THRESHOLD, cosine_threshold: float = COSINE_THRESHOLD) -> Duplicates:
+                    *, hash_threshold: int = HASH_THRESHOLD, cosine_threshold: float = COSINE_THRESHOLD,
+                    near: bool = True) -> Duplicates:
     """Exact and near duplicates among ``N`` images.
 
     Parameters
@@ -145,6 +146,8 @@ def find_duplicates(shas: Sequence[str | None], phashes: Sequence[int | None], f
         Optional ``(N, D)`` embeddings; when given, a near pair also needs cosine >= ``cosine_threshold``.
     hash_threshold, cosine_threshold
         Near-duplicate criteria (bits of 64; cosine in (0, 1]).
+    near
+        False: exact duplicates only.
 
     Returns
     -------
@@ -162,7 +165,9 @@ def find_duplicates(shas: Sequence[str | None], phashes: Sequence[int | None], f
     exact_of = {m: k for k, members in enumerate(exact) for m in members}
     ph = np.array([p if p is not None else 0 for p in phashes], dtype=np.uint64)
     has = np.array([p is not None for p in phashes], dtype=bool)
-    if features is not None:
+    if not near:
+        ca = cb = np.zeros(0, np.int64)
+    elif features is not None:
         ca, cb = _cosine_candidates(np.asarray(features, dtype=np.float64), cosine_threshold)
         ok = has[ca] & has[cb]
         ca, cb = ca[ok], cb[ok]
@@ -170,10 +175,10 @@ def find_duplicates(shas: Sequence[str | None], phashes: Sequence[int | None], f
         ca, cb = _hash_candidates(ph, has, hash_threshold)
     ham = hamming(ph[ca], ph[cb]) if ca.size else np.zeros(0, np.int64)
     sel = ham <= hash_threshold
-    near = sorted((int(a), int(b), int(h)) for a, b, h in zip(ca[sel], cb[sel], ham[sel])
+    pairs = sorted((int(a), int(b), int(h)) for a, b, h in zip(ca[sel], cb[sel], ham[sel])
                   if not (int(a) in exact_of and exact_of.get(int(b)) == exact_of[int(a)]))
-    rows = [a for s in exact for a in s[1:]] + [a for a, _, _ in near]
-    cols = [s[0] for s in exact for _ in s[1:]] + [b for _, b, _ in near]
+    rows = [a for s in exact for a in s[1:]] + [a for a, _, _ in pairs]
+    cols = [s[0] for s in exact for _ in s[1:]] + [b for _, b, _ in pairs]
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
     sizes = np.bincount(comp, minlength=1) if n else np.zeros(0, np.int64)
@@ -187,4 +192,4 @@ def find_duplicates(shas: Sequence[str | None], phashes: Sequence[int | None], f
                 next_id += 1
                 seen[c] = next_id
             set_id[i] = seen[c]
-    return Duplicates(exact=[list(s) for s in exact], near=near, set_id=set_id)
+    return Duplicates(exact=[list(s) for s in exact], near=pairs, set_id=set_id)
