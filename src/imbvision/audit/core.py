@@ -18,7 +18,7 @@ the user's decisions to a *new* manifest.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,14 +26,12 @@ from typing import Any
 import numpy as np
 
 from .._csv import write_csv
-from .._digest import sha256_file
 from .._io import ensure_output_dir, write_json, write_text
-from .._progress import progress_bar
-from ..data.decode import load_image_array
-from ..data.duplicates import find_duplicates, phash
 from ..data.records import Dataset
 from ..errors import ConfigError, DataError
-from . import _signals as sig
+from .checks import (CHECKS, KNN_VOTE, LIST_SCORE, MIN_MINORITY, RELABEL_SCORE, REVIEW_SCORE,  # noqa: F401
+                     AuditContext, AuditSettings)
+from .checks.base import WORD
 
 __all__ = ["run_audit", "AuditResult", "SUSPECT_COLUMNS", "DUPLICATE_COLUMNS", "MIN_MINORITY"]
 
@@ -47,20 +45,8 @@ DUPLICATE_COLUMNS = [
     "kind", "set", "path_a", "path_b", "label_a", "label_b", "hamming", "cosine",
     "label_conflict", "split_a", "split_b", "split_leak", "group_a", "group_b",
 ]
-#: Fewer minority samples than this: neighbour statistics, cross-validation and
-#: the noise audit are skipped (with the reason written down).
-MIN_MINORITY = 3
 VALID_SPLITS = ("train", "val", "test")
-#: Listing and action rules of the noise audit (measured on Magnetic-tile with injected
-#: flips, benchmarks/audit_noise.py): an image is listed in suspects.csv when it has a
-#: confident-learning or neighbour flag, is isolated, has a conflicting duplicate, or its
-#: score reaches LIST_SCORE; it is suggested for review from REVIEW_SCORE (or any flag)
-#: and for relabelling when a flag agrees with a score of at least RELABEL_SCORE
-#: (about 8 in 10 of those were real flips there).
-LIST_SCORE, REVIEW_SCORE, RELABEL_SCORE = 0.5, 0.6, 0.7
-KNN_VOTE = 0.8
-_WORD = {1: "positive", 0: "negative"}
-
+_WORD = WORD
 
 @dataclass
 class AuditResult:
@@ -173,184 +159,6 @@ def _check_inputs(dataset: Dataset, features: Any, split: Any, k: int, folds: in
     return X, s
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def _progress_factory(enabled: bool):
-    """A transient progress bar when enabled, else a silent stand-in (:func:`imbvision._progress.progress_bar`)."""
-    return progress_bar(enabled, transient=True)
-
-
-def _counts(dataset: Dataset, y: np.ndarray) -> dict[str, Any]:
-    n = len(y)
-    n1, n0 = int((y == 1).sum()), int((y == 0).sum())
-    minority = 1 if n1 <= n0 else 0
-    n_min, n_maj = min(n1, n0), max(n1, n0)
-    out: dict[str, Any] = {
-        "images": n,
-        "positive": n1,
-        "negative": n0,
-        "positive_name": dataset.positive_name,
-        "negative_name": dataset.negative_name,
-        "positive_rate": n1 / n,
-        "minority_class": _WORD[minority] if n1 != n0 else "none (balanced)",
-        "imbalance_ratio": (n_maj / n_min) if n_min else None,
-        "imbalance_ratio_text": (f"{n_maj / n_min:.1f} : 1" if n_min else "infinite: one class has no image"),
-        "always_negative_accuracy": n0 / n,
-        "always_negative_note": (
-            f"a model that always answers 'negative' is {100 * n0 / n:.1f}% accurate and finds no positive: "
-            "judge models by average precision / recall at a fixed precision, not accuracy"
-        ),
-        "per_class_name": dict(sorted(Counter(r.class_name or _WORD[r.label] for r in dataset).items())),
-    }
-    groups = dataset.groups
-    if groups is not None:
-        per_group: dict[str, list[int]] = defaultdict(list)
-        for g, lab in zip(groups, y):
-            per_group[str(g)].append(int(lab))
-        sizes = np.array([len(v) for v in per_group.values()])
-        out["groups"] = {
-            "groups": len(per_group),
-            "images_per_group": {"min": int(sizes.min()), "median": float(np.median(sizes)), "max": int(sizes.max())},
-            "groups_with_positive": int(sum(any(v) for v in per_group.values())),
-            "groups_negative_only": int(sum(not any(v) for v in per_group.values())),
-            "groups_mixed": int(sum(any(v) and not all(v) for v in per_group.values())),
-            "largest": [
-                {"group": g, "images": len(v), "positive": int(sum(v))}
-                for g, v in sorted(per_group.items(), key=lambda kv: -len(kv[1]))[:10]
-            ],
-        }
-    return out
-
-
-def _file_pass(dataset: Dataset, progress) -> tuple[list[str | None], list[int | None], list[str | None],
-                                                     list[dict[str, str]]]:
-    """SHA-256 and perceptual hash of every image, and whether its mask marks anything (read-only).
-
-    Mask states: ``None`` (no mask), ``"empty"``, ``"object"``, ``"unreadable"``.
-    """
-    from ..data.decode import load_mask
-    from ..errors import BadFileError
-
-    shas: list[str | None] = []
-    phs: list[int | None] = []
-    masks: list[str | None] = []
-    problems: list[dict[str, str]] = []
-    with progress as bar:
-        task = bar.add_task("audit: hashing images", total=len(dataset))
-        for rec in dataset:
-            sha = ph = None
-            try:
-                sha = sha256_file(rec.path)
-                ph = phash(load_image_array(rec.path))
-            except OSError as exc:
-                problems.append({"path": str(rec.path), "reason": f"cannot read: {exc.strerror or exc}"})
-            except BadFileError as exc:
-                problems.append({"path": str(rec.path), "reason": exc.reason})
-            state = None
-            if rec.mask is not None:
-                try:
-                    state = "object" if bool(load_mask(rec.mask).any()) else "empty"
-                except (OSError, BadFileError) as exc:
-                    state = "unreadable"
-                    problems.append({"path": str(rec.mask), "reason": f"mask: {getattr(exc, 'reason', exc)}"})
-            shas.append(sha)
-            phs.append(ph)
-            masks.append(state)
-            bar.advance(task)
-    return shas, phs, masks, problems
-
-
-def _mask_counts(states: list[str | None], y: np.ndarray) -> dict[str, int]:
-    st = np.array([s or "" for s in states], dtype=object)
-    return {
-        "with_mask": int((st != "").sum()),
-        "empty": int((st == "empty").sum()),
-        "object": int((st == "object").sum()),
-        "unreadable": int((st == "unreadable").sum()),
-        "negative_with_object": int(((st == "object") & (y == 0)).sum()),
-        "positive_with_empty_mask": int(((st == "empty") & (y == 1)).sum()),
-    }
-
-
-def _duplicates(dataset: Dataset, X: np.ndarray, y: np.ndarray, shas: list[str | None], phs: list[int | None],
-                split: np.ndarray | None, hash_threshold: int, cosine_threshold: float,
-                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows of ``duplicates.csv`` and their summary, from the one detector
-    (:func:`imbvision.data.duplicates.find_duplicates`) that splits use too."""
-    groups = dataset.groups
-    rows: list[dict[str, Any]] = []
-    Z = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-
-    def row(kind: str, set_id: int, a: int, b: int, ham: int | None) -> dict[str, Any]:
-        ra, rb = dataset[a], dataset[b]
-        return {
-            "kind": kind, "set": set_id, "a": a, "b": b,
-            "path_a": str(ra.path), "path_b": str(rb.path),
-            "label_a": int(y[a]), "label_b": int(y[b]),
-            "hamming": "" if ham is None else int(ham),
-            "cosine": round(float(Z[a] @ Z[b]), 5),
-            "label_conflict": bool(y[a] != y[b]),
-            "split_a": "" if split is None else split[a], "split_b": "" if split is None else split[b],
-            "split_leak": bool(split is not None and split[a] != split[b]),
-            "group_a": "" if ra.group is None else ra.group, "group_b": "" if rb.group is None else rb.group,
-        }
-
-    found = find_duplicates(shas, phs, X, hash_threshold=hash_threshold, cosine_threshold=cosine_threshold)
-    # exact: same bytes. Each set is listed as (first member, other member) pairs,
-    # which shows every label conflict and split leak a set holds.
-    exact_sets = found.exact
-    for s_id, members in enumerate(exact_sets, start=1):
-        for m in members[1:]:
-            rows.append(row("exact", s_id, members[0], m, 0 if phs[members[0]] is not None else None))
-    # near: numbered after the exact sets, one id per connected group of near pairs.
-    near = found.near
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    n = len(y)
-    _, comp = connected_components(coo_matrix((np.ones(len(near)), ([a for a, _, _ in near], [b for _, b, _ in near])),
-                                              shape=(n, n)), directed=False)
-    roots = sorted({int(comp[a]) for a, _, _ in near}, key=lambda c: int(np.flatnonzero(comp == c)[0]))
-    near_id = {r: len(exact_sets) + i + 1 for i, r in enumerate(roots)}
-    near_pairs = 0
-    for a, b, h in near:
-        rows.append(row("near", near_id[int(comp[a])], a, b, h))
-        near_pairs += 1
-
-    exact_rows = [r for r in rows if r["kind"] == "exact"]
-    near_rows = [r for r in rows if r["kind"] == "near"]
-    minority = 1 if int((y == 1).sum()) <= int((y == 0).sum()) else 0
-    redundant_min = sum(sum(1 for m in s[1:] if y[m] == minority) for s in exact_sets)
-    summary: dict[str, Any] = {
-        "exact_sets": len(exact_sets),
-        "exact_redundant_images": int(sum(len(s) - 1 for s in exact_sets)),
-        "exact_sets_label_conflict": int(sum(len({int(y[m]) for m in s}) > 1 for s in exact_sets)),
-        "near_pairs": near_pairs,
-        "near_sets": len(roots),
-        "near_pairs_label_conflict": int(sum(r["label_conflict"] for r in near_rows)),
-        "label_conflict_pairs": int(sum(r["label_conflict"] for r in rows)),
-        "minority_unique_images": int((y == minority).sum()) - int(redundant_min),
-        "criteria": {
-            "exact": "identical file bytes (SHA-256)",
-            "near": f"perceptual hash (DCT pHash, 64 bits) within {hash_threshold} bits AND "
-                    f"embedding cosine >= {cosine_threshold:g}",
-        },
-    }
-    if split is not None:
-        summary["split_leak_pairs"] = int(sum(r["split_leak"] for r in rows))
-        summary["split_leak_note"] = "a duplicate pair across train/val/test inflates validation and test figures"
-    if groups is not None:
-        summary["cross_group_pairs"] = int(sum(r["group_a"] != r["group_b"] for r in rows))
-        summary["cross_group_note"] = ("duplicates in different groups can land in different splits even with a "
-                                       "group-aware split; merge their groups or drop one copy from the manifest")
-    summary["pairs_listed"] = len(exact_rows) + len(near_rows)
-    if rows and split is None:
-        summary["split_note"] = ("keep each duplicate set on one side of any train/val/test split (give the copies "
-                                 "one group), or validation and test figures are inflated")
-    return rows, summary
-
-
 # --------------------------------------------------------------------------- main entry
 
 
@@ -419,188 +227,19 @@ def run_audit(
     if not isinstance(repeats, (int, np.integer)) or isinstance(repeats, bool) or repeats < 1:
         raise ConfigError(f"repeats={repeats!r} is not valid; use an integer >= 1")
     out_dir = ensure_output_dir(out_dir)
-    y = dataset.labels.astype(np.int64)
-    n = len(y)
-    skipped: dict[str, str] = {}
-    notes: list[str] = []
-
-    counts = _counts(dataset, y)
-    shas, phs, mask_state, problems = _file_pass(dataset, _progress_factory(progress))
-    counts["masks"] = _mask_counts(mask_state, y)
-    dup_rows, dup_summary = _duplicates(dataset, X, y, shas, phs, split_arr, hash_threshold, cosine_threshold)
-
-    n1, n0 = int((y == 1).sum()), int((y == 0).sum())
-    minority = 1 if n1 <= n0 else 0
-    n_min = min(n1, n0)
-    hardness: dict[str, Any] | None = None
-    noise: dict[str, Any] | None = None
-    scores = p_oof = cl = None
-    signals: dict[str, np.ndarray] = {}
-    flags = np.zeros(n, dtype=bool)
-    reasons: list[list[str]] = [[] for _ in range(n)]
-    strength = np.zeros(n, dtype=np.int64)  # 0 none, 1 weak (isolation only), 2 review, 3 relabel
-
-    # duplicate label conflicts are suspects in their own right (one of the two labels is wrong)
-    for r in dup_rows:
-        if r["label_conflict"]:
-            for me, other in ((r["a"], r["b"]), (r["b"], r["a"])):
-                word = "exact" if r["kind"] == "exact" else "near"
-                reasons[me].append(f"{word} duplicate of {Path(r['path_b'] if me == r['a'] else r['path_a']).name} "
-                                   f"labelled {_WORD[int(y[other])]}")
-                flags[me] = True
-                strength[me] = max(strength[me], 2)
-
-    # a mask is a second, independent label: an object outlined on a negative, or an
-    # empty mask on a positive, means one of the two is wrong
-    for i, st in enumerate(mask_state):
-        if st == "object" and y[i] == 0:
-            reasons[i].append("its mask outlines an object but it is labelled negative")
-        elif st == "empty" and y[i] == 1:
-            reasons[i].append("its mask is empty but it is labelled positive")
-        else:
-            continue
-        flags[i] = True
-        strength[i] = max(strength[i], 2)
-
-    if n_min < MIN_MINORITY:
-        why = (f"only {n_min} {_WORD[minority]} image(s); neighbour statistics, Tomek links, cross-validated AP "
-               f"and the label-noise audit need at least {MIN_MINORITY} -- collect or label more "
-               f"{_WORD[minority]} images first")
-        skipped["hardness"] = why
-        skipped["label_noise"] = why
-    else:
-        if n_min < folds:
-            notes.append(f"folds reduced from {folds} to {n_min}: only {n_min} {_WORD[minority]} images")
-        k_eff = int(min(k, n - 1))
-        if k_eff < k:
-            notes.append(f"k reduced from {k} to {k_eff}: only {n} images")
-        with _progress_factory(progress) as bar:
-            n_folds = max(2, min(folds, n_min))
-            n_c = len(sig.C_GRID) if C == "auto" else 1
-            task = bar.add_task("audit: neighbours and cross-validation", total=1 + (n_c + repeats - 1) * n_folds)
-            idx, _dist = sig.cosine_neighbours(X, k_eff)
-            bar.advance(task)
-            oof = sig.oof_probabilities(X, y, folds=folds, seed=seed, groups=dataset.groups, C=C,
-                                        repeats=repeats, progress=lambda: bar.advance(task))
-        share = sig.other_share(y, idx)
-        bal = sig.balanced_other_prob(y, idx)
-        tomek = sig.tomek_minority(y, idx[:, 0], minority)
-        is_min = y == minority
-        mostly = is_min & (share > 0.5)
-        hardness = {
-            "k": k_eff,
-            "minority_mostly_majority_share": float(mostly.sum() / n_min),
-            "minority_mostly_majority": int(mostly.sum()),
-            "minority_neighbour_types": sig.neighbour_categories(share[is_min]),
-            "neighbour_types_rule": "share of other-class neighbours: safe <= 0.2 < borderline <= 0.6 < rare < 1 = outlier "
-                                    "(Napierala & Stefanowski 2016)",
-            "tomek_links": int(tomek.sum()),
-            "cv_average_precision": oof.ap,
-            "cv_ap_per_repeat": oof.ap_repeats,
-            "cv_ap_note": (f"mean of the {len(oof.ap_repeats)} repeats' out-of-fold AP (each repeat: one head per "
-                           "fold; repeat 1 is the grid row of the chosen C). The suspect ranking uses the repeats' "
-                           "averaged probabilities, an ensemble that scores higher than any single head, so that "
-                           "ensemble's AP is not reported."),
-            "cv_ap_chance_level": n1 / n,
-            "cv_folds": oof.folds,
-            "cv_repeats": repeats,
-            "cv_splitter": oof.splitter,
-            "cv_head": oof.head,
-            "cv_C": oof.C,
-            "cv_C_grid": oof.C_grid,
-            "note": ("hardness is about information, not numbers: a large imbalance ratio with separable classes is "
-                     "easy; a minority that sits among the majority (high 'mostly majority' share, many Tomek links, "
-                     "low AP) is hard whatever the ratio. The AP is measured against the current labels, noise included; "
-                     "with C='auto' the head's regularisation is chosen on the same folds (by log-loss), so the AP is "
-                     "slightly optimistic."),
-        }
-        p_oof = oof.p1
-        cl, thresholds = sig.confident_flags(y, p_oof)
-        iso = sig.minority_isolation(X[is_min])
-        isolated = np.zeros(n, dtype=bool)
-        isolated[np.flatnonzero(is_min)] = iso.isolated
-        p_other = np.where(y == 1, 1.0 - p_oof, p_oof)
-        scores = sig.combine_score(p_other, bal, isolated)
-        # surrounded by the other class: most of the k neighbours carry the other label
-        # AND more of them than the class sizes alone explain (prior-corrected vote >= 0.8).
-        # The raw share alone flags half of a hard minority (hardness, not noise); the
-        # vote alone flags a majority image with one minority neighbour under heavy imbalance.
-        knn_flag = (share > 0.5) & (bal >= KNN_VOTE)
-        signals = {"p_other": p_other, "knn_other_share": share, "knn_other_vote": bal, "isolated": isolated,
-                   "confident_learning": cl, "knn_flag": knn_flag}
-        sizes = np.zeros(n, dtype=np.int64)
-        sizes[np.flatnonzero(is_min)] = np.bincount(iso.cluster)[iso.cluster]
-        for i in range(n):
-            lab = int(y[i])
-            oth = 1 - lab
-            n_oth = int(round(share[i] * k_eff))
-            if not (cl[i] or knn_flag[i] or isolated[i] or flags[i] or scores[i] >= LIST_SCORE):
-                continue
-            if cl[i] and oth == 0:
-                why = [f"out-of-fold P({_WORD[1]})={p_oof[i]:.2f}, so P({_WORD[0]})={1 - p_oof[i]:.2f} "
-                       f">= t_{_WORD[0]}={thresholds[0]:.2f}"]
-            elif cl[i]:
-                why = [f"out-of-fold P({_WORD[1]})={p_oof[i]:.2f} >= t_{_WORD[1]}={thresholds[1]:.2f}"]
-            else:
-                why = [f"out-of-fold P({_WORD[1]})={p_oof[i]:.2f}"]
-            why.append(f"{n_oth}/{k_eff} neighbours {_WORD[oth]}")
-            if isolated[i]:
-                why.append(f"isolated (no other {_WORD[lab]} within cosine distance {iso.threshold:.3f})"
-                           if sizes[i] == 1 else
-                           f"isolated (in a group of {sizes[i]} {_WORD[lab]}s apart from the others)")
-            reasons[i] = why + reasons[i]
-            flags[i] = True
-            if (cl[i] or knn_flag[i]) and scores[i] >= RELABEL_SCORE:
-                strength[i] = max(strength[i], 3)
-            elif cl[i] or knn_flag[i] or scores[i] >= REVIEW_SCORE:
-                strength[i] = max(strength[i], 2)
-            else:
-                strength[i] = max(strength[i], 1)
-        per_direction = {
-            f"labelled_{_WORD[c]}_looks_{_WORD[1 - c]}": int((cl & (y == c)).sum()) for c in (1, 0)
-        }
-        noise = {
-            "method": ("confident learning (Northcutt et al., JAIR 2021) on out-of-fold probabilities, both "
-                       "directions; k-NN label disagreement; isolation among minority clusters"),
-            "thresholds": {f"t_{_WORD[j]}": thresholds[j] for j in (0, 1)},
-            "confident_learning_flags": int(cl.sum()),
-            "confident_learning_by_direction": per_direction,
-            "minority_surrounded_by_majority": int((knn_flag & is_min).sum()),
-            "majority_surrounded_by_minority": int((knn_flag & ~is_min).sum()),
-            "minority_isolated": int(isolated.sum()),
-            "minority_clusters": {
-                "method": ("single-linkage clustering (DBSCAN with min_samples=1: connected components), cosine "
-                           "distance, cut at median + 3 MAD of the nearest-minority-neighbour distance; clusters "
-                           "of <= max(1, 1%) members are 'isolated'"),
-                "cut_distance": iso.threshold,
-                "clusters": len(iso.sizes),
-                "largest_sizes": iso.sizes[:10],
-                "singletons": int(sum(s == 1 for s in iso.sizes)),
-            },
-            "score": ("weighted mean: 0.6 x out-of-fold P(other class) + 0.3 x prior-corrected neighbour vote for "
-                      "the other class + 0.1 x isolated"),
-            "neighbour_flag": (f"more than half of the k={k_eff} neighbours carry the other label and the "
-                               f"prior-corrected vote for the other label is >= {KNN_VOTE:g}"),
-            "listing": (f"listed when flagged (confident learning, neighbours, isolation, conflicting duplicate) "
-                        f"or score >= {LIST_SCORE:g}"),
-            "actions": (f"relabel: a confident-learning or neighbour flag and score >= {RELABEL_SCORE:g}; review: any "
-                        f"such flag, a conflicting duplicate, or score >= {REVIEW_SCORE:g}; keep: weaker evidence "
-                        "(isolation alone is as often a rare genuine variant)"),
-            "suspects": int(flags.sum()),
-            "never_deletes": ("the audit only ranks; nothing is deleted or relabelled until you fill the decision "
-                              "column of suspects.csv and run apply_review, which writes a new manifest"),
-        }
-        if dataset.groups is not None and oof.splitter != "StratifiedGroupKFold":
-            notes.append("cross-validation could not split by group; images of one group may appear in training "
-                         "and held-out folds, which makes out-of-fold probabilities optimistic")
-    if n_min < MIN_MINORITY:
-        scores = None
-
-    # a drawn mask is evidence for "positive": never suggest relabelling such an image blindly
-    for i, st in enumerate(mask_state):
-        if st == "object" and y[i] == 1 and strength[i] == 3:
-            strength[i] = 2
-            reasons[i].append("its mask outlines an object: look before relabelling")
+    settings = AuditSettings(k=k, seed=seed, folds=folds, hash_threshold=hash_threshold,
+                             cosine_threshold=cosine_threshold, C=C, repeats=repeats, progress=progress)
+    ctx = AuditContext(dataset, X, split_arr, settings)
+    sections = {}
+    for check in CHECKS:  # each signal in its own module (imbvision.audit.checks); this function only orchestrates
+        section = check.run(ctx)
+        if check.name is not None:
+            sections[check.name] = section
+    y, n, minority = ctx.y, ctx.n, ctx.minority
+    flags, reasons, strength = ctx.flags, ctx.reasons, ctx.strength
+    scores, p_oof, cl = ctx.outputs.get("scores"), ctx.outputs.get("p_oof"), ctx.outputs.get("cl")
+    idx, signals = ctx.outputs.get("idx"), ctx.outputs.get("signals", {})
+    dup_rows = ctx.outputs["duplicates"]
 
     # suspects table
     order = (np.argsort(-scores, kind="stable") if scores is not None
@@ -631,15 +270,12 @@ def run_audit(
         "settings": {"k": k, "seed": seed, "folds": folds, "hash_threshold": hash_threshold,
                      "cosine_threshold": cosine_threshold, "C": C, "repeats": repeats,
                      "feature_dims": int(X.shape[1]), "split_given": split_arr is not None},
-        "counts": counts,
-        "duplicates": dup_summary,
-        "hardness": hardness if hardness is not None else {"skipped": skipped["hardness"]},
-        "label_noise": noise if noise is not None else {"skipped": skipped["label_noise"]},
+        **sections,
         "suspects": len(suspects),
         "suggested_actions": dict(Counter(s["suggested_action"] for s in suspects)),
-        "unreadable_images": problems,
-        "skipped": skipped,
-        "notes": notes,
+        "unreadable_images": ctx.files.problems,
+        "skipped": ctx.skipped,
+        "notes": ctx.notes,
         "files": {"json": "audit.json", "suspects": "suspects.csv", "duplicates": "duplicates.csv",
                   "html": "audit.html"},
     }
@@ -652,7 +288,7 @@ def run_audit(
     write_text(out_dir / "audit.html", render_html(summary, suspects, dup_rows, dataset))
     return AuditResult(
         out_dir=out_dir, summary=summary, suspects=suspects, duplicates=dup_rows, scores=scores,
-        flags=flags, p_oof=p_oof, cl_flags=cl, skipped=skipped, signals=signals,
+        flags=flags, p_oof=p_oof, cl_flags=cl, skipped=ctx.skipped, signals=signals,
     )
 
 
