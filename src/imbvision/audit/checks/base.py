@@ -21,7 +21,7 @@ from ..._digest import sha256_file
 from ..._progress import progress_bar
 from ...data.records import Dataset
 
-__all__ = ["AuditSettings", "AuditContext", "Check", "FilePass", "Learned", "WORD", "MIN_MINORITY"]
+__all__ = ["AuditSettings", "AuditContext", "Check", "LearnedCheck", "FilePass", "Learned", "WORD", "MIN_MINORITY"]
 
 WORD = {1: "positive", 0: "negative"}
 #: Fewer minority samples than this: neighbour statistics, cross-validation and
@@ -172,4 +172,18 @@ class Check:
     name: str | None = None
 
     def run(self, ctx: AuditContext) -> dict[str, Any] | None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class LearnedCheck(Check):
+    """A check on neighbours and out-of-fold probabilities: skipped, with the reason, when the minority is too small."""
+
+    def run(self, ctx: AuditContext) -> dict[str, Any]:
+        why = ctx.too_few()
+        if why is not None:
+            ctx.skipped[str(self.name)] = why
+            return {"skipped": why}
+        return self.compute(ctx, ctx.learned)
+
+    def compute(self, ctx: AuditContext, learned: Learned) -> dict[str, Any]:  # pragma: no cover - interface
         raise NotImplementedError

@@ -9,24 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _signals as sig
-from .base import AuditContext, Check
+from .base import AuditContext, Learned, LearnedCheck
 
 __all__ = ["HardnessCheck"]
 
 
-class HardnessCheck(Check):
+class HardnessCheck(LearnedCheck):
     """Neighbour types of the minority, Tomek links and the cross-validated AP (section ``hardness``)."""
 
     name = "hardness"
 
-    def run(self, ctx: AuditContext) -> dict[str, Any]:
-        why = ctx.too_few()
-        if why is not None:
-            ctx.skipped["hardness"] = why
-            return {"skipped": why}
+    def compute(self, ctx: AuditContext, learned: Learned) -> dict[str, Any]:
         y, n, n_min, minority, repeats = ctx.y, ctx.n, ctx.n_min, ctx.minority, ctx.settings.repeats
         n1 = int((y == 1).sum())
-        learned = ctx.learned
         idx, oof, k_eff = learned.idx, learned.oof, learned.k
         share = sig.other_share(y, idx)
         bal = sig.balanced_other_prob(y, idx)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import _signals as sig
 from .base import WORD as _WORD
-from .base import AuditContext, Check
+from .base import AuditContext, Learned, LearnedCheck
 
 __all__ = ["LabelNoiseCheck", "LIST_SCORE", "REVIEW_SCORE", "RELABEL_SCORE", "KNN_VOTE"]
 
@@ -28,18 +28,13 @@ LIST_SCORE, REVIEW_SCORE, RELABEL_SCORE = 0.5, 0.6, 0.7
 KNN_VOTE = 0.8
 
 
-class LabelNoiseCheck(Check):
+class LabelNoiseCheck(LearnedCheck):
     """Suspect scores and reasons (section ``label_noise``; arrays in ``ctx.outputs``)."""
 
     name = "label_noise"
 
-    def run(self, ctx: AuditContext) -> dict[str, Any]:
-        why = ctx.too_few()
-        if why is not None:
-            ctx.skipped["label_noise"] = why
-            return {"skipped": why}
+    def compute(self, ctx: AuditContext, learned: Learned) -> dict[str, Any]:
         X, y, n, minority = ctx.X, ctx.y, ctx.n, ctx.minority
-        learned = ctx.learned
         idx, oof, k_eff = learned.idx, learned.oof, learned.k
         share = sig.other_share(y, idx)
         bal = sig.balanced_other_prob(y, idx)
