@@ -13,7 +13,7 @@ from imbvision._csv import csv_text, neutralize, unneutralize
 from imbvision.audit import apply_review, run_audit
 from imbvision.data.checks import load_checked
 from imbvision.data.sources import load_source
-from imbvision.data.splits import read_split_csv, train_val_test_split
+from imbvision.data.splits import read_split_csv, read_split_rows, train_val_test_split
 
 EVIL = ["=HYPERLINK(\"x\",\"y\").png", "+cmd.png", "-2+3.png", "@sum.png", "\tt.png", "\rr.png"]
 
@@ -59,6 +59,8 @@ def test_bad_files_split_audit_and_review_csvs_are_neutralised(tmp_path: Path, m
         assert f"\n{evil}" not in text and f"'{evil}" in text.replace('""', '"')
     back = read_split_csv(tmp_path / "out" / "split.csv")
     assert np.array_equal(back.test, split.test) and np.array_equal(back.train, split.train)
+    rows = read_split_rows(tmp_path / "out" / "split.csv")  # what `evaluate` reads: the names exactly
+    assert {rows[i]["path"] for i in rows} == {str(r.path) for r in ds.records}
     # audit outputs
     X = rng.normal(size=(len(ds), 8)) + np.outer(ds.labels, np.ones(8)) * 3
     res = run_audit(ds, X, tmp_path / "audit", progress=False, repeats=1)

@@ -23,7 +23,7 @@ from .._csv import write_csv
 from .._digest import sha256_file
 from .._progress import track
 from ..errors import BadFileError, DataError
-from .decode import PagesDroppedWarning, _open, _transpose, decode_rgb, load_mask
+from .decode import PagesDroppedWarning, load_image_and_size, load_mask
 from .duplicates import COSINE_THRESHOLD, HASH_THRESHOLD, find_duplicates, phash
 from .records import Dataset, ImageRecord
 
@@ -75,9 +75,7 @@ def say(line: str) -> None:
 
 def _check_record(rec: ImageRecord) -> tuple[str, int]:
     """Decode the image (and mask) once; returns its SHA-256 and perceptual hash."""
-    with _open(Path(rec.path)) as im:
-        size = _transpose(im).size
-        rgb = decode_rgb(im, rec.path)
+    rgb, size = load_image_and_size(rec.path)
     if rec.mask is not None:
         if not Path(rec.mask).exists():
             raise BadFileError(rec.mask, f"mask of {rec.path} not found; give an existing mask file or leave the mask empty")

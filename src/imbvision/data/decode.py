@@ -44,8 +44,8 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import BadFileError
 
-__all__ = ["load_image", "load_image_array", "load_mask", "read_size", "MAX_PIXELS", "PagesDroppedWarning",
-           "decode_rgb"]
+__all__ = ["load_image", "load_image_array", "load_image_and_size", "load_mask", "read_size", "MAX_PIXELS",
+           "PagesDroppedWarning"]
 
 #: Refuse images above this many pixels (decompression-bomb guard): 16k x 16k.
 MAX_PIXELS = 16384 * 16384
@@ -213,11 +213,6 @@ def _convert_rgb(im: Image.Image, path: Path | None = None) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def decode_rgb(im: Image.Image, path: str | Path | None = None) -> np.ndarray:
-    """An opened Pillow image as ``(H, W, 3)`` uint8 by the rules of this module (EXIF applied)."""
-    return _to_uint8_rgb(im, Path(path) if path is not None else None)
-
-
 def load_image_array(path: str | Path) -> np.ndarray:
     """Decode ``path`` to an ``(H, W, 3)`` uint8 array."""
     with _open(Path(path)) as im:
@@ -228,6 +223,13 @@ def load_image(path: str | Path) -> torch.Tensor:
     """Decode ``path`` to a ``(3, H, W)`` float32 tensor in [0, 1]."""
     arr = load_image_array(path)
     return torch.from_numpy(np.ascontiguousarray(arr).copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def load_image_and_size(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode ``path`` once: the ``(H, W, 3)`` uint8 array and its ``(width, height)`` after EXIF orientation."""
+    with _open(Path(path)) as im:
+        size = _transpose(im).size
+        return _to_uint8_rgb(im, Path(path)), size
 
 
 def read_size(path: str | Path) -> tuple[int, int]:

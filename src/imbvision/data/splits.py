@@ -25,7 +25,7 @@ from .._csv import unneutralize, write_csv
 from ..errors import ConfigError, DataError
 from .records import Dataset, split_units
 
-__all__ = ["Split", "train_val_test_split", "kfold_splits", "read_split_csv"]
+__all__ = ["Split", "train_val_test_split", "kfold_splits", "read_split_csv", "read_split_rows"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,12 @@ class Split:
                 for i, rec in enumerate(dataset.records) if part[i]]
         write_csv(path, ["index", "path", "label", "group", "split", "duplicate_set"], rows)
         return path
+
+
+def read_split_rows(path: Path) -> dict[int, dict[str, str]]:
+    """The rows of a ``split.csv`` by dataset index, cells exactly as written (formula quoting undone)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {int(r["index"]): {k: unneutralize(v or "") for k, v in r.items()} for r in csv.DictReader(fh)}
 
 
 def read_split_csv(path: Path) -> Split:

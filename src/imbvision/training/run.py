@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +151,7 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
 
     The test split is used here only; the threshold and calibration come from validation.
     """
-    from ..data.splits import read_split_csv
+    from ..data.splits import read_split_csv, read_split_rows
     from ..evaluation import build_run_report, evaluate_scores
     from ..model import Model
 
@@ -163,10 +162,7 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
     train_info = train_info or prev.get("train", {})
     raw = read_json(run_dir / "raw_scores.json")
     split = read_split_csv(run_dir / "split.csv")
-    rows = {}
-    with open(run_dir / "split.csv", newline="", encoding="utf-8") as fh:
-        for r in csv.DictReader(fh):
-            rows[int(r["index"])] = r
+    rows = read_split_rows(run_dir / "split.csv")
     y_val = np.array([int(rows[i]["label"]) for i in split.val])
     y_test = np.array([int(rows[i]["label"]) for i in split.test])
     paths_test = [rows[i]["path"] for i in split.test]
