@@ -132,3 +132,13 @@ def test_hash_only_candidates_find_every_pair_brute_force_finds(threshold: int) 
     brute = sorted((a, b) for a in range(len(ph)) for b in range(a + 1, len(ph))
                    if hamming(arr[a], arr[b]) <= threshold)
     assert [(a, b) for a, b, _ in found.near] == brute
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_cli_has_the_switch_to_turn_grouping_off(command: str) -> None:
+    from typer.testing import CliRunner
+
+    from imbvision.cli import app
+
+    out = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
+    assert "--no-group-duplicates" in out

@@ -248,7 +248,11 @@ def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> torch.Te
     size
         Expected ``(width, height)`` of the image it belongs to; a mismatch raises.
     """
-    im = _transpose(_open(Path(path)))
+    with _open(Path(path)) as raw:
+        return _mask_of(_transpose(raw), path, size)
+
+
+def _mask_of(im: Image.Image, path: str | Path, size: tuple[int, int] | None) -> torch.Tensor:
     if size is not None and tuple(im.size) != tuple(size):
         raise BadFileError(
             path, f"mask is {im.size[0]}x{im.size[1]} but its image is {size[0]}x{size[1]}; "
