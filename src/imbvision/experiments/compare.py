@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._io import ensure_output_dir, read_json, write_json, write_text
+from .._io import ensure_output_dir, read_json, write_json
 from ..errors import ConfigError
 from ..strategies.registry import compose, list_strategies
 from .stats import holm, mean_ci, paired_bootstrap_delta, wilcoxon_p
