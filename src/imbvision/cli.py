@@ -162,6 +162,7 @@ def train(
     dist_strategy: str = typer.Option("auto", "--dist-strategy", help="Fine-tune: Lightning Fabric strategy (auto, ddp, ...)"),
     workers: int = typer.Option(0, help="Fine-tune: DataLoader workers"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out (once the new one is done)"),
 ) -> None:
     """Train one model, tune its threshold on validation, report on test."""
     from .training.config import TrainConfig
@@ -173,7 +174,7 @@ def train(
                       train_positive_rate=train_positive_rate, skip_bad=skip_bad, cache_dir=cache_dir, epochs=epochs,
                       batch_size=batch_size, lr=lr, head_lr=head_lr, weight_decay=weight_decay, unfreeze=unfreeze, patience=patience, accelerator=accelerator,
                       devices=devices, precision=precision, dist_strategy=dist_strategy, workers=workers)
-    res = run_train(cfg, out, resume=resume)
+    res = run_train(cfg, out, resume=resume, overwrite=overwrite)
     _out().print(_metrics_table([{"name": res.recipe, "metrics": res.metrics}],
                                      f"test metrics at threshold {res.threshold:.3f} (chosen on validation)"))
     _out().print(f"report: {res.report}")
@@ -328,7 +329,7 @@ def _demo_quick(out: Path, n: int, rate: float, seed: int) -> None:
     rows = []
     for strat in ("ce", "weighted-ce"):
         res = run_train(None, out / strat, data=f"demo:{n}:{rate}:{seed}", strategy=strat, seed=seed, n_boot=500,
-                        progress=False)
+                        progress=False, overwrite=True)
         rows.append({"name": strat, "metrics": res.metrics})
     _out().print(_metrics_table(rows, "demo: logistic-regression head on frozen EfficientNet-Lite0 features"))
 

@@ -70,8 +70,12 @@ def _write_scores(path: Path, paths: list[str], y: np.ndarray, p: np.ndarray, t:
 
 
 def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, progress: bool = True,
-          resume: bool = False, **overrides: Any) -> RunResult:
+          resume: bool = False, overwrite: bool = False, **overrides: Any) -> RunResult:
     """Train one model and evaluate it on the held-out test split.
+
+    The run is built in a staging folder beside ``out`` and renamed onto it when
+    whole (:mod:`imbvision._rundir`); an existing run in ``out`` is refused unless
+    ``overwrite`` (replace it) or ``resume`` (continue it).
 
     Parameters
     ----------
@@ -84,7 +88,23 @@ def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, pro
     resume
         Fine-tuning: continue from the last checkpoint in ``out``.
     """
+    from .._rundir import commit_run_dir, discard_run_dir, open_run_dir
+
     cfg = TrainConfig(**{**(cfg.to_dict() if cfg else {}), **overrides})
+    final = Path(out).absolute()
+    stage = open_run_dir(final, overwrite=overwrite, resume=resume, source=cfg.data)
+    try:
+        res = _train_in(cfg, stage, progress=progress, resume=resume)
+    except BaseException:
+        discard_run_dir(final)
+        raise
+    commit_run_dir(final)
+    res.out = Path(out)
+    return res
+
+
+def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> RunResult:
+    """The body of :func:`train`, writing into the staging folder ``out``."""
     out = ensure_output_dir(out)
     recipe = compose(cfg.strategy)
     if resume and (out / "config.json").exists():

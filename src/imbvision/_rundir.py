@@ -1,0 +1,155 @@
+"""Run folders written whole or not at all.
+
+``train`` builds its run folder in a hidden staging folder beside ``--out``
+(``PARENT/.NAME.partial/NAME``) and renames it onto ``--out`` only when every
+file is written. A killed or failed run therefore never leaves a folder that
+looks finished, and nothing from an older run (example images,
+``bad_files.csv``) survives into a new one. An interrupted fine-tune keeps its
+checkpoints in the staging folder, where ``--resume`` finds them.
+
+Also refused up front: an existing run folder without ``--overwrite`` or
+``--resume``, replacing a folder that is not an imbvision run, and an ``--out``
+inside (or holding) the data, which a later run would read back as images.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from ._io import _fsync_dir, ensure_output_dir
+from .errors import ConfigError
+
+__all__ = ["staging_dir", "open_run_dir", "commit_run_dir", "discard_run_dir", "refuse_out_in_data", "data_roots"]
+
+_MARK = "config.json"  # every run folder has it
+
+
+def staging_dir(out: str | os.PathLike[str]) -> Path:
+    """Where a run into ``out`` is built: ``PARENT/.NAME.partial/NAME`` (same base name, so reports read right)."""
+    out = Path(out)
+    return out.parent / f".{out.name}.partial" / out.name
+
+
+def _is_rank0() -> bool:
+    # Under torchrun every rank calls train(); only rank 0 may clear or rename folders.
+    return os.environ.get("RANK", "0") == "0"
+
+
+def data_roots(source: str) -> list[Path]:
+    """Folders a source string reads: scanned folders, and the folder of a CSV manifest.
+
+    Cheap (no listing), so it can be checked before any work. ``demo`` sources live in the cache.
+    """
+    text = str(source).strip()
+    kind, sep, rest = text.partition(":")
+    if sep and kind in ("magnetic-tile", "folder"):
+        return [Path(rest)]
+    if sep and kind == "csv":
+        return [Path(rest).parent]
+    if sep and kind == "demo" or text == "demo":
+        return []
+    p = Path(text)
+    if p.suffix.lower() == ".csv":
+        return [p.parent]
+    return [p] if p.is_dir() else []
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """Whether ``a`` is ``b`` or lies under it (resolved paths)."""
+    try:
+        a.relative_to(b)
+        return True
+    except ValueError:
+        return False
+
+
+def refuse_out_in_data(out: str | os.PathLike[str], source: str) -> None:
+    """Raise :class:`ConfigError` when ``out`` lies inside a data folder of ``source``, or holds one.
+
+    A run folder under a class-folder tree is read back as images by the next
+    run; a run folder that holds the data would be replaced by ``--overwrite``.
+    """
+    o = Path(out).resolve()
+    for root in data_roots(source):
+        r = root.resolve()
+        if _inside(o, r):
+            raise ConfigError(f"--out {out} is inside the data folder {root}: its files would be read back as data "
+                              "on the next run; choose an --out outside the data")
+        if _inside(r, o):
+            raise ConfigError(f"--out {out} holds the data folder {root}; choose an --out outside the data")
+
+
+def open_run_dir(out: str | os.PathLike[str], *, overwrite: bool = False, resume: bool = False,
+                 source: str | None = None) -> Path:
+    """Check ``out`` and return the staging folder to build the run in.
+
+    Parameters
+    ----------
+    out
+        The run folder the user asked for (``--out``).
+    overwrite
+        Replace an existing run folder (only once the new run has finished).
+    resume
+        Continue an interrupted run (its staging folder) or a finished one (copied into staging).
+    source
+        The data source string: an ``out`` inside its folders is refused.
+
+    Raises
+    ------
+    ConfigError
+        ``out`` holds a run and neither flag is given; ``out`` holds files that are not a run;
+        ``out`` is inside the data; the parent folder is not writable.
+    """
+    out = Path(out)
+    if source is not None:
+        refuse_out_in_data(out, source)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output folder {out} is an existing file, not a folder; choose another --out")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if entries and not (out / _MARK).is_file():
+        shown = ", ".join(entries[:3]) + (" ..." if len(entries) > 3 else "")
+        raise ConfigError(f"--out {out} is a folder with other files ({shown}), not an imbvision run; "
+                          "choose a new or empty --out")
+    if entries and not (overwrite or resume):
+        raise ConfigError(f"--out {out} already holds a run; pass --overwrite to replace it, --resume to continue it, "
+                          "or choose a new --out")
+    stage = staging_dir(out)
+    if _is_rank0():
+        if resume and stage.is_dir():
+            pass  # an interrupted run: continue where it stopped
+        else:
+            shutil.rmtree(stage.parent, ignore_errors=True)
+            if resume and entries:
+                stage.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(out, stage)
+    return ensure_output_dir(stage)
+
+
+def discard_run_dir(out: str | os.PathLike[str]) -> None:
+    """Remove the staging folder of a failed run unless it holds a checkpoint worth resuming."""
+    stage = staging_dir(out)
+    if _is_rank0() and not (stage / "checkpoints" / "last.safetensors").is_file():
+        shutil.rmtree(stage.parent, ignore_errors=True)
+
+
+def commit_run_dir(out: str | os.PathLike[str]) -> Path:
+    """Move the finished staging folder onto ``out`` (an older run there is replaced whole)."""
+    out = Path(out)
+    stage = staging_dir(out)
+    if not _is_rank0():
+        return out
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.rename(out, old)
+    try:
+        os.rename(stage, out)
+    except BaseException:
+        if old.exists() and not out.exists():
+            os.rename(old, out)  # put the previous run back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(stage.parent, ignore_errors=True)
+    _fsync_dir(out.parent)
+    return out

@@ -1,0 +1,113 @@
+"""Run folders are written whole or not at all, never over another run or inside the data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import imbvision
+from imbvision._rundir import staging_dir
+from imbvision.cli import app
+from imbvision.errors import ConfigError
+
+runner = CliRunner()
+
+
+def _kw(tiny_kwargs):
+    return dict(tiny_kwargs, progress=False)
+
+
+def test_existing_run_refused_without_overwrite_or_resume(tmp_path, tiny_kwargs):
+    out = tmp_path / "run"
+    imbvision.train(out=out, strategy="copy-paste", **_kw(tiny_kwargs))
+    assert (out / "examples" / "copy-paste.png").is_file()
+    (out / "bad_files.csv").write_text("path,reason\nold.png,from an older run\n")
+    before = (out / "model.json").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run; pass --overwrite"):
+        imbvision.train(out=out, strategy="ce", **_kw(tiny_kwargs))
+    assert (out / "model.json").read_bytes() == before
+    res = imbvision.train(out=out, strategy="ce", overwrite=True, **_kw(tiny_kwargs))
+    # Nothing of the older run survives: no copy-paste examples, no stale bad_files.csv.
+    assert not (out / "examples").exists() and not (out / "bad_files.csv").exists()
+    assert json.loads((out / "results.json").read_text())["strategy"] == "ce"
+    r = runner.invoke(app, ["evaluate", str(out)], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "copy-paste" not in (out / "report.html").read_text(encoding="utf-8")
+    assert res.out == out and not staging_dir(out).parent.exists()
+
+
+def test_cli_refuses_existing_run_in_one_line(tmp_path, tiny_kwargs):
+    out = tmp_path / "run"
+    imbvision.train(out=out, strategy="ce", **_kw(tiny_kwargs))
+    opts = ["--data", tiny_kwargs["data"], "--backbone", "test_efficientnet", "--weights", "none",
+            "--image-size", "64", "--cache-dir", tiny_kwargs["cache_dir"], "--out", str(out)]
+    r = runner.invoke(app, ["train", *opts])
+    assert r.exit_code == 2 and "Traceback" not in r.output and "--overwrite" in r.output
+    r = runner.invoke(app, ["train", *opts, "--overwrite"])
+    assert r.exit_code == 0, r.output
+
+
+def test_folder_with_other_files_is_never_replaced(tmp_path, tiny_kwargs):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    with pytest.raises(ConfigError, match="not an imbvision run"):
+        imbvision.train(out=out, strategy="ce", overwrite=True, **_kw(tiny_kwargs))
+    assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_failed_run_leaves_nothing(tmp_path, tiny_kwargs):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="at most one loss"):
+        imbvision.train(out=out, strategy="focal+weighted-ce", **_kw(tiny_kwargs))
+    assert not out.exists() and not staging_dir(out).parent.exists()
+
+
+def test_killed_run_leaves_no_finished_looking_folder(tmp_path, tiny_kwargs, monkeypatch):
+    import imbvision.training.run as run_mod
+
+    out = tmp_path / "run"
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_mod, "evaluate_run", boom)  # dies after the model was saved
+    with pytest.raises(KeyboardInterrupt):
+        imbvision.train(out=out, strategy="ce", **_kw(tiny_kwargs))
+    assert not out.exists()
+
+
+def _class_folders(root: Path) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls, n in (("ok", 30), ("defect", 10)):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            arr = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            if cls == "defect":
+                arr[8:20, 8:20] = 255
+            Image.fromarray(arr).save(root / cls / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("where", ["defect/run", "run", "."])
+def test_out_inside_the_data_is_refused(tmp_path, tiny_kwargs, where):
+    root = _class_folders(tmp_path / "data")
+    kw = dict(_kw(tiny_kwargs), data=str(root), positive="defect")
+    out = root / where
+    with pytest.raises(ConfigError, match="inside the data folder"):
+        imbvision.train(out=out, strategy="ce", **kw)
+    assert sorted(p.name for p in root.iterdir()) == ["defect", "ok"]
+    assert len(list((root / "defect").iterdir())) == 10
+
+
+def test_out_holding_the_data_is_refused(tmp_path, tiny_kwargs):
+    root = _class_folders(tmp_path / "proj" / "data")
+    kw = dict(_kw(tiny_kwargs), data=f"folder:{root}", positive="defect")
+    with pytest.raises(ConfigError, match="holds the data folder"):
+        imbvision.train(out=tmp_path / "proj", strategy="ce", **kw)
