@@ -29,8 +29,9 @@ class CheckReport:
     bad: list[tuple[str, str]] = field(default_factory=list)
 
     def write_bad_files(self, path: Path) -> Path | None:
-        """Write ``bad_files.csv`` (path, reason) when anything was skipped."""
+        """Write ``bad_files.csv`` (path, reason) when anything was skipped; else remove a stale one."""
         if not self.bad:
+            Path(path).unlink(missing_ok=True)  # an older run's list must not describe this one
             return None
         buf = io.StringIO()
         w = csv.writer(buf)

@@ -72,6 +72,7 @@ class TrainConfig:
             raise ConfigError(f"--batch-size {self.batch_size} invalid; use 2 or more")
         if self.n_boot < 0:
             raise ConfigError(f"n_boot {self.n_boot} invalid; use 0 or more")
+        _check_sizes(self)
         u = str(self.unfreeze)
         if u != "all" and not (u.isdigit() and int(u) >= 0):
             raise ConfigError(f"--unfreeze {u!r} invalid; use 'all' or a number of last blocks (0 = head only)")
@@ -100,3 +101,24 @@ class TrainConfig:
     def resolved_cache_dir(self) -> Path:
         from ..data.sources import cache_root
         return Path(self.cache_dir) if self.cache_dir else cache_root()
+
+
+#: Ranges of every setting that sizes memory (or seeds numpy/scikit-learn, which need 0..2**32-1).
+_RANGES = {"seed": (0, 2**32 - 2), "image_size": (32, 1024), "batch_size": (2, 4096), "workers": (0, 64),
+           "devices": (1, 1024), "max_synthetic": (0, 100_000), "n_boot": (0, 1_000_000), "patience": (0, 10_000),
+           "epochs": (1, 100_000)}
+
+
+def _check_sizes(cfg: "TrainConfig") -> None:
+    for name, (lo, hi) in _RANGES.items():
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ConfigError(f"--{name.replace('_', '-')} {v!r} invalid; use an integer in {lo}..{hi}")
+    if cfg.tiles not in (0, 2, 3, 4, 5, 6) or isinstance(cfg.tiles, bool):
+        raise ConfigError(f"--tiles {cfg.tiles!r} invalid; use 0 (whole image only) or 2..6")
+    for name in ("val", "test"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+            raise ConfigError(f"--{name} {v!r} invalid; use a fraction in (0, 1)")
+    if cfg.val + cfg.test >= 1:
+        raise ConfigError(f"--val {cfg.val} + --test {cfg.test} leave no training images; keep their sum below 1")

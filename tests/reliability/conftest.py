@@ -1,0 +1,40 @@
+"""A small but complete model bundle (real head, real postprocess), made without images."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+
+def make_bundle_parts(seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays and description of a fitted logistic-regression head on 8-D features."""
+    from imbvision.strategies.registry import compose
+    from imbvision.training.config import TrainConfig
+    from imbvision.training.head import fit_head, fit_postprocess
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(80, 8)).astype(np.float32)
+    y = (rng.random(80) < 0.25).astype(np.int64)
+    y[:2] = [0, 1]
+    X[y == 1] += 1.0
+    recipe = compose("ce")
+    fit = fit_head(X[:60], y[:60], recipe, seed=seed)
+    post = fit_postprocess(fit.predict_proba(X[60:]), y[60:], train_prior=fit.effective_prior,
+                           true_prior=float(y[60:].mean()))
+    arrays = {f"head.{k}": np.asarray(v) for k, v in fit.head.to_arrays().items()}
+    meta = {
+        "mode": "head",
+        "backbone": {"name": "test_efficientnet", "weights": "none", "weights_id": "timm-test_efficientnet-random-seed0",
+                     "image_size": 64, "tiles": 0, "features": "global"},
+        "head": {"name": fit.head_name, "params": fit.head_params, "config": fit.head.get_config()},
+        "strategy": recipe.to_dict(), "postprocess": post.to_dict(),
+        "class_names": {"0": "ok", "1": "defect"}, "config": TrainConfig(image_size=64).to_dict(),
+    }
+    return arrays, meta
+
+
+@pytest.fixture
+def bundle_parts():
+    return make_bundle_parts()
