@@ -153,3 +153,89 @@ def commit_run_dir(out: str | os.PathLike[str]) -> Path:
     shutil.rmtree(stage.parent, ignore_errors=True)
     _fsync_dir(out.parent)
     return out
+
+
+def check_output_file(out: str | os.PathLike[str], run: str | os.PathLike[str]) -> Path:
+    """Refuse an output *file* path that is a folder, or that would replace a file of the run folder ``run``.
+
+    Raises
+    ------
+    ConfigError
+        ``out`` is an existing folder, or an existing file inside ``run`` (``model.json``, ``results.json``...).
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name, e.g. {out / 'predictions.csv'}")
+    if out.exists() and _inside(out.resolve(), Path(run).resolve()):
+        raise ConfigError(f"--out {out} would overwrite a file of the run folder {run}; choose another file name")
+    return out
+
+
+def _damaged(run_dir: Path, name: str, why: str) -> ConfigError:
+    return ConfigError(f"run {run_dir}: {name} is {why}; it is written by `imbvision train` — "
+                       f"rerun train into this folder with --overwrite (or restore the file)")
+
+
+def read_previous_results(run_dir: str | os.PathLike[str]) -> dict:
+    """``results.json`` of a run when it is whole, else ``{}`` (it is rewritten by ``evaluate``)."""
+    import json
+
+    try:
+        d = json.loads((Path(run_dir) / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def read_run_scores(run_dir: str | os.PathLike[str]):
+    """The derived files ``evaluate`` needs, checked: ``(raw_scores, split, rows_by_index)``.
+
+    ``raw_scores`` holds finite ``val`` and ``test`` lists as long as the split's parts; ``rows_by_index``
+    maps each split.csv index to its row (``path``, ``label``).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the missing or damaged file and how to make it again.
+    """
+    import csv
+    import json
+    import math
+
+    import numpy as np
+
+    from .data.splits import Split
+
+    run_dir = Path(run_dir)
+    try:
+        with open(run_dir / "split.csv", newline="", encoding="utf-8") as fh:
+            table = list(csv.DictReader(fh))
+        parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+        rows = {}
+        for r in table:
+            i = int(r["index"])
+            parts[r["split"]].append(i)
+            if r["label"] not in ("0", "1") or not r["path"]:
+                raise ValueError(f"bad row {r}")
+            rows[i] = r
+    except FileNotFoundError:
+        raise _damaged(run_dir, "split.csv", "missing") from None
+    except (OSError, ValueError, KeyError, TypeError, csv.Error) as exc:
+        raise _damaged(run_dir, "split.csv", f"damaged ({type(exc).__name__})") from None
+    split = Split(*(np.array(parts[k], dtype=np.int64) for k in ("train", "val", "test")))
+    if not len(split.val) or not len(split.test):
+        raise _damaged(run_dir, "split.csv", "damaged (no validation or test rows)")
+    try:
+        raw = json.loads((run_dir / "raw_scores.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _damaged(run_dir, "raw_scores.json", "missing") from None
+    except (OSError, ValueError) as exc:
+        raise _damaged(run_dir, "raw_scores.json", f"damaged ({type(exc).__name__})") from None
+    for part, n in (("val", len(split.val)), ("test", len(split.test))):
+        v = raw.get(part) if isinstance(raw, dict) else None
+        if (not isinstance(v, list) or len(v) != n
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and 0 <= x <= 1
+                           for x in v)):
+            raise _damaged(run_dir, "raw_scores.json", f"damaged (its {part!r} scores do not match the "
+                           f"{n} {part} rows of split.csv)")
+    return raw, split, rows

@@ -34,6 +34,17 @@ def _out() -> Console:
 DATA_HELP = "Data source: magnetic-tile:PATH, csv:PATH or PATH.csv, folder:PATH or a folder (with --positive), demo[:N[:RATE[:SEED]]]"
 
 
+#: What Ctrl-C leaves behind, per command (only what is true for that command).
+_INTERRUPTED = {
+    "embed": "embedded images are kept in the cache; rerun the same command to continue",
+    "compare": "finished cells are kept in --out; rerun the same command to continue",
+    "audit": "embedded images are kept in the cache; rerun the same command to continue",
+    "train": "nothing was written to --out; rerun the same command (fine-tuning: add --resume to continue "
+             "from the last checkpoint)",
+    "_": "stopped; nothing was changed",
+}
+
+
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -43,7 +54,7 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             _err().print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            _err().print("[yellow]interrupted[/]: finished work is kept; rerun with --resume to continue")
+            _err().print(f"[yellow]interrupted[/]: {_INTERRUPTED.get(fn.__name__, _INTERRUPTED['_'])}")
             raise typer.Exit(130) from None
     return wrapper
 
@@ -200,6 +211,7 @@ def predict(
     data: Optional[str] = typer.Option(None, "--data", help="Or a data source (" + DATA_HELP + ")"),
     positive: Optional[str] = typer.Option(None),
     out: Optional[Path] = typer.Option(None, "--out", help="Write predictions CSV here (default: print)"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights file, when it has moved since training (checked by SHA-256)"),
 ) -> None:
     """Probability and decision (at the stored threshold) per image; unreadable files are listed, not fatal."""
     from ._io import write_text
@@ -207,12 +219,19 @@ def predict(
     from .errors import ConfigError
     from .model import Model
 
-    model = Model.load(run)
+    from ._rundir import check_output_file
+    from .data.checks import check_file_name
+
+    if out is not None:
+        check_output_file(out, run)
+    model = Model.load(run, weights=weights)
     paths = [str(p) for p in images or []]
     if data:
         paths += [str(r.path) for r in load_source(data, positive=positive).records]
     if not paths:
         raise ConfigError("no images given: pass image files or --data SOURCE")
+    for p in paths:
+        check_file_name(p)
     rows, bad = model.predict_files(paths)
     buf = io.StringIO()
     w = csv.writer(buf)

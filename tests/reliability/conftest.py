@@ -38,3 +38,20 @@ def make_bundle_parts(seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, A
 @pytest.fixture
 def bundle_parts():
     return make_bundle_parts()
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_kwargs):
+    """A finished head-mode run (read-only for tests: copy it before changing anything)."""
+    import imbvision
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    imbvision.train(out=out, strategy="ce", progress=False, **tiny_kwargs)
+    return out
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    import shutil
+
+    return shutil.copytree(trained_run, tmp_path / "run")

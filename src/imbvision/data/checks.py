@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from .._io import atomic_write
 from .decode import load_mask, read_size
 from .records import Dataset, ImageRecord
 
-__all__ = ["CheckReport", "check_dataset", "file_digest"]
+__all__ = ["CheckReport", "check_dataset", "file_digest", "check_file_name", "printable_name"]
 
 
 @dataclass
@@ -51,7 +52,30 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def printable_name(path: object) -> str:
+    """A file name as text: bytes that are not UTF-8 shown as ``\\xNN`` (safe to print and to write to CSV)."""
+    return os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace")
+
+
+def check_file_name(path: object) -> None:
+    """Refuse a file name that is not valid UTF-8, naming it: every output (CSV, JSON, report) is UTF-8.
+
+    Raises
+    ------
+    BadFileError
+        With the name shown as :func:`printable_name` gives it.
+    """
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadFileError(printable_name(path), "file name is not valid UTF-8; rename the file "
+                           "(every output imbvision writes is UTF-8)") from None
+
+
 def _check_record(rec: ImageRecord) -> None:
+    check_file_name(rec.path)
+    if rec.mask is not None:
+        check_file_name(rec.mask)
     size = read_size(rec.path)
     if rec.mask is not None:
         if not Path(rec.mask).exists():

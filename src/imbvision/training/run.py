@@ -176,21 +176,17 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
 
     The test split is used here only; the threshold and calibration come from validation.
     """
-    from ..data.splits import read_split_csv
     from ..evaluation import build_run_report, evaluate_scores
     from ..model import Model
 
     run_dir = Path(run_dir)
     model = Model.load(run_dir)
     cfg = TrainConfig.from_dict(model.meta["config"])
-    prev = read_json(run_dir / "results.json") if (run_dir / "results.json").exists() else {}
+    from .._rundir import read_previous_results, read_run_scores
+
+    prev = read_previous_results(run_dir)  # derived: a damaged one is rewritten below
     train_info = train_info or prev.get("train", {})
-    raw = read_json(run_dir / "raw_scores.json")
-    split = read_split_csv(run_dir / "split.csv")
-    rows = {}
-    with open(run_dir / "split.csv", newline="", encoding="utf-8") as fh:
-        for r in csv.DictReader(fh):
-            rows[int(r["index"])] = r
+    raw, split, rows = read_run_scores(run_dir)  # missing/damaged: one line naming the file
     y_val = np.array([int(rows[i]["label"]) for i in split.val])
     y_test = np.array([int(rows[i]["label"]) for i in split.test])
     paths_test = [rows[i]["path"] for i in split.test]
