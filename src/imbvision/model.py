@@ -129,9 +129,7 @@ class Model:
         if meta["mode"] == "head":
             try:
                 model._get_head()  # head parameters are checked (and sized) now, not mid-predict
-            except BundleError:
-                raise
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError) as exc:  # BundleError and ConfigError are ValueErrors
                 raise BundleError(f"{meta_path}: the head cannot be rebuilt from its config and arrays ({exc})") from None
         if weights is not None or meta["backbone"].get("weights_file_sha256"):
             from .bundle_schema import resolve_weights
