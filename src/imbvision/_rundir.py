@@ -37,23 +37,25 @@ def _is_rank0() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def data_roots(source: str) -> list[Path]:
-    """Folders a source string reads: scanned folders, and the folder of a CSV manifest.
+def data_roots(source: str) -> list[tuple[Path, bool]]:
+    """Folders a source string reads, each with whether it is *scanned* for images.
 
+    Class-folder and magnetic-tile roots are scanned (anything put there becomes
+    data); a CSV manifest lists its files, so only its own folder is protected.
     Cheap (no listing), so it can be checked before any work. ``demo`` sources live in the cache.
     """
     text = str(source).strip()
     kind, sep, rest = text.partition(":")
     if sep and kind in ("magnetic-tile", "folder"):
-        return [Path(rest)]
+        return [(Path(rest), True)]
     if sep and kind == "csv":
-        return [Path(rest).parent]
+        return [(Path(rest).parent, False)]
     if sep and kind == "demo" or text == "demo":
         return []
     p = Path(text)
     if p.suffix.lower() == ".csv":
-        return [p.parent]
-    return [p] if p.is_dir() else []
+        return [(p.parent, False)]
+    return [(p, True)] if p.is_dir() else []
 
 
 def _inside(a: Path, b: Path) -> bool:
@@ -72,9 +74,9 @@ def refuse_out_in_data(out: str | os.PathLike[str], source: str) -> None:
     run; a run folder that holds the data would be replaced by ``--overwrite``.
     """
     o = Path(out).resolve()
-    for root in data_roots(source):
+    for root, scanned in data_roots(source):
         r = root.resolve()
-        if _inside(o, r):
+        if scanned and _inside(o, r):
             raise ConfigError(f"--out {out} is inside the data folder {root}: its files would be read back as data "
                               "on the next run; choose an --out outside the data")
         if _inside(r, o):
@@ -239,3 +241,34 @@ def read_run_scores(run_dir: str | os.PathLike[str]):
             raise _damaged(run_dir, "raw_scores.json", f"damaged (its {part!r} scores do not match the "
                            f"{n} {part} rows of split.csv)")
     return raw, split, rows
+
+
+def check_resume_data(run_dir: str | os.PathLike[str], records, *, resume: bool) -> str:
+    """Record the data fingerprint of a run; with ``resume``, refuse data that changed since it began.
+
+    The fingerprint covers every record's content, label, mask and group
+    (:func:`imbvision._fingerprint.records_fingerprint`), so relabelled or
+    dropped rows behind the same source string are noticed.
+
+    Raises
+    ------
+    ConfigError
+        ``resume`` and the run folder was started on other data.
+    """
+    import json
+
+    from ._fingerprint import records_fingerprint
+    from ._io import write_json
+
+    path = Path(run_dir) / "data_fingerprint.json"
+    fp = records_fingerprint(records)
+    if resume and path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8")).get("records")
+        except (OSError, ValueError, AttributeError):
+            old = None
+        if old is not None and old != fp:
+            raise ConfigError(f"--resume: the data changed since this run began (file contents, labels, masks or "
+                              f"groups differ from {path}); rerun with --overwrite to start afresh")
+    write_json(path, {"records": fp, "images": len(records)})
+    return fp

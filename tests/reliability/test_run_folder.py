@@ -111,3 +111,47 @@ def test_out_holding_the_data_is_refused(tmp_path, tiny_kwargs):
     kw = dict(_kw(tiny_kwargs), data=f"folder:{root}", positive="defect")
     with pytest.raises(ConfigError, match="holds the data folder"):
         imbvision.train(out=tmp_path / "proj", strategy="ce", **kw)
+
+
+def test_resume_refuses_changed_data(tmp_path, tiny_manifest, tiny_kwargs):
+    import csv
+
+    rows = list(csv.DictReader(open(tiny_manifest, newline="", encoding="utf-8")))
+    for r in rows:
+        r["path"] = str((tiny_manifest.parent / r["path"]).resolve())
+        r["mask"] = str((tiny_manifest.parent / r["mask"]).resolve()) if r.get("mask") else ""
+    m = tmp_path / "m.csv"
+
+    def write(rs):
+        with open(m, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rs[0]))
+            w.writeheader()
+            w.writerows(rs)
+
+    write(rows)
+    kw = dict(_kw(tiny_kwargs), data=str(m))
+    out = tmp_path / "run"
+    imbvision.train(out=out, strategy="ce", **kw)
+    rows[0]["label"] = "1" if rows[0]["label"] == "0" else "0"
+    write(rows)
+    with pytest.raises(ConfigError, match="the data changed since this run began"):
+        imbvision.train(out=out, strategy="ce", resume=True, **kw)
+    imbvision.train(out=out, strategy="ce", overwrite=True, **kw)
+
+
+def test_compare_out_inside_the_data_is_refused(tmp_path, tiny_kwargs):
+    from imbvision.experiments.compare import run_compare
+
+    root = _class_folders(tmp_path / "data")
+    kw = {k: v for k, v in tiny_kwargs.items() if k not in ("data", "n_boot", "max_synthetic")}
+    with pytest.raises(ConfigError, match="inside the data folder"):
+        run_compare(str(root), out=root / "ok" / "cmp", positive="defect", progress=False, **kw)
+    assert not (root / "ok" / "cmp").exists()
+
+
+def test_out_holding_a_manifest_is_refused_beside_it_is_fine(tmp_path, tiny_manifest, tiny_kwargs):
+    from imbvision._rundir import refuse_out_in_data
+
+    with pytest.raises(ConfigError, match="holds the data folder"):
+        refuse_out_in_data(tiny_manifest.parent, f"csv:{tiny_manifest}")
+    refuse_out_in_data(tiny_manifest.parent / "runs" / "x", f"csv:{tiny_manifest}")  # listed files only: fine

@@ -261,6 +261,8 @@ def run_compare(
         from .ray_executor import require_ray
         require_ray()  # before any work: say how to install it
     names = resolve_strategies(strategies)
+    from .._rundir import refuse_out_in_data
+    refuse_out_in_data(out, data)  # its example PNGs would be read back as data
     out = ensure_output_dir(out)
     kind = features if features != "auto" else ("both" if tiles >= 2 else "global")
     cfg = {"data": data, "strategies": names, "seeds": seeds, "folds": folds, "mode": mode, "positive": positive,

@@ -122,6 +122,8 @@ def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> R
                         skip_bad=cfg.skip_bad, train_positive_rate=cfg.train_positive_rate, out_dir=out,
                         progress=progress)
     ds, split = prep.dataset, prep.split
+    from .._rundir import check_resume_data
+    check_resume_data(out, ds.records, resume=resume)  # a resumed run must see the same data
     y = ds.labels
     examples: dict[str, list] = {}
     if cfg.mode == "head":
