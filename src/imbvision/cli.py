@@ -41,7 +41,8 @@ _INTERRUPTED = {
     "audit": "embedded images are kept in the cache; rerun the same command to continue",
     "train": "nothing was written to --out; rerun the same command (fine-tuning: add --resume to continue "
              "from the last checkpoint)",
-    "_": "stopped; nothing was changed",
+    "demo": "finished cells are kept; rerun the same command to continue",
+    "_": "stopped; every file already written is whole (writes are atomic); rerun the same command",
 }
 
 
