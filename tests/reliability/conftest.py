@@ -55,3 +55,21 @@ def run_copy(trained_run, tmp_path):
     import shutil
 
     return shutil.copytree(trained_run, tmp_path / "run")
+
+
+@pytest.fixture
+def class_folders():
+    """Make a class-folder tree ``root/ok`` (negatives) and ``root/defect`` (a white square) of 32 px PNGs."""
+    def make(root, n_ok: int = 30, n_defect: int = 10):
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        for cls, n in (("ok", n_ok), ("defect", n_defect)):
+            (root / cls).mkdir(parents=True)
+            for i in range(n):
+                arr = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+                if cls == "defect":
+                    arr[8:20, 8:20] = 255
+                Image.fromarray(arr).save(root / cls / f"{i}.png")
+        return root
+    return make

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -81,23 +79,9 @@ def test_killed_run_leaves_no_finished_looking_folder(tmp_path, tiny_kwargs, mon
     assert not out.exists()
 
 
-def _class_folders(root: Path) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for cls, n in (("ok", 30), ("defect", 10)):
-        (root / cls).mkdir(parents=True)
-        for i in range(n):
-            arr = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-            if cls == "defect":
-                arr[8:20, 8:20] = 255
-            Image.fromarray(arr).save(root / cls / f"{i}.png")
-    return root
-
-
 @pytest.mark.parametrize("where", ["defect/run", "run", "."])
-def test_out_inside_the_data_is_refused(tmp_path, tiny_kwargs, where):
-    root = _class_folders(tmp_path / "data")
+def test_out_inside_the_data_is_refused(tmp_path, tiny_kwargs, where, class_folders):
+    root = class_folders(tmp_path / "data")
     kw = dict(_kw(tiny_kwargs), data=str(root), positive="defect")
     out = root / where
     with pytest.raises(ConfigError, match="inside the data folder"):
@@ -106,8 +90,8 @@ def test_out_inside_the_data_is_refused(tmp_path, tiny_kwargs, where):
     assert len(list((root / "defect").iterdir())) == 10
 
 
-def test_out_holding_the_data_is_refused(tmp_path, tiny_kwargs):
-    root = _class_folders(tmp_path / "proj" / "data")
+def test_out_holding_the_data_is_refused(tmp_path, tiny_kwargs, class_folders):
+    root = class_folders(tmp_path / "proj" / "data")
     kw = dict(_kw(tiny_kwargs), data=f"folder:{root}", positive="defect")
     with pytest.raises(ConfigError, match="holds the data folder"):
         imbvision.train(out=tmp_path / "proj", strategy="ce", **kw)
@@ -139,10 +123,10 @@ def test_resume_refuses_changed_data(tmp_path, tiny_manifest, tiny_kwargs):
     imbvision.train(out=out, strategy="ce", overwrite=True, **kw)
 
 
-def test_compare_out_inside_the_data_is_refused(tmp_path, tiny_kwargs):
+def test_compare_out_inside_the_data_is_refused(tmp_path, tiny_kwargs, class_folders):
     from imbvision.experiments.compare import run_compare
 
-    root = _class_folders(tmp_path / "data")
+    root = class_folders(tmp_path / "data")
     kw = {k: v for k, v in tiny_kwargs.items() if k not in ("data", "n_boot", "max_synthetic")}
     with pytest.raises(ConfigError, match="inside the data folder"):
         run_compare(str(root), out=root / "ok" / "cmp", positive="defect", progress=False, **kw)

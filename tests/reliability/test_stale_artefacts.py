@@ -10,7 +10,6 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from imbvision.experiments.compare import run_compare
@@ -110,19 +109,9 @@ def test_damaged_synthetic_cache_is_recomputed(tmp_path, tiny_manifest, tiny_kwa
         assert fh.metadata()["key"] and fh.get_tensor("X").shape[0] > 0
 
 
-def test_failed_compare_leaves_nothing_that_blocks_the_fix(tmp_path, tiny_kwargs):
+def test_failed_compare_leaves_nothing_that_blocks_the_fix(tmp_path, tiny_kwargs, class_folders):
     """Forgetting --positive on a class-folder source, then the corrected command into the same --out."""
-    from PIL import Image
-
-    root = tmp_path / "folders"
-    rng = np.random.default_rng(0)
-    for cls, n in (("ok", 40), ("defect", 12)):
-        (root / cls).mkdir(parents=True)
-        for i in range(n):
-            arr = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-            if cls == "defect":
-                arr[8:20, 8:20] = 255
-            Image.fromarray(arr).save(root / cls / f"{i}.png")
+    root = class_folders(tmp_path / "folders", 40, 12)
     out = tmp_path / "cmp"
     kw = dict(_kw(tiny_kwargs), seeds=1)
     with pytest.raises(ValueError, match="--positive"):
