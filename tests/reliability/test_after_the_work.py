@@ -208,3 +208,32 @@ def test_memory_sizing_parameters_are_range_checked(tmp_path, tiny_kwargs, extra
                             "--cache-dir", tiny_kwargs["cache_dir"], *extra])
     _one_line_error(r, needle)
     assert not (tmp_path / "r").exists()
+
+
+class _Damaged:
+    """A map-style dataset whose item 3 is a damaged file (as the fine-tune loaders read them)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        from imbvision.data.decode import load_image_array
+        if i == 3:
+            load_image_array(self.path)
+        return i
+
+
+def test_any_dataloader_worker_error_is_the_same_one_line_error(tmp_path):
+    from torch.utils.data import DataLoader
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    msgs = []
+    for workers in (0, 2):
+        with pytest.raises(BadFileError) as e:
+            list(DataLoader(_Damaged(bad), batch_size=2, num_workers=workers))
+        msgs.append((str(e.value), e.value.path))
+    assert msgs[0] == msgs[1] and msgs[0][1] == str(bad) and "\n" not in msgs[0][0]
