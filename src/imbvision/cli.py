@@ -112,6 +112,8 @@ def embed(
     from .data.checks import check_dataset
     from .data.sources import cache_root, load_source
 
+    from .backbones.embed import check_embed_settings
+    check_embed_settings(image_size=image_size, tiles=tiles, batch_size=batch_size, workers=workers)
     out = ensure_output_dir(out)
     ds = load_source(data, positive=positive)
     rep = check_dataset(ds, skip_bad=skip_bad, progress=True)
@@ -276,6 +278,8 @@ def audit(
 
     if data is None:
         raise ConfigError("--data is required (the dataset to audit, or the one the --review file was made from)")
+    from ._limits import check_range
+    check_range("seed", seed)
     ds = load_source(data, positive=positive)
     if review is not None:
         target = manifest_out or (Path(out) if out else review.parent) / "reviewed_manifest.csv"

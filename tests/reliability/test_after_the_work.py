@@ -237,3 +237,26 @@ def test_any_dataloader_worker_error_is_the_same_one_line_error(tmp_path):
             list(DataLoader(_Damaged(bad), batch_size=2, num_workers=workers))
         msgs.append((str(e.value), e.value.path))
     assert msgs[0] == msgs[1] and msgs[0][1] == str(bad) and "\n" not in msgs[0][0]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["audit", "--seed", "-1"], "--seed -1 invalid"),
+    (["embed", "--batch-size", "100000000"], "--batch-size 100000000 invalid"),
+    (["embed", "--image-size", "100000"], "--image-size 100000 invalid"),
+    (["embed", "--workers", "1000"], "--workers 1000 invalid"),
+])
+def test_other_commands_range_check_before_any_work(tmp_path, tiny_kwargs, monkeypatch, args, needle):
+    import imbvision.data.checks as checks
+
+    def no_work(*a, **k):
+        raise AssertionError("images were checked before the options")
+
+    monkeypatch.setattr(checks, "check_dataset", no_work)
+    r = runner.invoke(app, [*args, "--data", tiny_kwargs["data"], "--out", str(tmp_path / "o"),
+                            "--backbone", "test_efficientnet", "--weights", "none"])
+    _one_line_error(r, needle)
+
+
+def test_demo_size_is_bounded(tmp_path):
+    r = runner.invoke(app, ["demo", "--n", "100000000", "--out", str(tmp_path / "d")])
+    _one_line_error(r, "n=100000000 invalid")

@@ -33,7 +33,7 @@ from ..errors import BadFileError, ConfigError
 from .engine import make_engine
 from .registry import Backbone, create_backbone
 
-__all__ = ["Embeddings", "embed_dataset", "embed_arrays", "tile_boxes", "preprocess", "PREPROCESS_VERSION"]
+__all__ = ["Embeddings", "embed_dataset", "check_embed_settings", "embed_arrays", "tile_boxes", "preprocess", "PREPROCESS_VERSION"]
 
 PREPROCESS_VERSION = "resize-bilinear-aa-v1"
 TILE_OVERLAP = 0.25
@@ -190,6 +190,19 @@ class _Cache:
             self._read_only(exc)
 
 
+def check_embed_settings(*, image_size: int = 224, tiles: int = 0, batch_size: int = 32,
+                         workers: int | None = None) -> None:
+    """Range-check the settings that size memory, before any work (one :class:`ConfigError` line)."""
+    from .._limits import check_range
+
+    check_range("image_size", image_size)
+    if isinstance(tiles, bool) or tiles not in (0, 2, 3, 4, 5, 6):
+        raise ConfigError(f"--tiles {tiles!r} invalid; use 0 (whole image only) or 2..6")
+    check_range("batch_size", batch_size, 1, 4096)
+    if workers is not None:
+        check_range("workers", workers)
+
+
 def embed_dataset(
     dataset: Dataset | Sequence[ImageRecord],
     *,
@@ -224,14 +237,7 @@ def embed_dataset(
         ``auto`` (ONNX when exact, else PyTorch), ``onnx`` or ``torch``.
     """
     records = list(dataset.records if isinstance(dataset, Dataset) else dataset)
-    if image_size < 32 or image_size > 1024:
-        raise ConfigError(f"image_size {image_size} invalid; use 32..1024")
-    if tiles < 0 or tiles == 1 or tiles > 6:
-        raise ConfigError(f"tiles {tiles} invalid; use 0 (whole image only) or 2..6")
-    if not 1 <= batch_size <= 4096:
-        raise ConfigError(f"--batch-size {batch_size} invalid; use 1..4096")
-    if workers is not None and not 0 <= workers <= 64:
-        raise ConfigError(f"--workers {workers} invalid; use 0..64")
+    check_embed_settings(image_size=image_size, tiles=tiles, batch_size=batch_size, workers=workers)
     bb = backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights)
     settings = _settings(bb, image_size, tiles)
     cache = _Cache(Path(cache_dir) if cache_dir else None, settings)

@@ -103,17 +103,12 @@ class TrainConfig:
         return Path(self.cache_dir) if self.cache_dir else cache_root()
 
 
-#: Ranges of every setting that sizes memory (or seeds numpy/scikit-learn, which need 0..2**32-1).
-_RANGES = {"seed": (0, 2**32 - 2), "image_size": (32, 1024), "batch_size": (2, 4096), "workers": (0, 64),
-           "devices": (1, 1024), "max_synthetic": (0, 100_000), "n_boot": (0, 1_000_000), "patience": (0, 10_000),
-           "epochs": (1, 100_000)}
-
-
 def _check_sizes(cfg: "TrainConfig") -> None:
-    for name, (lo, hi) in _RANGES.items():
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise ConfigError(f"--{name.replace('_', '-')} {v!r} invalid; use an integer in {lo}..{hi}")
+    from .._limits import RANGES, check_range
+
+    for name in RANGES:
+        if hasattr(cfg, name):
+            check_range(name, getattr(cfg, name))
     if cfg.tiles not in (0, 2, 3, 4, 5, 6) or isinstance(cfg.tiles, bool):
         raise ConfigError(f"--tiles {cfg.tiles!r} invalid; use 0 (whole image only) or 2..6")
     for name in ("val", "test"):
