@@ -118,6 +118,9 @@ def open_run_dir(out: str | os.PathLike[str], *, overwrite: bool = False, resume
         raise ConfigError(f"--out {out} already holds a run; pass --overwrite to replace it, --resume to continue it, "
                           "or choose a new --out")
     stage = staging_dir(out)
+    if not (resume or overwrite) and (stage / "checkpoints" / "last.safetensors").is_file():
+        raise ConfigError(f"--out {out} has an interrupted fine-tune run with a checkpoint ({stage.parent}); "
+                          "pass --resume to continue it, or --overwrite to start afresh")
     if _is_rank0():
         if resume and stage.is_dir():
             pass  # an interrupted run: continue where it stopped

@@ -139,3 +139,15 @@ def test_out_holding_a_manifest_is_refused_beside_it_is_fine(tmp_path, tiny_mani
     with pytest.raises(ConfigError, match="holds the data folder"):
         refuse_out_in_data(tiny_manifest.parent, f"csv:{tiny_manifest}")
     refuse_out_in_data(tiny_manifest.parent / "runs" / "x", f"csv:{tiny_manifest}")  # listed files only: fine
+
+
+def test_interrupted_fine_tune_checkpoint_is_not_thrown_away(tmp_path, tiny_kwargs):
+    out = tmp_path / "run"
+    ckpt = staging_dir(out) / "checkpoints" / "last.safetensors"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"stands for a checkpoint")
+    with pytest.raises(ConfigError, match="interrupted fine-tune run with a checkpoint.*--resume"):
+        imbvision.train(out=out, strategy="ce", **_kw(tiny_kwargs))
+    assert ckpt.is_file()
+    imbvision.train(out=out, strategy="ce", overwrite=True, **_kw(tiny_kwargs))
+    assert (out / "model.json").is_file() and not staging_dir(out).parent.exists()

@@ -86,7 +86,10 @@ def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, pro
         Run folder: ``config.json``, ``split.csv``, ``model.safetensors`` + ``model.json``,
         ``results.json``, ``scores_test.csv``, ``report.html``.
     resume
-        Fine-tuning: continue from the last checkpoint in ``out``.
+        Fine-tuning: continue from the last checkpoint (of an interrupted run, kept in its
+        staging folder, or of the finished run in ``out``).
+    overwrite
+        Replace the run already in ``out`` (only once the new one is whole).
     """
     from .._rundir import commit_run_dir, discard_run_dir, open_run_dir
 
