@@ -139,12 +139,29 @@ def discard_run_dir(out: str | os.PathLike[str]) -> None:
         shutil.rmtree(stage.parent, ignore_errors=True)
 
 
+def _name_final_folder(stage: Path, out: Path) -> None:
+    """The report names the folder it was written in: name the final one instead of the staging one."""
+    import html
+
+    from ._io import write_text
+
+    report = stage / "report.html"
+    try:
+        text = report.read_text(encoding="utf-8")
+    except OSError:
+        return
+    new = text.replace(html.escape(str(stage)), html.escape(str(out))).replace(str(stage), str(out))
+    if new != text:
+        write_text(report, new)
+
+
 def commit_run_dir(out: str | os.PathLike[str]) -> Path:
     """Move the finished staging folder onto ``out`` (an older run there is replaced whole)."""
     out = Path(out)
     stage = staging_dir(out)
     if not _is_rank0():
         return out
+    _name_final_folder(stage, out)
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         os.rename(out, old)

@@ -32,6 +32,8 @@ def test_existing_run_refused_without_overwrite_or_resume(tmp_path, tiny_kwargs)
     # Nothing of the older run survives: no copy-paste examples, no stale bad_files.csv.
     assert not (out / "examples").exists() and not (out / "bad_files.csv").exists()
     assert json.loads((out / "results.json").read_text())["strategy"] == "ce"
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert ".partial" not in report and str(out) in report  # the report names the final folder
     r = runner.invoke(app, ["evaluate", str(out)], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     assert "copy-paste" not in (out / "report.html").read_text(encoding="utf-8")
