@@ -131,7 +131,8 @@ class Model:
                 model._get_head()  # head parameters are checked (and sized) now, not mid-predict
             except (ValueError, KeyError, TypeError) as exc:  # BundleError and ConfigError are ValueErrors
                 raise BundleError(f"{meta_path}: the head cannot be rebuilt from its config and arrays ({exc})") from None
-        if weights is not None or meta["backbone"].get("weights_file_sha256"):
+        # Head mode needs the backbone weights file; a fine-tuned bundle holds every weight itself.
+        if meta["mode"] == "head" and (weights is not None or meta["backbone"].get("weights_file_sha256")):
             from .bundle_schema import resolve_weights
             resolve_weights(meta, run_dir, weights)  # a missing or swapped weights file is named now, not mid-predict
         return model
