@@ -150,11 +150,13 @@ def test_resume_after_sigkill(base, tmp_path):
     code = (f"import imbvision; imbvision.train(out={str(out)!r}, progress=False, strategy='ce', **{kw!r})")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
-    while not (out / "checkpoints" / "last.json").exists() and proc.poll() is None and time.time() < deadline:
+    from imbvision._rundir import staging_dir
+    ckpt = staging_dir(out) / "checkpoints" / "last.json"  # the run is built beside --out, renamed when whole
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert (out / "checkpoints" / "last.json").exists(), proc.stderr.read().decode()[-2000:]
+    assert ckpt.exists() and not out.exists(), proc.stderr.read().decode()[-2000:]
     resumed = imbvision.train(out=out, progress=False, resume=True, strategy="ce", **kw)
     full = imbvision.train(out=tmp_path / "full", progress=False, strategy="ce", **kw)
     a = json.loads((resumed.out / "results.json").read_text())

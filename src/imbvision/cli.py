@@ -33,6 +33,18 @@ def _out() -> Console:
 DATA_HELP = "Data source: magnetic-tile:PATH, csv:PATH or PATH.csv, folder:PATH or a folder (with --positive), demo[:N[:RATE[:SEED]]]"
 
 
+#: What Ctrl-C leaves behind, per command (only what is true for that command).
+_INTERRUPTED = {
+    "embed": "embedded images are kept in the cache; rerun the same command to continue",
+    "compare": "finished cells are kept in --out; rerun the same command to continue",
+    "audit": "embedded images are kept in the cache; rerun the same command to continue",
+    "train": "nothing was written to --out; rerun the same command (fine-tuning: add --resume to continue "
+             "from the last checkpoint)",
+    "demo": "finished cells are kept; rerun the same command to continue",
+    "_": "stopped; every file already written is whole (writes are atomic); rerun the same command",
+}
+
+
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -42,7 +54,7 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             _err().print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            _err().print("[yellow]interrupted[/]: finished work is kept; rerun with --resume to continue")
+            _err().print(f"[yellow]interrupted[/]: {_INTERRUPTED.get(fn.__name__, _INTERRUPTED['_'])}")
             raise typer.Exit(130) from None
     return wrapper
 
@@ -99,6 +111,8 @@ def embed(
     from .data.checks import load_checked
     from .data.sources import cache_root
 
+    from .backbones.embed import check_embed_settings
+    check_embed_settings(image_size=image_size, tiles=tiles, batch_size=batch_size, workers=workers)
     out = ensure_output_dir(out)
     rep = load_checked(data, positive=positive, skip_bad=skip_bad, out_dir=out, progress=True)
     emb = embed_dataset(rep.dataset, backbone=backbone, weights=weights, image_size=image_size, tiles=tiles,
@@ -154,6 +168,7 @@ def train(
     workers: int = typer.Option(0, help="Fine-tune: DataLoader workers"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out"),
     group_duplicates: bool = typer.Option(True, "--group-duplicates/--no-group-duplicates", help="Keep exact and near duplicates on one side of the split"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out (once the new one is done)"),
 ) -> None:
     """Train one model, tune its threshold on validation, report on test."""
     from .training.config import TrainConfig
@@ -166,7 +181,7 @@ def train(
                       batch_size=batch_size, lr=lr, head_lr=head_lr, weight_decay=weight_decay, unfreeze=unfreeze, patience=patience, accelerator=accelerator,
                       devices=devices, precision=precision, dist_strategy=dist_strategy, workers=workers,
                       group_duplicates=group_duplicates)
-    res = run_train(cfg, out, resume=resume)
+    res = run_train(cfg, out, resume=resume, overwrite=overwrite)
     _out().print(_metrics_table([{"name": res.recipe, "metrics": res.metrics}],
                                      f"test metrics at threshold {res.threshold:.3f} (chosen on validation)"))
     _out().print(f"report: {res.report}")
@@ -192,6 +207,7 @@ def predict(
     data: Optional[str] = typer.Option(None, "--data", help="Or a data source (" + DATA_HELP + ")"),
     positive: Optional[str] = typer.Option(None),
     out: Optional[Path] = typer.Option(None, "--out", help="Write predictions CSV here (default: print)"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights file, when it has moved since training (checked by SHA-256)"),
 ) -> None:
     """Probability and decision (at the stored threshold) per image; unreadable files are listed, not fatal."""
     from ._io import write_text
@@ -199,12 +215,19 @@ def predict(
     from .errors import ConfigError
     from .model import Model
 
-    model = Model.load(run)
+    from ._rundir import check_output_file
+    from .data.checks import check_file_name
+
+    if out is not None:
+        check_output_file(out, run)
+    model = Model.load(run, weights=weights)
     paths = [str(p) for p in images or []]
     if data:
         paths += [str(r.path) for r in load_source(data, positive=positive).records]
     if not paths:
         raise ConfigError("no images given: pass image files or --data SOURCE")
+    for p in paths:
+        check_file_name(p)
     rows, bad = model.predict_files(paths)
     text = csv_text(["path", "probability", "decision", "error"],
                     [[r["path"], f"{r['probability']:.6f}", r["decision"], ""] for r in rows]
@@ -244,6 +267,8 @@ def audit(
 
     if data is None:
         raise ConfigError("--data is required (the dataset to audit, or the one the --review file was made from)")
+    from ._limits import check_range
+    check_range("seed", seed)
     ds = load_source(data, positive=positive)
     if review is not None:
         target = manifest_out or (Path(out) if out else review.parent) / "reviewed_manifest.csv"
@@ -317,7 +342,7 @@ def _demo_quick(out: Path, n: int, rate: float, seed: int) -> None:
     rows = []
     for strat in ("ce", "weighted-ce"):
         res = run_train(None, out / strat, data=f"demo:{n}:{rate}:{seed}", strategy=strat, seed=seed, n_boot=500,
-                        progress=False)
+                        progress=False, overwrite=True)
         rows.append({"name": strat, "metrics": res.metrics})
     _out().print(_metrics_table(rows, "demo: logistic-regression head on frozen EfficientNet-Lite0 features"))
 

@@ -20,10 +20,22 @@ class DataError(ImbvisionError):
 class BadFileError(DataError):
     """One file cannot be used; ``path`` names it and ``reason`` says why."""
 
-    def __init__(self, path: object, reason: str) -> None:
+    def __init__(self, path: object, reason: str | None = None) -> None:
+        if reason is None:
+            # PyTorch re-raises an error from a DataLoader worker as ``type(msg)`` with the worker's traceback
+            # text; keep only its last line, so any worker count gives the same one-line error.
+            path, reason = _from_worker_text(str(path))
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+def _from_worker_text(text: str) -> tuple[str, str]:
+    lines = text.rstrip().splitlines() or [""]
+    last, marker = lines[-1], "BadFileError: "
+    body = last[last.find(marker) + len(marker):] if marker in last else last
+    path, sep, reason = body.partition(": ")
+    return (path, reason) if sep else ("", body)
 
 
 class ConfigError(ImbvisionError):

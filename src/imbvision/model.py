@@ -23,7 +23,7 @@ from .errors import BadFileError, BundleError
 __all__ = ["Model", "save_bundle", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "imbvision-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model.json covered by meta_sha256 and validated (bundle_schema)
 WEIGHTS = "model.safetensors"
 META = "model.json"
 
@@ -38,16 +38,34 @@ def _versions() -> dict[str, str]:
 
 
 def save_bundle(run_dir: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
-    """Write ``model.safetensors`` then ``model.json`` (with the weights' hash) atomically."""
+    """Write ``model.safetensors`` then ``model.json`` atomically.
+
+    ``model.json`` gets the weights' SHA-256, the backbone weights file's absolute
+    path and SHA-256 (so the bundle works from any folder), and ``meta_sha256``
+    over everything else; it is validated against :mod:`imbvision.bundle_schema`
+    before it is written, so every saved bundle loads.
+    """
     from safetensors.numpy import save
+
+    from .bundle_schema import meta_digest, validate_meta, weights_record
 
     run_dir = Path(run_dir)
     with atomic_write(run_dir / WEIGHTS, "wb") as fh:
         fh.write(save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
+    meta = json.loads(json.dumps(meta, default=_plain))  # plain JSON types, as a reader will see them
+    if isinstance(meta.get("backbone"), dict):
+        meta["backbone"].update(weights_record(meta["backbone"].get("weights")))
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta,
             "versions": _versions(), "weights_sha256": _sha256(run_dir / WEIGHTS)}
+    meta["meta_sha256"] = meta_digest(meta)
+    validate_meta(meta, run_dir / META)
     write_json(run_dir / META, meta)
     return run_dir / META
+
+
+def _plain(obj: Any) -> Any:
+    from ._io import _default
+    return _default(obj)
 
 
 @dataclass
@@ -68,11 +86,20 @@ class Model:
     _backbone: Any = field(default=None, repr=False)
     _post: Any = field(default=None, repr=False)
     _net: Any = field(default=None, repr=False)
+    weights_override: str | None = field(default=None, repr=False)
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> "Model":
-        """Read and verify a bundle; raises :class:`BundleError` when anything is off."""
+    def load(cls, run_dir: str | Path, *, weights: str | Path | None = None) -> "Model":
+        """Read and verify a bundle; raises :class:`BundleError` when anything is off.
+
+        ``model.json`` is checked against its ``meta_sha256`` and the schema of
+        :mod:`imbvision.bundle_schema`; ``model.safetensors`` against ``weights_sha256``.
+        ``weights`` points to the backbone weights file when it has moved since training
+        (it must have the SHA-256 recorded at training).
+        """
         from safetensors.numpy import load_file
+
+        from .bundle_schema import validate_meta
 
         run_dir = Path(run_dir)
         meta_path, w_path = run_dir / META, run_dir / WEIGHTS
@@ -80,12 +107,9 @@ class Model:
             raise BundleError(f"{run_dir} is not a model folder: expected {META} and {WEIGHTS} (made by `imbvision train`)")
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleError(f"{meta_path} is not valid JSON ({exc}); the bundle is damaged") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise BundleError(f"{meta_path} is not an imbvision model description (format {meta.get('format') if isinstance(meta, dict) else None!r})")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise BundleError(f"{meta_path} has format_version {meta.get('format_version')!r}; this imbvision reads {FORMAT_VERSION}")
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise BundleError(f"{meta_path} is not valid JSON ({type(exc).__name__}); the bundle is damaged") from None
+        validate_meta(meta, meta_path)
         digest = _sha256(w_path)
         if digest != meta.get("weights_sha256"):
             raise BundleError(f"{w_path} does not match the hash in {META}: the weights were changed or truncated; retrain or restore the file")
@@ -93,7 +117,17 @@ class Model:
             arrays = load_file(str(w_path))
         except Exception as exc:  # noqa: BLE001 - any parse failure is a damaged bundle
             raise BundleError(f"{w_path} cannot be read as safetensors ({exc})") from None
-        return cls(meta, arrays, run_dir)
+        model = cls(meta, arrays, run_dir, weights_override=None if weights is None else str(weights))
+        if meta["mode"] == "head":
+            try:
+                model._get_head()  # head parameters are checked (and sized) now, not mid-predict
+            except (ValueError, KeyError, TypeError) as exc:  # BundleError and ConfigError are ValueErrors
+                raise BundleError(f"{meta_path}: the head cannot be rebuilt from its config and arrays ({exc})") from None
+        # Head mode needs the backbone weights file; a fine-tuned bundle holds every weight itself.
+        if meta["mode"] == "head" and (weights is not None or meta["backbone"].get("weights_file_sha256")):
+            from .bundle_schema import resolve_weights
+            resolve_weights(meta, run_dir, weights)  # a missing or swapped weights file is named now, not mid-predict
+        return model
 
     # -- building blocks -------------------------------------------------------------
     @property
@@ -111,7 +145,8 @@ class Model:
         if self._backbone is None:
             from .backbones import create_backbone
             b = self.meta["backbone"]
-            self._backbone = create_backbone(b["name"], weights=b.get("weights"))
+            from .bundle_schema import resolve_weights
+            self._backbone = create_backbone(b["name"], weights=resolve_weights(self.meta, self.run_dir, self.weights_override))
             if self._backbone.weights_id != b["weights_id"]:
                 raise BundleError(
                     f"backbone weights differ from training ({self._backbone.weights_id} vs {b['weights_id']}); "

@@ -18,6 +18,7 @@ from imbvision.data.checks import check_dataset
 from imbvision.data.decode import load_image
 from imbvision.data.sources import read_csv
 from imbvision.errors import BadFileError, BundleError
+from imbvision.bundle_schema import meta_digest
 from imbvision.model import Model, save_bundle
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -112,15 +113,14 @@ def test_no_unsafe_deserialisation_in_src() -> None:
 
 # -- tampered model bundle ----------------------------------------------------------------------------------
 
-META = {"mode": "head", "backbone": {"name": "test_efficientnet"}, "head": {"name": "logreg", "params": {}}}
-
-
 @pytest.fixture
-def bundle(tmp_path: Path) -> Path:
+def bundle(tmp_path: Path, bundle_parts) -> Path:
     run = tmp_path / "run"
-    save_bundle(run, {"head.w": np.arange(3, dtype=np.float32), "head.b": np.zeros(1)}, dict(META))
+    arrays, meta = bundle_parts
+    save_bundle(run, arrays, meta)
     m = Model.load(run)
-    np.testing.assert_array_equal(m.arrays["head.w"], [0, 1, 2])
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(m.arrays[k], v)
     return run
 
 
@@ -146,6 +146,7 @@ def test_weights_replaced_and_hash_updated_still_must_parse(bundle: Path) -> Non
     w.write_bytes(b"\x80\x04garbage-not-safetensors")
     meta = json.loads((bundle / "model.json").read_text())
     meta["weights_sha256"] = hashlib.sha256(w.read_bytes()).hexdigest()
+    meta["meta_sha256"] = meta_digest(meta)  # a careful attacker updates both checksums
     (bundle / "model.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="cannot be read as safetensors"):
         Model.load(bundle)

@@ -221,6 +221,8 @@ def run_audit(
     ConfigError
         An option out of range, or a split value other than train/val/test.
     """
+    from .._limits import check_range
+    check_range("seed", seed)
     X, split_arr = _check_inputs(dataset, features, split, k, folds, hash_threshold, cosine_threshold)
     if not (C == "auto" or (isinstance(C, (int, float)) and not isinstance(C, bool) and C > 0)):
         raise ConfigError(f"C={C!r} is not valid; use 'auto' or a positive number")

@@ -10,6 +10,7 @@ so a killed run keeps what it finished.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -25,14 +26,14 @@ from safetensors.numpy import load_file, save
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 
 from .._io import atomic_write
-from .._digest import sha256_file as file_digest
+from .._fingerprint import content_digest
 from ..data.decode import load_image_array
 from ..data.records import Dataset, ImageRecord
-from ..errors import ConfigError
+from ..errors import BadFileError, ConfigError
 from .engine import make_engine
 from .registry import Backbone, create_backbone
 
-__all__ = ["Embeddings", "embed_dataset", "embed_arrays", "tile_boxes", "preprocess", "PREPROCESS_VERSION"]
+__all__ = ["Embeddings", "embed_dataset", "check_embed_settings", "embed_arrays", "tile_boxes", "preprocess", "PREPROCESS_VERSION"]
 
 PREPROCESS_VERSION = "resize-bilinear-aa-v1"
 TILE_OVERLAP = 0.25
@@ -102,8 +103,27 @@ class _Views(TorchDataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
-        return i, torch.from_numpy(preprocess(load_image_array(self.paths[i]), self.size, self.tiles))
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | tuple[str, str]]:
+        # A file damaged after the check is *returned* as (path, reason), not raised: an exception
+        # raised in a DataLoader worker reaches the caller as a RuntimeError holding a traceback, so
+        # the main process raises the same one-line BadFileError whatever the number of workers.
+        try:
+            return i, preprocess(load_image_array(self.paths[i]), self.size, self.tiles)
+        except BadFileError as exc:
+            return i, (exc.path, exc.reason)
+        except OSError as exc:
+            return i, (str(self.paths[i]), f"cannot be read ({exc.strerror or exc}); was it changed after the check?")
+
+
+def _collate(items: list) -> list:
+    return items
+
+
+def _digest(path: Path) -> str:
+    try:
+        return content_digest(path)
+    except OSError as exc:
+        raise BadFileError(path, f"cannot be read ({exc.strerror or exc}); was it changed after the check?") from None
 
 
 def _settings(backbone: Backbone, image_size: int, tiles: int) -> dict:
@@ -117,16 +137,39 @@ class _Cache:
     def __init__(self, root: Path | None, settings: dict) -> None:
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
         self.folder = None if root is None else Path(root) / "embeddings" / key
+        self.settings = settings
         self.data: dict[str, np.ndarray] = {}
-        if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            with atomic_write(self.folder / "settings.json", "w") as fh:
-                json.dump(settings, fh, indent=2)
+        self.read_only_reason: str | None = None
+        if self.folder is not None and self.folder.is_dir():
+            # Nothing is written when reading: a read-only cache that holds everything is used as is.
             for shard in sorted(self.folder.glob("shard-*.safetensors")):
                 try:
                     self.data.update(load_file(str(shard)))
                 except Exception:  # noqa: BLE001 - a damaged shard is recomputed, not fatal
-                    shard.unlink(missing_ok=True)
+                    try:
+                        shard.unlink(missing_ok=True)
+                    except OSError:
+                        pass
+
+    def _prepare_write(self) -> bool:
+        """Create the folder and its settings.json before the first shard; False (with a warning) if read-only."""
+        if self.folder is None or self.read_only_reason is not None:
+            return False
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not (self.folder / "settings.json").is_file():
+                with atomic_write(self.folder / "settings.json", "w") as fh:
+                    json.dump(self.settings, fh, indent=2)
+            return True
+        except OSError as exc:
+            self._read_only(exc)
+            return False
+
+    def _read_only(self, exc: OSError) -> None:
+        import warnings
+        self.read_only_reason = exc.strerror or str(exc)
+        warnings.warn(f"embedding cache {self.folder} is not writable ({self.read_only_reason}); "
+                      "new features are kept in memory only", RuntimeWarning, stacklevel=4)
 
     def get(self, digest: str) -> np.ndarray | None:
         return self.data.get(digest)
@@ -135,11 +178,29 @@ class _Cache:
         if not items:
             return
         self.data.update(items)
-        if self.folder is None:
+        if not self._prepare_write():
             return
         name = f"shard-{time.time_ns()}-{os.getpid()}.safetensors"
-        with atomic_write(self.folder / name, "wb") as fh:
-            fh.write(save({k: np.ascontiguousarray(v) for k, v in items.items()}))
+        try:
+            with atomic_write(self.folder / name, "wb") as fh:
+                fh.write(save({k: np.ascontiguousarray(v) for k, v in items.items()}))
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):  # other faults (ENOSPC...) are real
+                raise
+            self._read_only(exc)
+
+
+def check_embed_settings(*, image_size: int = 224, tiles: int = 0, batch_size: int = 32,
+                         workers: int | None = None) -> None:
+    """Range-check the settings that size memory, before any work (one :class:`ConfigError` line)."""
+    from .._limits import check_range
+
+    check_range("image_size", image_size)
+    if isinstance(tiles, bool) or tiles not in (0, 2, 3, 4, 5, 6):
+        raise ConfigError(f"--tiles {tiles!r} invalid; use 0 (whole image only) or 2..6")
+    check_range("batch_size", batch_size, 1, 4096)
+    if workers is not None:
+        check_range("workers", workers)
 
 
 def embed_dataset(
@@ -176,14 +237,11 @@ def embed_dataset(
         ``auto`` (ONNX when exact, else PyTorch), ``onnx`` or ``torch``.
     """
     records = list(dataset.records if isinstance(dataset, Dataset) else dataset)
-    if image_size < 32 or image_size > 1024:
-        raise ConfigError(f"image_size {image_size} invalid; use 32..1024")
-    if tiles < 0 or tiles == 1 or tiles > 6:
-        raise ConfigError(f"tiles {tiles} invalid; use 0 (whole image only) or 2..6")
+    check_embed_settings(image_size=image_size, tiles=tiles, batch_size=batch_size, workers=workers)
     bb = backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights)
     settings = _settings(bb, image_size, tiles)
     cache = _Cache(Path(cache_dir) if cache_dir else None, settings)
-    digests = [file_digest(r.path) for r in records]
+    digests = [_digest(r.path) for r in records]
     todo = sorted({d: i for i, d in reversed(list(enumerate(digests))) if cache.get(d) is None}.values())
     t0 = time.perf_counter()
     stats = {"images": len(records), "computed": len(todo), "from_cache": len(records) - len(todo)}
@@ -195,17 +253,22 @@ def embed_dataset(
         views = _Views([records[i].path for i in todo], image_size, tiles)
         per_image = 1 + tiles * tiles
         step = max(1, batch_size // per_image)
-        loader = DataLoader(views, batch_size=step, num_workers=workers, shuffle=False,
+        loader = DataLoader(views, batch_size=step, num_workers=workers, shuffle=False, collate_fn=_collate,
                             persistent_workers=False, prefetch_factor=4 if workers else None)
         bar = _progress(progress, len(todo))
         pending: dict[str, np.ndarray] = {}
         with bar:
             task = bar.add_task("embedding", total=len(todo)) if bar else None
-            for idx, batch in loader:
+            for items in loader:
+                for _, v in items:
+                    if isinstance(v, tuple):
+                        raise BadFileError(v[0], v[1])
+                idx = [i for i, _ in items]
+                batch = np.stack([v for _, v in items])
                 n = batch.shape[0]
-                feats = eng(batch.reshape(n * per_image, *batch.shape[2:]).numpy())
+                feats = eng(batch.reshape(n * per_image, *batch.shape[2:]))
                 feats = feats.reshape(n, per_image, -1)
-                for k, i in enumerate(idx.tolist()):
+                for k, i in enumerate(idx):
                     pending[digests[todo[i]]] = feats[k]
                 if len(pending) >= 256:
                     cache.put_many(pending)

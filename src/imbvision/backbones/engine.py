@@ -2,8 +2,10 @@
 
 The fastest exact path on a CPU is the backbone exported to ONNX and run by
 onnxruntime (about 3-6x eager PyTorch for EfficientNet-Lite0 on 2 cores). The
-export is cached beside the embedding cache and checked against PyTorch on a
-batch when it is made; PyTorch (channels-last) is the fallback.
+export is cached beside the embedding cache under a hash of the backbone's
+parameters, checked against PyTorch on a batch when it is made, and reused
+only while its SHA-256 matches the one recorded then; PyTorch (channels-last)
+is the fallback.
 """
 
 from __future__ import annotations
@@ -89,9 +91,48 @@ def _export(backbone: Backbone, image_size: int, path: Path) -> None:
                           dynamic_axes={"x": {0: "n"}, "features": {0: "n"}}, opset_version=17, dynamo=False)
 
 
+def _module_digest(backbone: Backbone) -> str:
+    """SHA-256 of the backbone's parameters and buffers (names, shapes, bytes): the export's content key."""
+    h = hashlib.sha256()
+    for name, t in sorted(backbone.model.state_dict().items()):
+        a = t.detach().cpu().contiguous()
+        h.update(f"{name}|{a.dtype}|{tuple(a.shape)}|".encode())
+        h.update(a.reshape(-1).view(torch.uint8).numpy().tobytes() if a.numel() else b"")
+    h.update(repr((backbone.mean, backbone.std)).encode())
+    return h.hexdigest()
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _verified(path: Path, key: str) -> bool:
+    """Whether the cached export at ``path`` is whole and unchanged since it was checked against PyTorch."""
+    import json
+
+    from .._fingerprint import content_digest
+
+    try:
+        rec = json.loads(_sidecar(path).read_text(encoding="utf-8"))
+        return rec.get("key") == key and rec.get("sha256") == content_digest(path)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _check_against_torch(engine: FeatureEngine, torch_engine: FeatureEngine, image_size: int) -> float:
+    rng = np.random.default_rng(0)
+    batch = rng.integers(0, 256, (4, 3, image_size, image_size), dtype=np.uint8)
+    return float(np.abs(engine(batch) - torch_engine(batch)).max())
+
+
 def make_engine(backbone: Backbone, image_size: int, *, kind: str = "auto", cache_dir: Path | None = None,
                 threads: int | None = None) -> FeatureEngine:
     """Return the fastest exact engine: ONNX when it exports and matches PyTorch, else PyTorch.
+
+    The export is cached under a key of the backbone's *content* (a hash of every
+    parameter, not its name) and the image size. It is used again only when its
+    SHA-256 matches the one recorded, beside it, when it was checked against
+    PyTorch; a changed, truncated or unchecked export is rebuilt and checked again.
 
     Parameters
     ----------
@@ -104,22 +145,23 @@ def make_engine(backbone: Backbone, image_size: int, *, kind: str = "auto", cach
     torch_engine = TorchEngine(backbone, threads)
     if kind == "torch":
         return torch_engine
-    key = hashlib.sha256(f"{backbone.name}|{backbone.weights_id}|{image_size}|{torch.__version__}|v1".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{backbone.name}|{_module_digest(backbone)}|{image_size}|{torch.__version__}|v2".encode()).hexdigest()
     folder = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "imbvision"
-    path = folder / "onnx" / f"{backbone.name}-{image_size}-{key}.onnx"
+    path = folder / "onnx" / f"{backbone.name}-{image_size}-{key[:16]}.onnx"
     try:
-        fresh = not path.exists()
-        if fresh:
-            _export(backbone, image_size, path)
+        if path.exists() and _verified(path, key):
+            return OnnxEngine(path, threads)
+        _export(backbone, image_size, path)
         engine = OnnxEngine(path, threads)
-        if fresh:
-            # Check the export once against PyTorch on a real-valued batch.
-            rng = np.random.default_rng(0)
-            batch = rng.integers(0, 256, (4, 3, image_size, image_size), dtype=np.uint8)
-            diff = float(np.abs(engine(batch) - torch_engine(batch)).max())
-            if not diff <= EXPORT_TOLERANCE:
-                path.unlink(missing_ok=True)
-                raise RuntimeError(f"ONNX features differ from PyTorch by {diff:.2e} > {EXPORT_TOLERANCE}")
+        diff = _check_against_torch(engine, torch_engine, image_size)
+        if not diff <= EXPORT_TOLERANCE:
+            path.unlink(missing_ok=True)
+            raise RuntimeError(f"ONNX features differ from PyTorch by {diff:.2e} > {EXPORT_TOLERANCE}")
+        import json
+
+        from .._fingerprint import content_digest
+        with atomic_write(_sidecar(path), "w", encoding="utf-8") as fh:
+            json.dump({"key": key, "sha256": content_digest(path), "max_abs_diff": diff}, fh)
         return engine
     except Exception as exc:  # noqa: BLE001 - any export/runtime failure falls back to exact PyTorch
         if kind == "onnx":

@@ -10,6 +10,7 @@ sequence that ``train``, ``compare``, ``embed`` and ``audit`` share.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import defaultdict
 from contextlib import closing
@@ -27,7 +28,7 @@ from .decode import PagesDroppedWarning, load_image_and_size, load_mask
 from .duplicates import COSINE_THRESHOLD, HASH_THRESHOLD, find_duplicates, phash
 from .records import Dataset, ImageRecord
 
-__all__ = ["CheckReport", "check_dataset", "file_digest", "link_duplicates", "load_checked", "say"]
+__all__ = ["CheckReport", "check_dataset", "file_digest", "link_duplicates", "load_checked", "say", "check_file_name", "printable_name"]
 
 #: Kept for callers of the old name; the one implementation is :func:`imbvision._digest.sha256_file`.
 file_digest = sha256_file
@@ -59,8 +60,7 @@ class CheckReport:
         """Write ``bad_files.csv`` (path, reason) when anything was skipped; else remove a stale one."""
         path = Path(path)
         if not self.bad:
-            if path.is_file():
-                path.unlink()
+            path.unlink(missing_ok=True)  # an older run's list must not describe this one
             return None
         write_csv(path, ["path", "reason"], self.bad)
         return path
@@ -73,8 +73,31 @@ def say(line: str) -> None:
     Console(stderr=True).print(line, markup=False, highlight=False, soft_wrap=True)
 
 
+def printable_name(path: object) -> str:
+    """A file name as text: bytes that are not UTF-8 shown as ``\\xNN`` (safe to print and to write to CSV)."""
+    return os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace")
+
+
+def check_file_name(path: object) -> None:
+    """Refuse a file name that is not valid UTF-8, naming it: every output (CSV, JSON, report) is UTF-8.
+
+    Raises
+    ------
+    BadFileError
+        With the name shown as :func:`printable_name` gives it.
+    """
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadFileError(printable_name(path), "file name is not valid UTF-8; rename the file "
+                           "(every output imbvision writes is UTF-8)") from None
+
+
 def _check_record(rec: ImageRecord) -> tuple[str, int]:
     """Decode the image (and mask) once; returns its SHA-256 and perceptual hash."""
+    check_file_name(rec.path)
+    if rec.mask is not None:
+        check_file_name(rec.mask)
     rgb, size = load_image_and_size(rec.path)
     if rec.mask is not None:
         if not Path(rec.mask).exists():

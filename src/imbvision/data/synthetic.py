@@ -48,6 +48,8 @@ class DemoSpec:
     def __post_init__(self) -> None:
         if self.n < 10:
             raise ConfigError(f"demo n={self.n} too small; use at least 10 images")
+        if self.n > 100_000:  # the set is written to disk: bound it
+            raise ConfigError(f"demo n={self.n} invalid; use at most 100000 images")
         if not 0 < self.positive_rate < 1:
             raise ConfigError(f"demo positive_rate={self.positive_rate} invalid; use a value in (0, 1)")
         if self.seed < 0:

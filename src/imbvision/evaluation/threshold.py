@@ -156,9 +156,9 @@ def parse_threshold_rule(text: str | ThresholdRule) -> ThresholdRule:
             )
         if kind == "fbeta" and not (v > 0 and math.isfinite(v)):
             raise ConfigError(f"threshold rule {text!r}: beta must be > 0; got {v:g}")
-        if kind == "fixed" and not (0.0 <= v <= 1.0):
+        if kind == "fixed" and not (0.0 < v <= 1.0):  # 0 would flag every image
             raise ConfigError(
-                f"threshold rule {text!r}: a fixed threshold on probabilities must be in [0, 1]; "
+                f"threshold rule {text!r}: a fixed threshold on probabilities must be in (0, 1]; "
                 f"got {v:g}"
             )
         return ThresholdRule(kind, v)

@@ -11,7 +11,6 @@ run again continues where it stopped.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ import numpy as np
 from .._io import ensure_output_dir, read_json, write_json
 from ..errors import ConfigError
 from ..strategies.registry import compose, list_strategies
+from .._fingerprint import combine, records_fingerprint
+from .cellstore import cell_key, has_cells, load_cell, load_synthetic, save_synthetic, synthetic_key
 from .stats import holm, mean_ci, paired_bootstrap_delta, wilcoxon_p
 
 __all__ = ["DEFAULT_STRATEGIES", "CompareResult", "run_compare", "resolve_strategies", "print_leaderboard"]
@@ -133,6 +134,7 @@ class CellSettings:
     threshold: str
     calibration: str
     prior_correction: bool
+    data_key: str = ""  # fingerprint of the records and run settings (cellstore keys)
 
 
 def _weights_stamp(weights: str | None) -> tuple | None:
@@ -170,16 +172,13 @@ def _compute_cell(strategy: str, seed: int, fold: int | None, split, X: np.ndarr
     cell = _run_cell(strategy, seed, X, y, split, extra, settings.threshold, settings.calibration,
                      settings.prior_correction)
     cell["fold"] = fold
+    cell["key"] = cell_key(settings.data_key, strategy, seed, fold, split)
     return cell
 
 
 def _synthetic_features(strategy: str, records: Sequence, split, seed: int, settings: CellSettings,
                         store: Path | None) -> tuple | None:
     """Embeddings of the images a strategy's synthesis/mixing makes from one training split (cached in ``store``)."""
-    from safetensors.numpy import load_file, save
-
-    from .._io import atomic_write
-
     from ..backbones import embed_arrays
     from ..training.pixels import make_synthetic_images
 
@@ -188,12 +187,10 @@ def _synthetic_features(strategy: str, records: Sequence, split, seed: int, sett
         return None
     image_size, tiles, kind, max_n = settings.image_size, settings.tiles, settings.kind, settings.max_synthetic
     pix = [s for s in recipe.specs if s.record.family in ("synthesis", "mixing")]
-    key = hashlib.sha1(json.dumps([str(s) for s in pix] + [seed, split.train.tolist()[:50], len(split.train),
-                                  kind, image_size, tiles, max_n]).encode()).hexdigest()[:16]
-    path = store / f"{key}.safetensors" if store is not None else None
-    if path is not None and path.exists():
-        d = load_file(str(path))
-        return d["X"], d["y"]
+    key = synthetic_key(settings.data_key, [str(s) for s in pix], seed, split, kind, image_size, tiles, max_n)
+    path = store / f"{key[:16]}.safetensors" if store is not None else None
+    if path is not None and (hit := load_synthetic(path, key)) is not None:
+        return hit
     recs = [records[i] for i in split.train]
     syn = make_synthetic_images(recs, recipe, seed=seed, image_size=image_size, max_n=max_n)
     if not len(syn):
@@ -203,8 +200,7 @@ def _synthetic_features(strategy: str, records: Sequence, split, seed: int, sett
     X, yy = emb.features(kind).astype(np.float32), np.asarray(syn.labels, dtype=np.float32)
     if store is None:
         return X, yy
-    with atomic_write(path, "wb") as fh:
-        fh.write(save({"X": X, "y": yy}))
+    save_synthetic(path, key, X, yy)
     if not (store / "examples").exists() or len(list((store / "examples").glob("*.png"))) < 12:
         from ..evaluation import save_image_grid
         items = [(img, f"y={lab:.2f}") for img, lab in list(zip(syn.images, syn.labels))[:12]]
@@ -266,6 +262,8 @@ def run_compare(
         from .ray_executor import require_ray
         require_ray()  # before any work: say how to install it
     names = resolve_strategies(strategies)
+    from .._rundir import refuse_out_in_data
+    refuse_out_in_data(out, data)  # its example PNGs would be read back as data
     out = ensure_output_dir(out)
     kind = features if features != "auto" else ("both" if tiles >= 2 else "global")
     cfg = {"data": data, "strategies": names, "seeds": seeds, "folds": folds, "mode": mode, "positive": positive,
@@ -277,9 +275,8 @@ def run_compare(
     if cfg_path.exists():
         old = read_json(cfg_path)
         keep = {k: v for k, v in old.items() if k != "strategies"}
-        if keep != {k: v for k, v in cfg.items() if k != "strategies"}:
+        if keep != {k: v for k, v in cfg.items() if k != "strategies"} and has_cells(out / "cells"):
             raise ConfigError(f"{out} holds a compare run with other settings ({cfg_path}); use a new --out to start afresh")
-    write_json(cfg_path, cfg)
     cache = Path(cache_dir) if cache_dir else cache_root()
     bb = _cached_backbone(backbone, weights)
     rep = load_checked(data, positive=positive, skip_bad=skip_bad, out_dir=out, progress=progress,
@@ -287,14 +284,19 @@ def run_compare(
                            d, backbone=bb, image_size=image_size, tiles=tiles, cache_dir=cache, progress=progress).global_)
     ds = rep.dataset
     y = ds.labels
+    # Written once the data and backbone are known good, so a failed start leaves nothing that blocks a fix.
+    write_json(cfg_path, cfg)
     emb = embed_dataset(ds, backbone=bb, image_size=image_size, tiles=tiles, cache_dir=cache, progress=progress)
     X = emb.features(kind)
     splits = _splits(ds, seeds, folds, val, test, train_positive_rate)
     cells_dir = out / "cells"
     cells_dir.mkdir(exist_ok=True)
-    todo = [(n, s, f, sp) for n in names for s, f, sp in splits if not (cells_dir / f"{_cell_id(n, s, f)}.json").exists()]
+    data_key = combine(records_fingerprint(ds.records), bb.weights_id,
+                       {k: v for k, v in cfg.items() if k not in ("strategies", "seeds", "n_boot", "data")})
     settings = CellSettings(backbone, weights, image_size, tiles, kind, max_synthetic, threshold, calibration,
-                            prior_correction)
+                            prior_correction, data_key)
+    todo = [(n, s, f, sp) for n in names for s, f, sp in splits
+            if load_cell(cells_dir / f"{_cell_id(n, s, f)}.json", cell_key(data_key, n, s, f, sp)) is None]
     from .._progress import progress_bar
 
     def work(item):

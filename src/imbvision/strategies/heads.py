@@ -587,9 +587,11 @@ class _TorchHead(Head):
         self.net_ = net
 
 
-def _int_param(owner: str, name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer)) or int(value) != value or value < low:
-        raise ConfigError(f"{owner}: {name}={value!r} is invalid; valid: int in [{low}, inf)")
+def _int_param(owner: str, name: str, value: Any, low: int, high: int | None = None) -> int:
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer)) or value != value
+            or int(value) != value or value < low or (high is not None and value > high)):
+        raise ConfigError(f"{owner}: {name}={value!r} is invalid; valid: int in [{low}, {high if high is not None else 'inf'}"
+                          f"{']' if high is not None else ')'}")
     return int(value)
 
 
@@ -645,7 +647,7 @@ class MLPHead(_TorchHead):
         seed: int = 0,
     ) -> None:
         super().__init__(epochs, lr, weight_decay, batch_size, num_classes, seed)
-        self.hidden = _int_param("mlp", "hidden", hidden, 1)
+        self.hidden = _int_param("mlp", "hidden", hidden, 1, MAX_HIDDEN)
         self._hidden = self.hidden
         self.dropout = _float_param("mlp", "dropout", dropout, 0.0, 1.0, high_open=True)
 
@@ -664,6 +666,9 @@ def head_from_arrays(arrays: Mapping[str, np.ndarray], config: Mapping[str, Any]
 # --------------------------------------------------------------------------- #
 # registry
 # --------------------------------------------------------------------------- #
+#: Widest MLP hidden layer: the weights of one layer size memory (16384 x 1280 floats = 84 MB).
+MAX_HIDDEN = 16384
+
 _TRAIN_PARAMS = {
     "epochs": Param(200, kind="int", low=1, doc="passes over the training data"),
     "lr": Param(1e-2, kind="float", low=0.0, low_open=True, doc="AdamW learning rate"),
@@ -719,7 +724,7 @@ register_strategy(
             **_TRAIN_PARAMS,
             # Fewer epochs and a narrower layer than the linear head keep a fit within seconds on 2 cores.
             "epochs": Param(100, kind="int", low=1, doc="passes over the training data"),
-            "hidden": Param(128, kind="int", low=1, doc="hidden width"),
+            "hidden": Param(128, kind="int", low=1, high=MAX_HIDDEN, doc="hidden width"),
             "dropout": Param(0.1, kind="float", low=0.0, high=1.0, doc="dropout after the hidden layer, in [0, 1)"),
         },
         build=_build_mlp,

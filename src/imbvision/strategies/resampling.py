@@ -308,7 +308,7 @@ _RATIO = Param(
     low_open=True,
     doc="minority/majority ratio after resampling",
 )
-_K = Param(5, kind="int", low=1, doc="nearest minority neighbours to interpolate toward")
+_K = Param(5, kind="int", low=1, high=1000, doc="nearest minority neighbours to interpolate toward")
 
 
 def _ratio_corrects(p: Mapping[str, Any]) -> bool:
@@ -347,7 +347,7 @@ _SPECS: dict[str, tuple[str, str, dict[str, Param]]] = {
         "Remove majority samples that their nearest neighbours misclassify (Edited Nearest Neighbours); cleaning.",
         "Wilson 1972; imblearn.under_sampling.EditedNearestNeighbours",
         {
-            "n_neighbors": Param(3, kind="int", low=1, doc="neighbours that vote on each majority sample"),
+            "n_neighbors": Param(3, kind="int", low=1, high=1000, doc="neighbours that vote on each majority sample"),
             "kind_sel": Param(
                 "all",
                 kind="str",

@@ -73,6 +73,7 @@ class TrainConfig:
             raise ConfigError(f"--batch-size {self.batch_size} invalid; use 2 or more")
         if self.n_boot < 0:
             raise ConfigError(f"n_boot {self.n_boot} invalid; use 0 or more")
+        _check_sizes(self)
         u = str(self.unfreeze)
         if u != "all" and not (u.isdigit() and int(u) >= 0):
             raise ConfigError(f"--unfreeze {u!r} invalid; use 'all' or a number of last blocks (0 = head only)")
@@ -101,3 +102,19 @@ class TrainConfig:
     def resolved_cache_dir(self) -> Path:
         from ..data.sources import cache_root
         return Path(self.cache_dir) if self.cache_dir else cache_root()
+
+
+def _check_sizes(cfg: "TrainConfig") -> None:
+    from .._limits import RANGES, check_range
+
+    for name in RANGES:
+        if hasattr(cfg, name):
+            check_range(name, getattr(cfg, name))
+    if cfg.tiles not in (0, 2, 3, 4, 5, 6) or isinstance(cfg.tiles, bool):
+        raise ConfigError(f"--tiles {cfg.tiles!r} invalid; use 0 (whole image only) or 2..6")
+    for name in ("val", "test"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+            raise ConfigError(f"--{name} {v!r} invalid; use a fraction in (0, 1)")
+    if cfg.val + cfg.test >= 1:
+        raise ConfigError(f"--val {cfg.val} + --test {cfg.test} leave no training images; keep their sum below 1")

@@ -64,8 +64,12 @@ def _write_scores(path: Path, paths: list[str], y: np.ndarray, p: np.ndarray, t:
 
 
 def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, progress: bool = True,
-          resume: bool = False, **overrides: Any) -> RunResult:
+          resume: bool = False, overwrite: bool = False, **overrides: Any) -> RunResult:
     """Train one model and evaluate it on the held-out test split.
+
+    The run is built in a staging folder beside ``out`` and renamed onto it when
+    whole (:mod:`imbvision._rundir`); an existing run in ``out`` is refused unless
+    ``overwrite`` (replace it) or ``resume`` (continue it).
 
     Parameters
     ----------
@@ -76,9 +80,28 @@ def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, pro
         Run folder: ``config.json``, ``split.csv``, ``model.safetensors`` + ``model.json``,
         ``results.json``, ``scores_test.csv``, ``report.html``.
     resume
-        Fine-tuning: continue from the last checkpoint in ``out``.
+        Fine-tuning: continue from the last checkpoint (of an interrupted run, kept in its
+        staging folder, or of the finished run in ``out``).
+    overwrite
+        Replace the run already in ``out`` (only once the new one is whole).
     """
+    from .._rundir import commit_run_dir, discard_run_dir, open_run_dir
+
     cfg = TrainConfig(**{**(cfg.to_dict() if cfg else {}), **overrides})
+    final = Path(out).absolute()
+    stage = open_run_dir(final, overwrite=overwrite, resume=resume, source=cfg.data)
+    try:
+        res = _train_in(cfg, stage, progress=progress, resume=resume)
+    except BaseException:
+        discard_run_dir(final)
+        raise
+    commit_run_dir(final)
+    res.out = Path(out)
+    return res
+
+
+def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> RunResult:
+    """The body of :func:`train`, writing into the staging folder ``out``."""
     out = ensure_output_dir(out)
     recipe = compose(cfg.strategy)
     if resume and (out / "config.json").exists():
@@ -97,6 +120,8 @@ def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, pro
                         progress=progress, group_duplicates=cfg.group_duplicates,
                         features=duplicate_features(cfg, progress))
     ds, split = prep.dataset, prep.split
+    from .._rundir import check_resume_data
+    check_resume_data(out, ds.records, resume=resume)  # a resumed run must see the same data
     y = ds.labels
     examples: dict[str, list] = {}
     if cfg.mode == "head":
@@ -151,18 +176,17 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
 
     The test split is used here only; the threshold and calibration come from validation.
     """
-    from ..data.splits import read_split_csv, read_split_rows
     from ..evaluation import build_run_report, evaluate_scores
     from ..model import Model
 
     run_dir = Path(run_dir)
     model = Model.load(run_dir)
     cfg = TrainConfig.from_dict(model.meta["config"])
-    prev = read_json(run_dir / "results.json") if (run_dir / "results.json").exists() else {}
+    from .._rundir import read_previous_results, read_run_scores
+
+    prev = read_previous_results(run_dir)  # derived: a damaged one is rewritten below
     train_info = train_info or prev.get("train", {})
-    raw = read_json(run_dir / "raw_scores.json")
-    split = read_split_csv(run_dir / "split.csv")
-    rows = read_split_rows(run_dir / "split.csv")
+    raw, split, rows = read_run_scores(run_dir)  # missing/damaged: one line naming the file
     y_val = np.array([int(rows[i]["label"]) for i in split.val])
     y_test = np.array([int(rows[i]["label"]) for i in split.test])
     paths_test = [rows[i]["path"] for i in split.test]
