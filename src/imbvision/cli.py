@@ -55,7 +55,7 @@ def _metrics_table(rows: list[dict[str, Any]], title: str) -> Table:
     for r in rows:
         m = r["metrics"]
         ci = m.get("ap_ci")
-        ap = f"{m['ap']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        ap = f"{m['ap']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f" ({m.get('ap_ci_note', 'no interval')})")
         t.add_row(r["name"], ap, f"{m['roc_auc']:.3f}", f"{m['recall']:.3f}", f"{m['precision']:.3f}",
                   f"{m['f1']:.3f}", f"{m['accuracy']:.3f}", f"{m['always_negative_accuracy']:.3f}")
     return t
