@@ -221,7 +221,7 @@ def run_compare(
     data: str,
     *,
     strategies: str | Sequence[str] = "default",
-    seeds: int = 3,
+    seeds: int = 10,
     folds: int | None = None,
     mode: str = "head",
     out: str | Path = "runs/compare",
