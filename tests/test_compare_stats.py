@@ -93,6 +93,7 @@ def test_mean_ci_corrected_and_never_zero_width():
     assert m == pytest.approx(0.6) and lo < m < hi
     assert (chi - clo) == pytest.approx(np.sqrt(2) * (hi - lo))
     assert mean_ci([0.4]) == (0.4, 0.0, None, None)
+    assert mean_ci([1.0, 1.0, 1.0], n_train=N_TRAIN, n_test=N_TEST) == (1.0, 0.0, None, None)
 
 
 def test_holm():

@@ -73,7 +73,8 @@ def mean_ci(values: Sequence[float], level: float = 0.95, *, n_train: float | No
     Returns
     -------
     (mean, sd, lo, hi)
-        ``lo`` and ``hi`` are ``None`` with a single split (no spread to measure).
+        ``lo`` and ``hi`` are ``None`` with a single split or identical values (no spread
+        to measure: never a zero-width interval).
     """
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1 or len(v) == 0:
@@ -82,6 +83,8 @@ def mean_ci(values: Sequence[float], level: float = 0.95, *, n_train: float | No
     if len(v) < 2:
         return m, 0.0, None, None
     sd = float(v.std(ddof=1))
+    if np.ptp(v) == 0.0:
+        return m, 0.0, None, None
     se = sd * math.sqrt(_correction(len(v), n_train, n_test))
     h = float(sps.t.ppf(0.5 + level / 2, len(v) - 1) * se)
     return m, sd, m - h, m + h
