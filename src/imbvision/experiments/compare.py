@@ -469,8 +469,8 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _ci_cell(ci: list[float] | None, fmt: str = "{:.2f}") -> str:
-    return "no interval" if ci is None else f"[{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+def _ci_cell(ci: list[float] | None, fmt: str = "{:.2f}", sep: str = ", ") -> str:
+    return "no interval" if ci is None else f"[{fmt.format(ci[0])}{sep}{fmt.format(ci[1])}]"
 
 
 def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.ndarray, ds, embed_stats: dict) -> None:
@@ -566,21 +566,22 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
 
 
 def print_leaderboard(res: CompareResult, console) -> None:
-    """Print the leaderboard and the recommendation with rich."""
+    """Print the leaderboard (fits 80 columns) and the recommendation with rich."""
+    from rich import box
     from rich.table import Table
 
     k = res.leaderboard[0]["cells"]
-    t = Table(title=f"test AP over {k} splits; ΔAP vs {BASELINE} per split (corrected resampled t-test), "
-                    "interval at Holm's level, Holm-adjusted p")
+    t = Table(title=f"test AP over {k} splits · ΔAP vs {BASELINE}: corrected resampled t-test over splits, "
+                    "interval at Holm's level · * beyond noise (Holm p < 0.05)",
+              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     t.add_column("strategy", no_wrap=True)
-    for col in ("AP [CI]", "ΔAP [CI]", "p (Holm)", "beyond noise", "recall", "F1"):
+    for col in ("AP [CI]", "ΔAP [CI]", "Holm p", "recall"):
         t.add_column(col, justify="right", no_wrap=True)
     for r in res.leaderboard:
         has = "delta_ap" in r
-        t.add_row(r["strategy"], f"{r['ap_mean']:.3f} {_ci_cell(r['ap_ci'])}",
-                  f"{r['delta_ap']:+.3f} {_ci_cell(r['delta_ci'], '{:+.3f}')}" if has else "",
-                  "" if r.get("p_holm") is None else f"{r['p_holm']:.2g}",
-                  ("yes" if r["beyond_noise"] else "no") if has else "",
-                  f"{r['recall']:.2f}", f"{r['f1']:.2f}")
+        t.add_row(r["strategy"], f"{r['ap_mean']:.3f} {_ci_cell(r['ap_ci'], sep=',')}",
+                  f"{r['delta_ap']:+.3f} {_ci_cell(r['delta_ci'], '{:+.2f}', ',')}" if has else "",
+                  "" if r.get("p_holm") is None else f"{r['p_holm']:.2g}" + (" *" if r.get("beyond_noise") else "  "),
+                  f"{r['recall']:.2f}")
     console.print(t)
     console.print(res.recommendation)
