@@ -356,6 +356,11 @@ def _statistics(splits, k: int) -> dict[str, Any]:
             "min_exact_p": min_exact_p(k), "few_splits": few_splits_note(k, ALPHA)}
 
 
+def _clip(ci: list[float] | None) -> list[float] | None:
+    """An interval of ΔAP cut to the values ΔAP can take, [−1, 1] (its decision is unchanged: 0 lies inside)."""
+    return None if ci is None else [max(-1.0, ci[0]), min(1.0, ci[1])]
+
+
 def _aggregate(names, splits, cells, y, n_boot):
     """Leaderboard rows (sorted by AP) and the recommendation.
 
@@ -384,8 +389,8 @@ def _aggregate(names, splits, cells, y, n_boot):
                "fit_seconds": float(np.mean([c["timing"]["fit_seconds"] for c in cs])), "cells": len(cs)}
         if n != BASELINE:
             t, d = tests[n], deltas[n]
-            row.update({"delta_ap": t["mean"], "delta_ci": t["decision_ci"], "delta_ci_level": t["decision_level"],
-                        "delta_ci95": t["ci"], "p": t["p"], "p_holm": t["p_holm"], "beyond_noise": t["beyond_noise"],
+            row.update({"delta_ap": t["mean"], "delta_ci": _clip(t["decision_ci"]),
+                        "delta_ci_level": t["decision_level"], "delta_ci95": _clip(t["ci"]), "p": t["p"], "p_holm": t["p_holm"], "beyond_noise": t["beyond_noise"],
                         "t": t["t"], "df": t["df"], "delta_per_split": d.tolist(),
                         "splits_better": int((d > 0).sum()), "splits_worse": int((d < 0).sum()),
                         "test_note": t["note"]})
