@@ -435,8 +435,8 @@ def _recommend(rows: list[dict[str, Any]]) -> str:
             else:
                 msg += (f": the top-ranked remedy, {top['strategy']}, has AP {top['ap_mean']:.3f} vs "
                         f"{base['ap_mean']:.3f} ({_delta_text(top)})")
-        lines.append(msg + ". Keep the plain baseline and tune its threshold; more seeds or data would narrow "
-                           "the intervals.")
+        lines.append(msg + ". Keep the plain baseline and tune its threshold; more data would narrow the intervals "
+                           "(more seeds only up to about 10: overlapping splits share images).")
     if worse:
         lines.append("Worse than the baseline beyond noise: "
                      + "; ".join(f"{r['strategy']} ({_delta_text(r)})" for r in worse) + ".")
