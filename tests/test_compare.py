@@ -88,6 +88,9 @@ def test_ranking_metrics_do_not_depend_on_calibration(compared, tmp_path, tiny_k
     for name in a:
         for key in ("ap_mean", "roc_auc", "delta_ap", "p_holm"):
             assert a[name].get(key) == b[name].get(key), (name, key)
+    # Calibration did act, and its quality is reported separately.
+    assert all(0 <= r["brier"] <= 1 for r in iso.leaderboard)
+    assert any(a[n]["brier"] != b[n]["brier"] for n in a)
 
 
 def test_same_seed_identical_leaderboard(compared, tmp_path, tiny_kwargs):

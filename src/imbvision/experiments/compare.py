@@ -96,7 +96,7 @@ def _splits(ds, seeds: int, folds: int | None, val: float, test: float, rate: fl
 
 def _run_cell(strategy: str, seed: int, X: np.ndarray, y: np.ndarray, split, extra: tuple | None,
               threshold: str, calibration: str, prior_correction: bool) -> dict[str, Any]:
-    from ..evaluation import ranking_metrics, threshold_metrics
+    from ..evaluation import brier, ranking_metrics, threshold_metrics
     from ..training.head import fit_head, fit_postprocess
 
     with warnings.catch_warnings():
@@ -118,6 +118,7 @@ def _run_cell(strategy: str, seed: int, X: np.ndarray, y: np.ndarray, split, ext
         "strategy": strategy, "seed": seed, "head": fit.head_name,
         "ap": rank["ap"], "roc_auc": rank["roc_auc"], "recall_at_p90": rank.get("recall_at_precision"),
         "threshold": t, "f1": at["f1"], "mcc": at["mcc"], "recall": at["recall"], "precision": at["precision"],
+        "brier": brier(y[split.test], s_test),  # calibration quality, on the calibrated probabilities
         "train_rows": fit.train_rows, "synthetic_rows": 0 if ex_X is None else int(len(ex_X)),
         "test_index": split.test.tolist(), "test_score": np.asarray(s_rank, dtype=np.float64).tolist(),  # full float64: JSON floats round-trip
         "timing": {"fit_seconds": fit.fit_seconds},
@@ -386,6 +387,7 @@ def _aggregate(names, splits, cells, y, n_boot):
                "f1": float(np.mean([c["f1"] for c in cs])), "mcc": float(np.mean([c["mcc"] for c in cs])),
                "recall": float(np.mean([c["recall"] for c in cs])),
                "precision": float(np.mean([c["precision"] for c in cs])), "head": cs[0]["head"],
+               "brier": float(np.mean([c["brier"] for c in cs])) if all("brier" in c for c in cs) else None,
                "fit_seconds": float(np.mean([c["timing"]["fit_seconds"] for c in cs])), "cells": len(cs)}
         if n != BASELINE:
             t, d = tests[n], deltas[n]
@@ -460,7 +462,7 @@ def _recommend(rows: list[dict[str, Any]]) -> str:
 
 _CSV_COLS = ("rank", "strategy", "ap_mean", "ap_std", "ap_ci_lo", "ap_ci_hi", "delta_ap", "delta_ci_lo", "delta_ci_hi",
              "delta_ci_level", "p", "p_holm", "beyond_noise", "splits_better", "splits_worse", "recall_at_p90", "f1",
-             "mcc", "recall", "precision", "roc_auc", "head", "fit_seconds", "cells")
+             "mcc", "recall", "precision", "roc_auc", "brier", "head", "fit_seconds", "cells")
 
 
 def _fmt(v: Any) -> str:
@@ -543,7 +545,7 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
         table2.append({
             "strategy": r["strategy"], "F1": f"{r['f1']:.2f}", "MCC": f"{r['mcc']:.2f}",
             "recall": f"{r['recall']:.2f}", "precision": f"{r['precision']:.2f}",
-            "ROC-AUC": f"{r['roc_auc']:.3f}",
+            "ROC-AUC": f"{r['roc_auc']:.3f}", "Brier": "—" if r.get("brier") is None else f"{r['brier']:.4f}",
             "p (unadjusted)": "—" if r.get("p") is None else f"{r['p']:.2g}",
             "95% CI of ΔAP": "—" if "delta_ap" not in r else _ci_cell(r.get("delta_ci95"), "{:+.3f}"),
             "head": r["head"],
@@ -551,7 +553,9 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
     rep.add_table(table)
     rep.add_heading("At the tuned threshold")
     rep.add_text("Threshold-dependent metrics (means over splits) at the threshold chosen on each split's validation "
-                 "data; this is where re-weighting shows its effect. The unadjusted p and plain 95% interval of ΔAP "
+                 "data; this is where re-weighting shows its effect. Brier is the calibration quality of the "
+                 f"probabilities (calibration: {cfg.get('calibration', 'none')}); AP and ROC-AUC do not depend on it. "
+                 "The unadjusted p and plain 95% interval of ΔAP "
                  "are for reading one strategy alone; decisions use the Holm-adjusted ones above.")
     rep.add_table(table2)
     if k <= 30:
