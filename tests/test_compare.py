@@ -153,3 +153,13 @@ def test_stats_helpers():
     assert holm([0.01, 0.04, None, 0.03]) == [0.03, 0.06, None, 0.06]
     m, sd, lo, hi = mean_ci([0.5, 0.6, 0.7])
     assert m == pytest.approx(0.6) and lo < m < hi
+
+
+def test_kfold_uses_the_fold_sizes_in_the_corrected_variance(tmp_path, tiny_kwargs):
+    res = run_compare(strategies="ce,weighted-ce", seeds=1, folds=3, out=tmp_path / "kf", n_boot=0,
+                      progress=False, **_kw(tiny_kwargs))
+    st = json.loads((res.out / "leaderboard.json").read_text())["statistics"]
+    assert st["splits"] == 3 and res.leaderboard[0]["cells"] == 3
+    assert 35 <= st["n_test"] <= 45 and st["n_train"] + st["n_test"] < 120  # a third tested; validation held out
+    assert st["variance_factor"] == pytest.approx(1 / 3 + st["n_test"] / st["n_train"])
+    assert "Only 3 paired splits" in res.recommendation
