@@ -71,6 +71,7 @@ def test_one_set_of_full_precision_scores(compared):
         assert c["roc_auc"] == roc_auc(yt, c["test_score"])
         assert any(len(repr(v)) > 9 for v in c["test_score"])  # not rounded to 7 decimals
         assert c["ap"] in board[c["strategy"]]["ap_per_split"]
+    assert min(min(json.loads(p.read_text())["test_score"]) for p in (compared.out / "cells").glob("*.json")) < 0
     for name, r in board.items():
         assert r["ap_mean"] == pytest.approx(np.mean(r["ap_per_split"]), abs=1e-12)
         if name != "ce":

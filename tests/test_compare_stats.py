@@ -196,3 +196,25 @@ def test_recommend_never_calls_noise_a_winner():
     rec = _recommend(rows)
     assert rec.startswith("No remedy beats the baseline beyond noise") and "Use x" not in rec
     assert "the top-ranked remedy, x" in rec and "98.8% CI -0.010 to +0.410" in rec
+
+
+def test_ranking_score_keeps_confident_scores_apart():
+    """Probabilities saturate at 1.0 in float64 (logit > 37) and tie; the stored logit does not (issue 12 §2)."""
+    from types import SimpleNamespace
+
+    from scipy.special import expit
+
+    from imbvision.evaluation import prior_shift_correct
+    from imbvision.experiments.compare import _ranking_score
+
+    z = np.array([40.0, 45.0, 50.0, 2.0, -3.0])
+    post = SimpleNamespace(train_prior=0.5, true_prior=0.05, prior_correction=True,
+                           uncalibrated=lambda p: prior_shift_correct(p, 0.5, 0.05))
+    fit = SimpleNamespace(head=SimpleNamespace(decision_function=lambda X: z))
+    p = expit(z)
+    s = _ranking_score(fit, np.zeros((5, 1)), p, post)
+    assert len(np.unique(post.uncalibrated(p))) == 3  # the three confident scores tie at 1.0
+    assert len(np.unique(s)) == 5 and np.all(np.diff(np.argsort(-s)) != 0)
+    np.testing.assert_allclose(expit(s), post.uncalibrated(p), rtol=1e-12)  # same score, logit scale
+    y = np.array([1, 0, 1, 1, 0])
+    assert average_precision_score(y, s) == pytest.approx((1 + 2 / 3 + 3 / 4) / 3)  # ranked 50, 45, 40, 2, −3

@@ -109,8 +109,8 @@ def _run_cell(strategy: str, seed: int, X: np.ndarray, y: np.ndarray, split, ext
                                true_prior=float(y[split.val].mean()), prior_correction=prior_correction,
                                calibration=calibration, threshold=threshold)
     s_test = post.apply(p_test)
-    # Rank on the monotone prior-corrected score, so AP and ROC-AUC do not depend on the calibration method.
-    s_rank = post.uncalibrated(p_test)
+    # Rank on the prior-corrected logit: calibration cannot move AP or ROC-AUC, and no score saturates at 1.0.
+    s_rank = _ranking_score(fit, X[split.test], p_test, post)
     t = post.threshold.threshold
     rank = ranking_metrics(y[split.test], s_rank)
     at = threshold_metrics(y[split.test], s_test, t)
@@ -123,6 +123,28 @@ def _run_cell(strategy: str, seed: int, X: np.ndarray, y: np.ndarray, split, ext
         "test_index": split.test.tolist(), "test_score": np.asarray(s_rank, dtype=np.float64).tolist(),  # full float64: JSON floats round-trip
         "timing": {"fit_seconds": fit.fit_seconds},
     }
+
+
+def _ranking_score(fit, X_test: np.ndarray, p_test: np.ndarray, post) -> np.ndarray:
+    """The score a cell is ranked on: the head's logit plus the prior correction's log-odds shift, float64.
+
+    Monotone in the prior-corrected probability ``post.uncalibrated(p_test)`` but without its float64
+    saturation (a logit above ~37 gives probability exactly 1.0, so confident scores would tie).
+    Falls back to the logit of that probability when the head has no logit matching ``p_test``.
+    """
+    from scipy.special import expit, logit
+
+    z = None
+    if hasattr(fit.head, "decision_function"):
+        z = np.asarray(fit.head.decision_function(X_test), dtype=np.float64)
+        if z.shape != p_test.shape or not np.allclose(expit(z), p_test, rtol=1e-6, atol=1e-9):
+            z = None
+    if z is None:
+        return logit(np.clip(post.uncalibrated(p_test), 1e-300, 1.0 - 1e-16))
+    a, b = post.train_prior, post.true_prior
+    if post.prior_correction and a is not None and abs(a - b) > 1e-9:  # as training.head._correct_prior
+        z = z + (np.log(b) - np.log1p(-b)) - (np.log(a) - np.log1p(-a))
+    return z
 
 
 @dataclass(frozen=True)
@@ -277,7 +299,7 @@ def run_compare(
            "image_size": image_size, "tiles": tiles, "features": kind, "threshold": threshold,
            "calibration": calibration, "prior_correction": prior_correction, "val": val, "test": test,
            "max_synthetic": max_synthetic, "n_boot": n_boot,
-           "cell_scores": "float64, prior-corrected, uncalibrated"}  # cells of older runs held rounded scores
+           "cell_scores": "float64 prior-corrected logit"}  # cells of older runs held rounded probabilities
     cfg_path = out / "config.json"
     if cfg_path.exists():
         old = read_json(cfg_path)
