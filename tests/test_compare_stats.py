@@ -71,7 +71,9 @@ def test_no_p_value_sits_on_a_floor():
 
 def test_degenerate_differences():
     same = corrected_ttest([0.0, 0.0, 0.0], N_TRAIN, N_TEST)
-    assert same["p"] == 1.0 and same["ci"] == [0.0, 0.0]
+    assert same["p"] == 1.0 and same["ci"] is None and "identical AP" in same["note"]
+    fam = compare_to_baseline({"twin": [0.0, 0.0, 0.0]}, n_train=N_TRAIN, n_test=N_TEST)["twin"]
+    assert fam["decision_ci"] is None and not fam["beyond_noise"] and fam["p_holm"] == 1.0
     const = corrected_ttest([0.1, 0.1, 0.1], N_TRAIN, N_TEST)
     assert const["p"] is None and const["ci"] is None and "same difference" in const["note"]
     one = corrected_ttest([0.1], N_TRAIN, N_TEST)

@@ -112,7 +112,7 @@ def corrected_ttest(diffs: Sequence[float], n_train: float | None, n_test: float
         ``level``), ``factor`` (the variance factor used). With fewer than 2 splits,
         or K identical non-zero differences (no spread to judge them by), ``p``,
         ``t`` and ``ci`` are ``None`` and ``note`` says why. All differences zero:
-        ``p = 1`` and ``ci = [0, 0]`` (the two strategies scored identically).
+        ``p = 1``, ``ci = None`` (never a zero-width interval) and a ``note``.
     """
     d = np.asarray(diffs, dtype=np.float64)
     if d.ndim != 1 or len(d) == 0 or not np.isfinite(d).all():
@@ -130,7 +130,7 @@ def corrected_ttest(diffs: Sequence[float], n_train: float | None, n_test: float
     out.update(sd=sd, se=se, factor=factor)
     if np.ptp(d) <= 1e-12 * max(1.0, abs(mean)):  # all differences equal (up to rounding): no spread
         if abs(mean) <= 1e-12:
-            out.update(t=0.0, p=1.0, ci=[0.0, 0.0], note="identical scores on every split")
+            out.update(t=0.0, p=1.0, note="identical AP on every split: no difference, and no spread for an interval")
         else:
             out["note"] = "the same difference on every split: no spread to judge it by"
         return out
@@ -201,7 +201,7 @@ def compare_to_baseline(deltas: Mapping[str, Sequence[float]], *, n_train: float
         ``ci`` at 95%), plus ``p_holm``, ``beyond_noise`` (``p_holm < alpha``),
         ``decision_level`` and ``decision_ci`` — the interval at Holm's level for
         that strategy, which excludes 0 exactly when ``beyond_noise`` is true.
-        ``decision_ci`` is ``None`` where no test was possible.
+        ``decision_ci`` is ``None`` where ``ci`` is (no test possible, or identical AP on every split).
     """
     names = list(deltas)
     tests = {n: corrected_ttest(deltas[n], n_train, n_test) for n in names}
@@ -214,11 +214,8 @@ def compare_to_baseline(deltas: Mapping[str, Sequence[float]], *, n_train: float
         t["decision_level"] = None if lev is None else 1.0 - lev
         t["decision_ci"] = None
         if lev is not None and t["ci"] is not None:
-            if t["ci"] == [0.0, 0.0]:
-                t["decision_ci"] = [0.0, 0.0]
-            else:
-                q = float(sps.t.ppf(1 - lev / 2, t["df"]))
-                t["decision_ci"] = [t["mean"] - q * t["se"], t["mean"] + q * t["se"]]
+            q = float(sps.t.ppf(1 - lev / 2, t["df"]))
+            t["decision_ci"] = [t["mean"] - q * t["se"], t["mean"] + q * t["se"]]
     return tests
 
 
