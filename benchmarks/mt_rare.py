@@ -52,7 +52,7 @@ def main() -> None:
             "cold_seconds": cold, "warm_seconds_embeddings_cached": warm,
             "recommendation": warm_res.recommendation,
             "leaderboard": [{k: r.get(k) for k in ("strategy", "ap_mean", "ap_std", "ap_ci", "delta_ap", "delta_ci",
-                                                   "p_holm", "recall_at_p90", "f1", "mcc", "recall", "precision",
+                                                   "delta_ci_level", "p", "p_holm", "beyond_noise", "recall_at_p90", "f1", "mcc", "recall", "precision",
                                                    "fit_seconds", "head")} for r in warm_res.leaderboard],
         }
         print(f"tiles={tiles}: cold {cold:.0f} s, warm {warm:.0f} s; best {warm_res.leaderboard[0]['strategy']} "

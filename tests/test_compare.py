@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from imbvision.experiments.compare import run_compare
-from imbvision.experiments.stats import _ap_rows, holm, mean_ci, paired_bootstrap_delta
+from imbvision.evaluation import average_precision, roc_auc
+from imbvision.evaluation.metrics import _ap_rows
+from imbvision.experiments.stats import holm, mean_ci
 
 STRATS = "ce,weighted-ce,random-over"
 
@@ -47,10 +49,49 @@ def test_outputs_and_leaderboard(compared):
     assert names == {"ce", "weighted-ce", "random-over"}
     assert len(list((out / "cells").glob("*.json"))) == 6
     for r in compared.leaderboard:
-        assert r["ap_ci"][0] <= r["ap_mean"] <= r["ap_ci"][1]
+        assert r["ap_ci"][0] < r["ap_mean"] < r["ap_ci"][1]
         if r["strategy"] != "ce":
-            assert 0 < r["p_bootstrap"] <= 1 and r["p_holm"] >= r["p_bootstrap"]
+            assert 0 < r["p"] <= 1 and r["p_holm"] >= r["p"]
+            assert len(r["delta_per_split"]) == 2 and r["delta_ci"][0] < r["delta_ap"] < r["delta_ci"][1]
     assert "baseline" in compared.recommendation
+    assert "Only 2 paired splits" in compared.recommendation  # said plainly
+
+
+def test_one_set_of_full_precision_scores(compared):
+    """ΔAP equals the difference of AP means; every cell's AP is the AP of its stored scores."""
+    board = {r["strategy"]: r for r in compared.leaderboard}
+    y = None
+    for path in (compared.out / "cells").glob("*.json"):
+        c = json.loads(path.read_text())
+        if y is None:
+            from imbvision.data.sources import load_source
+            y = load_source(json.loads((compared.out / "config.json").read_text())["data"]).labels
+        yt = y[np.asarray(c["test_index"])]
+        assert c["ap"] == average_precision(yt, c["test_score"])
+        assert c["roc_auc"] == roc_auc(yt, c["test_score"])
+        assert any(len(repr(v)) > 9 for v in c["test_score"])  # not rounded to 7 decimals
+        assert c["ap"] in board[c["strategy"]]["ap_per_split"]
+    assert min(min(json.loads(p.read_text())["test_score"]) for p in (compared.out / "cells").glob("*.json")) < 0
+    for name, r in board.items():
+        assert r["ap_mean"] == pytest.approx(np.mean(r["ap_per_split"]), abs=1e-12)
+        if name != "ce":
+            assert r["delta_ap"] == pytest.approx(r["ap_mean"] - board["ce"]["ap_mean"], abs=1e-9)
+    csv_rows = (compared.out / "leaderboard.csv").read_text().splitlines()
+    first = dict(zip(csv_rows[0].split(","), csv_rows[1].split(",")))
+    assert float(first["ap_mean"]) == compared.leaderboard[0]["ap_mean"]  # the CSV keeps full precision
+
+
+def test_ranking_metrics_do_not_depend_on_calibration(compared, tmp_path, tiny_kwargs):
+    iso = run_compare(strategies=STRATS, seeds=2, out=tmp_path / "iso", calibration="isotonic", n_boot=200,
+                      progress=False, **_kw(tiny_kwargs))
+    a = {r["strategy"]: r for r in compared.leaderboard}
+    b = {r["strategy"]: r for r in iso.leaderboard}
+    for name in a:
+        for key in ("ap_mean", "roc_auc", "delta_ap", "p_holm"):
+            assert a[name].get(key) == b[name].get(key), (name, key)
+    # Calibration did act, and its quality is reported separately.
+    assert all(0 <= r["brier"] <= 1 for r in iso.leaderboard)
+    assert any(a[n]["brier"] != b[n]["brier"] for n in a)
 
 
 def test_same_seed_identical_leaderboard(compared, tmp_path, tiny_kwargs):
@@ -113,9 +154,13 @@ def test_stats_helpers():
     assert holm([0.01, 0.04, None, 0.03]) == [0.03, 0.06, None, 0.06]
     m, sd, lo, hi = mean_ci([0.5, 0.6, 0.7])
     assert m == pytest.approx(0.6) and lo < m < hi
-    good = y + rng.normal(0, 0.3, 80)
-    bad = rng.normal(0, 1, 80)
-    d = paired_bootstrap_delta([(y, good, bad)], n_boot=300)
-    assert d["delta"] > 0 and d["lo"] > 0 and d["p"] < 0.05
-    same = paired_bootstrap_delta([(y, good, good)], n_boot=300)
-    assert same["delta"] == 0 and same["p"] == 1.0
+
+
+def test_kfold_uses_the_fold_sizes_in_the_corrected_variance(tmp_path, tiny_kwargs):
+    res = run_compare(strategies="ce,weighted-ce", seeds=1, folds=3, out=tmp_path / "kf", n_boot=0,
+                      progress=False, **_kw(tiny_kwargs))
+    st = json.loads((res.out / "leaderboard.json").read_text())["statistics"]
+    assert st["splits"] == 3 and res.leaderboard[0]["cells"] == 3
+    assert 35 <= st["n_test"] <= 45 and st["n_train"] + st["n_test"] < 120  # a third tested; validation held out
+    assert st["variance_factor"] == pytest.approx(1 / 3 + st["n_test"] / st["n_train"])
+    assert "Only 3 paired splits" in res.recommendation

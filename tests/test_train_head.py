@@ -34,7 +34,11 @@ def test_run_folder_holds_everything(ce_run):
     assert cfg["strategy"] == "ce" and cfg["seed"] == 0 and cfg["recipe"]["name"] == "ce"
     res = json.loads((out / "results.json").read_text())
     m = res["test"]
-    assert 0 <= m["ap"] <= 1 and len(m["ap_ci"]) == 2 and m["ap_ci"][0] <= m["ap"] <= m["ap_ci"][1]
+    assert 0 <= m["ap"] <= 1
+    if m["n_pos"] < 10:  # too few test positives for a bootstrap interval: none, and why (issue 12)
+        assert "ap_ci" not in m and f"only {m['n_pos']} positive" in m["ap_ci_note"]
+    else:
+        assert m["ap_ci"][0] < m["ap_ci"][1] and m["ap_ci"][0] <= m["ap"] <= m["ap_ci"][1]
     assert m["always_negative_accuracy"] > 0.8  # 15% positives
 
 
@@ -56,7 +60,7 @@ def test_same_seed_same_numbers(ce_run, tmp_path, tiny_kwargs):
     again = imbvision.train(out=tmp_path / "again", strategy="ce", progress=False, **tiny_kwargs)
     a = json.loads((ce_run.out / "results.json").read_text())["test"]
     b = json.loads((again.out / "results.json").read_text())["test"]
-    assert a["ap"] == b["ap"] and a["ap_ci"] == b["ap_ci"]
+    assert a["ap"] == b["ap"] and a.get("ap_ci") == b.get("ap_ci") and a.get("ap_ci_note") == b.get("ap_ci_note")
 
 
 def test_weighted_loss_is_prior_corrected(tmp_path, tiny_kwargs):

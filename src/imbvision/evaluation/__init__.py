@@ -19,6 +19,7 @@ from .metrics import (
     bootstrap_ci,
     check_binary_scores,
     evaluate_scores,
+    interval_or_reason,
     precision_at_recall,
     ranking_metrics,
     recall_at_precision,
@@ -64,6 +65,7 @@ __all__ = [
     "precision_at_recall",
     "bootstrap_ci",
     "evaluate_scores",
+    "interval_or_reason",
     "check_binary_scores",
     # threshold
     "ThresholdRule",

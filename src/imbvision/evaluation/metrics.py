@@ -34,6 +34,8 @@ __all__ = [
     "recall_at_precision",
     "precision_at_recall",
     "bootstrap_ci",
+    "interval_or_reason",
+    "MIN_POSITIVES_FOR_CI",
     "evaluate_scores",
     "check_binary_scores",
 ]
@@ -377,6 +379,47 @@ def bootstrap_ci(
     return point, float(lo), float(hi)
 
 
+#: Fewest test positives for a bootstrap interval of AP or ROC-AUC. A stratified bootstrap keeps the
+#: positives' count and can only reshuffle the few there are; below this count its percentile interval
+#: covers the true AP far less often than it claims (see ``benchmarks/ci_min_positives.py``).
+MIN_POSITIVES_FOR_CI = 10
+
+
+def interval_or_reason(
+    y: Any,
+    score: Any,
+    metric: str = "ap",
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    min_positives: int = MIN_POSITIVES_FOR_CI,
+) -> tuple[list[float] | None, str | None]:
+    """A bootstrap interval of ``metric``, or no interval and the reason why.
+
+    Never returns a zero-width interval: with fewer than ``min_positives``
+    positives (the count a stratified bootstrap cannot change), or when every
+    replicate gives the same value (e.g. perfectly separated scores, AP 1 in
+    every resample), the bootstrap does not measure the uncertainty and
+    ``(None, reason)`` is returned.
+
+    Returns
+    -------
+    (interval, reason)
+        ``([lo, hi], None)`` or ``(None, "a sentence")``.
+    """
+    y_i, s = check_binary_scores(y, score)
+    n_pos = int(y_i.sum())
+    if n_pos < min_positives:
+        return None, (f"no interval: only {n_pos} positive(s) in this split, fewer than the "
+                      f"{min_positives} a bootstrap interval needs")
+    _, lo, hi = bootstrap_ci(y_i, s, metric, n_boot=n_boot, alpha=alpha, seed=seed)
+    if not hi > lo:
+        return None, (f"no interval: every bootstrap resample gives {metric} {lo:.3f} "
+                      "(the scores separate the classes perfectly), so resampling cannot measure its uncertainty")
+    return [lo, hi], None
+
+
 def evaluate_scores(
     y: Any,
     score: Any,
@@ -387,8 +430,20 @@ def evaluate_scores(
     alpha: float = 0.05,
     min_precision: float = 0.9,
     min_recall: float = 0.95,
+    rank_score: Any = None,
 ) -> dict[str, Any]:
     """All metrics: ranking metrics with bootstrap CIs plus metrics at ``threshold``.
+
+    Parameters
+    ----------
+    score
+        Final probabilities, shape ``(n,)``: the threshold applies to these.
+    rank_score
+        Optional ``(n,)`` score the ranking metrics (AP, ROC-AUC, recall at
+        precision, their intervals) are computed on, e.g. the prior-corrected
+        probability before calibration. Calibration is a monotone map fitted on
+        validation; isotonic calibration merges scores into ties and would move AP
+        and ROC-AUC, so rank on a score calibration cannot change. Default: ``score``.
 
     Returns
     -------
@@ -396,16 +451,21 @@ def evaluate_scores(
         Flat, JSON-ready: every key of :func:`ranking_metrics` and
         :func:`threshold_metrics`, plus ``ap_ci`` and ``roc_auc_ci`` (``[lo, hi]``),
         ``ci_level`` (e.g. 0.95) and ``n_boot``. With ``n_boot=0`` the CIs are omitted.
+        Where no honest interval exists (see :func:`interval_or_reason`) ``ap_ci`` /
+        ``roc_auc_ci`` are absent and ``ap_ci_note`` / ``roc_auc_ci_note`` say why.
     """
     y_i, s = check_binary_scores(y, score)
+    r = s if rank_score is None else check_binary_scores(y_i, rank_score, what="ranking scores")[1]
     out: dict[str, Any] = ranking_metrics(
-        y_i, s, min_precision=min_precision, min_recall=min_recall
+        y_i, r, min_precision=min_precision, min_recall=min_recall
     )
     if n_boot:
-        _, lo, hi = bootstrap_ci(y_i, s, average_precision, n_boot=n_boot, alpha=alpha, seed=seed)
-        out["ap_ci"] = [lo, hi]
-        _, lo, hi = bootstrap_ci(y_i, s, roc_auc, n_boot=n_boot, alpha=alpha, seed=seed)
-        out["roc_auc_ci"] = [lo, hi]
+        for key in ("ap", "roc_auc"):
+            ci, why = interval_or_reason(y_i, r, key, n_boot=n_boot, alpha=alpha, seed=seed)
+            if ci is None:
+                out[f"{key}_ci_note"] = why
+            else:
+                out[f"{key}_ci"] = ci
         out["ci_level"] = 1.0 - alpha
         out["n_boot"] = int(n_boot)
     out.update(threshold_metrics(y_i, s, threshold))

@@ -430,7 +430,7 @@ def _threshold_choice(results: Mapping[str, Any], val: dict | None) -> tuple[Thr
 def _ci(m: Mapping[str, Any], key: str) -> str:
     ci = m.get(f"{key}_ci")
     if not ci:
-        return ""
+        return m.get(f"{key}_ci_note", "")
     return f"{round(100 * m['ci_level'])}% CI {ci[0]:.3f} – {ci[1]:.3f}"
 
 
@@ -486,7 +486,9 @@ def build_run_report(
                 "score": (n,) final probabilities (after any prior correction /
                          calibration) — the values the threshold applies to,
                 "score_uncalibrated": (n,) optional, before calibration —
-                         enables the before/after reliability diagram,
+                         enables the before/after reliability diagram; AP,
+                         ROC-AUC and the curves are then computed on it, so
+                         the calibration method cannot move them,
                 "paths": n image paths, optional — enables the worst false
                          negative / false positive thumbnails,
             },
@@ -531,7 +533,8 @@ def build_run_report(
     choice, auto_note = _threshold_choice(results, val)
     t = float(choice.threshold)
     y, s = test["y"], test["score"]
-    m = evaluate_scores(y, s, t, n_boot=n_boot, seed=seed)
+    s_rank = test.get("score_uncalibrated")  # ranking metrics and curves: calibration cannot move them
+    m = evaluate_scores(y, s, t, n_boot=n_boot, seed=seed, rank_score=s_rank)
     name = str(results.get("name") or run_dir.name)
 
     def png(fig: Figure, stem: str) -> bytes:
@@ -609,8 +612,10 @@ def build_run_report(
 
     # ---- curves
     rep.add_heading("Curves")
-    pr = png(plot_pr_curve(y, s, label=name, threshold=t), "pr_curve")
-    roc = png(plot_roc_curve(y, s, label=name, threshold=t), "roc_curve")
+    sr = s if s_rank is None else s_rank  # the operating point: the lowest ranking score still flagged
+    t_r = float(sr[s >= t].min()) if (s >= t).any() else None
+    pr = png(plot_pr_curve(y, sr, label=name, threshold=t_r), "pr_curve")
+    roc = png(plot_roc_curve(y, sr, label=name, threshold=t_r), "roc_curve")
     rep.add_images(
         [
             (pr, "Precision–recall on test. The dashed line is the positive rate (a random "

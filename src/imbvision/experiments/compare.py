@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..strategies.registry import compose, list_strategies
 from .._fingerprint import combine, records_fingerprint
 from .cellstore import cell_key, has_cells, load_cell, load_synthetic, save_synthetic, synthetic_key
-from .stats import holm, mean_ci, paired_bootstrap_delta, wilcoxon_p
+from .stats import compare_to_baseline, few_splits_note, mean_ci, min_exact_p
 
 __all__ = ["DEFAULT_STRATEGIES", "CompareResult", "run_compare", "resolve_strategies", "print_leaderboard"]
 
@@ -35,6 +35,8 @@ DEFAULT_STRATEGIES = (
     "augment-oversample", "copy-paste", "mixup",
 )
 BASELINE = "ce"
+#: Family-wise error rate of the "beyond noise" decisions.
+ALPHA = 0.05
 
 
 def resolve_strategies(spec: str | Sequence[str]) -> list[str]:
@@ -95,7 +97,7 @@ def _splits(ds, seeds: int, folds: int | None, val: float, test: float, rate: fl
 
 def _run_cell(strategy: str, seed: int, X: np.ndarray, y: np.ndarray, split, extra: tuple | None,
               threshold: str, calibration: str, prior_correction: bool) -> dict[str, Any]:
-    from ..evaluation import ranking_metrics, threshold_metrics
+    from ..evaluation import brier, ranking_metrics, threshold_metrics
     from ..training.head import fit_head, fit_postprocess
 
     with warnings.catch_warnings():
@@ -108,17 +110,42 @@ def _run_cell(strategy: str, seed: int, X: np.ndarray, y: np.ndarray, split, ext
                                true_prior=float(y[split.val].mean()), prior_correction=prior_correction,
                                calibration=calibration, threshold=threshold)
     s_test = post.apply(p_test)
+    # Rank on the prior-corrected logit: calibration cannot move AP or ROC-AUC, and no score saturates at 1.0.
+    s_rank = _ranking_score(fit, X[split.test], p_test, post)
     t = post.threshold.threshold
-    rank = ranking_metrics(y[split.test], s_test)
+    rank = ranking_metrics(y[split.test], s_rank)
     at = threshold_metrics(y[split.test], s_test, t)
     return {
         "strategy": strategy, "seed": seed, "head": fit.head_name,
         "ap": rank["ap"], "roc_auc": rank["roc_auc"], "recall_at_p90": rank.get("recall_at_precision"),
         "threshold": t, "f1": at["f1"], "mcc": at["mcc"], "recall": at["recall"], "precision": at["precision"],
+        "brier": brier(y[split.test], s_test),  # calibration quality, on the calibrated probabilities
         "train_rows": fit.train_rows, "synthetic_rows": 0 if ex_X is None else int(len(ex_X)),
-        "test_index": split.test.tolist(), "test_score": [round(float(v), 7) for v in s_test],
+        "test_index": split.test.tolist(), "test_score": np.asarray(s_rank, dtype=np.float64).tolist(),  # full float64: JSON floats round-trip
         "timing": {"fit_seconds": fit.fit_seconds},
     }
+
+
+def _ranking_score(fit, X_test: np.ndarray, p_test: np.ndarray, post) -> np.ndarray:
+    """The score a cell is ranked on: the head's logit plus the prior correction's log-odds shift, float64.
+
+    Monotone in the prior-corrected probability ``post.uncalibrated(p_test)`` but without its float64
+    saturation (a logit above ~37 gives probability exactly 1.0, so confident scores would tie).
+    Falls back to the logit of that probability when the head has no logit matching ``p_test``.
+    """
+    from scipy.special import expit, logit
+
+    z = None
+    if hasattr(fit.head, "decision_function"):
+        z = np.asarray(fit.head.decision_function(X_test), dtype=np.float64)
+        if z.shape != p_test.shape or not np.allclose(expit(z), p_test, rtol=1e-6, atol=1e-9):
+            z = None
+    if z is None:
+        return logit(np.clip(post.uncalibrated(p_test), 1e-300, 1.0 - 1e-16))
+    a, b = post.train_prior, post.true_prior
+    if post.prior_correction and a is not None and abs(a - b) > 1e-9:  # as training.head._correct_prior
+        z = z + (np.log(b) - np.log1p(-b)) - (np.log(a) - np.log1p(-a))
+    return z
 
 
 @dataclass(frozen=True)
@@ -213,7 +240,7 @@ def run_compare(
     data: str,
     *,
     strategies: str | Sequence[str] = "default",
-    seeds: int = 3,
+    seeds: int = 10,
     folds: int | None = None,
     mode: str = "head",
     out: str | Path = "runs/compare",
@@ -270,7 +297,8 @@ def run_compare(
            "train_positive_rate": train_positive_rate, "backbone": backbone, "weights": weights,
            "image_size": image_size, "tiles": tiles, "features": kind, "threshold": threshold,
            "calibration": calibration, "prior_correction": prior_correction, "val": val, "test": test,
-           "max_synthetic": max_synthetic, "n_boot": n_boot, "group_duplicates": group_duplicates}
+           "max_synthetic": max_synthetic, "n_boot": n_boot, "group_duplicates": group_duplicates,
+           "cell_scores": "float64 prior-corrected logit"}  # cells of older runs held rounded probabilities
     cfg_path = out / "config.json"
     if cfg_path.exists():
         old = read_json(cfg_path)
@@ -332,68 +360,116 @@ def run_compare(
     return result
 
 
+def _split_sizes(splits) -> tuple[float, float]:
+    """Mean training and test images per split, for the corrected variance of split statistics."""
+    return (float(np.mean([len(sp.train) for _, _, sp in splits])),
+            float(np.mean([len(sp.test) for _, _, sp in splits])))
+
+
+def _cell_ranking(cell: dict[str, Any], y: np.ndarray) -> dict[str, Any]:
+    """AP, ROC-AUC and recall at precision ≥ 0.9 of one cell, from its stored full-precision test scores."""
+    from ..evaluation import ranking_metrics
+
+    return ranking_metrics(y[np.asarray(cell["test_index"])], np.asarray(cell["test_score"], dtype=np.float64))
+
+
+def _statistics(splits, k: int) -> dict[str, Any]:
+    """What the leaderboard's intervals and p-values are, for leaderboard.json and the report."""
+    n_train, n_test = _split_sizes(splits)
+    return {"unit": "split", "splits": k, "n_train": n_train, "n_test": n_test,
+            "test": "corrected resampled t-test on per-split ΔAP (Nadeau & Bengio 2003)",
+            "variance_factor": 1.0 / k + n_test / n_train, "multiplicity": "Holm over strategies", "alpha": ALPHA,
+            "min_exact_p": min_exact_p(k), "few_splits": few_splits_note(k, ALPHA)}
+
+
+def _clip(ci: list[float] | None) -> list[float] | None:
+    """An interval of ΔAP cut to the values ΔAP can take, [−1, 1] (its decision is unchanged: 0 lies inside)."""
+    return None if ci is None else [max(-1.0, ci[0]), min(1.0, ci[1])]
+
+
 def _aggregate(names, splits, cells, y, n_boot):
-    rows = []
+    """Leaderboard rows (sorted by AP) and the recommendation.
+
+    Every ranking number comes from the cells' stored test scores, so the AP column, ΔAP, its interval,
+    p and the pooled PR curves rest on one set of scores. ``n_boot`` is unused: the split-level test
+    resamples nothing (kept for the call site).
+    """
     keys = [(s, f) for s, f, _ in splits]
+    n_train, n_test = _split_sizes(splits)
+    per = {n: [_cell_ranking(cells[(n, s, f)], y) for s, f in keys] for n in names}
+    ap = {n: np.array([m["ap"] for m in per[n]], dtype=np.float64) for n in names}
+    deltas = {n: ap[n] - ap[BASELINE] for n in names if n != BASELINE}
+    tests = compare_to_baseline(deltas, n_train=n_train, n_test=n_test, alpha=ALPHA)
+    rows = []
     for n in names:
         cs = [cells[(n, s, f)] for s, f in keys]
-        ap_m, ap_sd, ap_lo, ap_hi = mean_ci([c["ap"] for c in cs])
-        ap_lo, ap_hi = max(0.0, ap_lo), min(1.0, ap_hi)  # AP lives in [0, 1]
-        row = {"strategy": n, "ap_mean": ap_m, "ap_std": ap_sd, "ap_ci": [ap_lo, ap_hi],
-               "recall_at_p90": float(np.mean([c["recall_at_p90"] for c in cs])),
+        ap_m, ap_sd, lo, hi = mean_ci(ap[n], n_train=n_train, n_test=n_test)
+        row = {"strategy": n, "ap_mean": ap_m, "ap_std": ap_sd,
+               "ap_ci": None if lo is None else [max(0.0, lo), min(1.0, hi)],  # AP lives in [0, 1]
+               "ap_per_split": ap[n].tolist(),
+               "recall_at_p90": float(np.mean([m["recall_at_precision"] for m in per[n]])),
+               "roc_auc": float(np.mean([m["roc_auc"] for m in per[n]])),
                "f1": float(np.mean([c["f1"] for c in cs])), "mcc": float(np.mean([c["mcc"] for c in cs])),
-               "recall": float(np.mean([c["recall"] for c in cs])), "precision": float(np.mean([c["precision"] for c in cs])),
-               "roc_auc": float(np.mean([c["roc_auc"] for c in cs])), "head": cs[0]["head"],
+               "recall": float(np.mean([c["recall"] for c in cs])),
+               "precision": float(np.mean([c["precision"] for c in cs])), "head": cs[0]["head"],
+               "brier": float(np.mean([c["brier"] for c in cs])) if all("brier" in c for c in cs) else None,
                "fit_seconds": float(np.mean([c["timing"]["fit_seconds"] for c in cs])), "cells": len(cs)}
         if n != BASELINE:
-            pairs = []
-            diffs = []
-            for s, f in keys:
-                a, b = cells[(n, s, f)], cells[(BASELINE, s, f)]
-                yt = y[np.asarray(a["test_index"])]
-                pairs.append((yt, np.asarray(a["test_score"]), np.asarray(b["test_score"])))
-                diffs.append(a["ap"] - b["ap"])
-            boot = paired_bootstrap_delta(pairs, n_boot=n_boot, seed=0)
-            sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
-            row.update({"delta_ap": boot["delta"], "delta_ci": [boot["lo"], boot["hi"]], "p_bootstrap": boot["p"],
-                        "p_wilcoxon": wilcoxon_p(diffs), "effect_dz": (float(np.mean(diffs)) / sd) if sd > 0 else None})
+            t, d = tests[n], deltas[n]
+            row.update({"delta_ap": t["mean"], "delta_ci": _clip(t["decision_ci"]),
+                        "delta_ci_level": t["decision_level"], "delta_ci95": _clip(t["ci"]), "p": t["p"], "p_holm": t["p_holm"], "beyond_noise": t["beyond_noise"],
+                        "t": t["t"], "df": t["df"], "delta_per_split": d.tolist(),
+                        "splits_better": int((d > 0).sum()), "splits_worse": int((d < 0).sum()),
+                        "test_note": t["note"]})
         rows.append(row)
-    adj = holm([r.get("p_bootstrap") for r in rows])
-    for r, a in zip(rows, adj):
-        r["p_holm"] = a
     rows.sort(key=lambda r: -r["ap_mean"])
     for i, r in enumerate(rows, 1):
         r["rank"] = i
     return rows, _recommend(rows)
 
 
+def _delta_text(r: dict[str, Any]) -> str:
+    """ΔAP with the interval behind its decision and the Holm-adjusted p, as one parenthesis."""
+    ci = r.get("delta_ci")
+    if ci is None:
+        return f"ΔAP {r['delta_ap']:+.3f}, no interval ({r.get('test_note') or 'no test possible'})"
+    return (f"ΔAP {r['delta_ap']:+.3f}, {100 * r['delta_ci_level']:.3g}% CI {ci[0]:+.3f} to {ci[1]:+.3f} "
+            f"at Holm's level, Holm-adjusted p = {r['p_holm']:.2g}")
+
+
 def _recommend(rows: list[dict[str, Any]]) -> str:
+    """One paragraph that agrees with the table: decisions are the rows' ``beyond_noise`` flags."""
     base = next(r for r in rows if r["strategy"] == BASELINE)
-    better = [r for r in rows if r["strategy"] != BASELINE and r.get("p_holm") is not None
-              and r["p_holm"] < 0.05 and r["delta_ap"] > 0]
-    worse = [r for r in rows if r["strategy"] != BASELINE and r.get("p_holm") is not None
-             and r["p_holm"] < 0.05 and r["delta_ap"] < 0]
-    cells = base["cells"]
+    others = [r for r in rows if r["strategy"] != BASELINE]  # in table order (by AP)
+    better = [r for r in others if r.get("beyond_noise") and r["delta_ap"] > 0]
+    worse = [r for r in others if r.get("beyond_noise") and r["delta_ap"] < 0]
+    k = base["cells"]
     lines = []
     if better:
-        b = max(better, key=lambda r: r["delta_ap"])
-        lines.append(
-            f"Use {b['strategy']}: AP {b['ap_mean']:.3f} vs {base['ap_mean']:.3f} for the plain baseline, "
-            f"ΔAP {b['delta_ap']:+.3f} (95% CI {b['delta_ci'][0]:+.3f} to {b['delta_ci'][1]:+.3f}, "
-            f"Holm-adjusted p = {b['p_holm']:.3g}, {cells} paired splits)."
-        )
-        others = [r["strategy"] for r in better if r is not b]
-        if others:
-            lines.append(f"Also better than the baseline beyond noise: {', '.join(others)}.")
+        b = better[0]  # the highest AP among those beyond noise (same baseline, so also the largest ΔAP)
+        lines.append(f"Use {b['strategy']} (rank {b['rank']}): AP {b['ap_mean']:.3f} vs {base['ap_mean']:.3f} for the "
+                     f"plain baseline {BASELINE}, {_delta_text(b)}, over {k} paired splits.")
+        if len(better) > 1:
+            lines.append("Also better than the baseline beyond noise: "
+                         + ", ".join(r["strategy"] for r in better[1:]) + ".")
     else:
-        top = next((r for r in rows if r["strategy"] != BASELINE), None)
-        msg = "No remedy beats the baseline beyond noise"
-        if top is not None and "delta_ci" in top:
-            msg += (f": the best, {top['strategy']}, has ΔAP {top['delta_ap']:+.3f} "
-                    f"(95% CI {top['delta_ci'][0]:+.3f} to {top['delta_ci'][1]:+.3f}) over {cells} paired splits")
-        lines.append(msg + ". Keep the plain baseline and tune its threshold; more seeds or data would narrow the intervals.")
+        msg = f"No remedy beats the baseline beyond noise over {k} paired splits"
+        if others:
+            top = others[0]
+            if base["rank"] < top["rank"]:
+                msg += (f": the plain baseline {BASELINE} ranks first (AP {base['ap_mean']:.3f}); the best remedy, "
+                        f"{top['strategy']}, ranks {top['rank']} with AP {top['ap_mean']:.3f} ({_delta_text(top)})")
+            else:
+                msg += (f": the top-ranked remedy, {top['strategy']}, has AP {top['ap_mean']:.3f} vs "
+                        f"{base['ap_mean']:.3f} ({_delta_text(top)})")
+        lines.append(msg + ". Keep the plain baseline and tune its threshold; more data would narrow the intervals "
+                           "(more seeds only up to about 10: overlapping splits share images).")
     if worse:
-        lines.append(f"Worse than the baseline beyond noise: {', '.join(r['strategy'] for r in worse)}.")
+        lines.append("Worse than the baseline beyond noise: "
+                     + "; ".join(f"{r['strategy']} ({_delta_text(r)})" for r in worse) + ".")
+    note = few_splits_note(k, ALPHA)
+    if note:
+        lines.append(note)
     rec_best = max(rows, key=lambda r: r["recall"])
     if rec_best["strategy"] != BASELINE and rec_best["recall"] > base["recall"] + 0.02:
         with warnings.catch_warnings():
@@ -404,22 +480,29 @@ def _recommend(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"At the tuned threshold, {rec_best['strategy']} finds more of the rare class (recall "
             f"{rec_best['recall']:.2f} vs {base['recall']:.2f}, precision {rec_best['precision']:.2f} vs "
-            f"{base['precision']:.2f}){why}."
+            f"{base['precision']:.2f}; means over splits, not tested){why}."
         )
     return " ".join(lines)
 
 
 _CSV_COLS = ("rank", "strategy", "ap_mean", "ap_std", "ap_ci_lo", "ap_ci_hi", "delta_ap", "delta_ci_lo", "delta_ci_hi",
-             "p_bootstrap", "p_wilcoxon", "p_holm", "effect_dz", "recall_at_p90", "f1", "mcc", "recall", "precision",
-             "roc_auc", "head", "fit_seconds", "cells")
+             "delta_ci_level", "p", "p_holm", "beyond_noise", "splits_better", "splits_worse", "recall_at_p90", "f1",
+             "mcc", "recall", "precision", "roc_auc", "brier", "head", "fit_seconds", "cells")
 
 
 def _fmt(v: Any) -> str:
+    """A CSV cell: floats at full precision (``repr`` round-trips float64), ``None`` empty."""
     if v is None:
         return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
     if isinstance(v, float):
-        return f"{v:.6g}"
+        return repr(v)
     return str(v)
+
+
+def _ci_cell(ci: list[float] | None, fmt: str = "{:.2f}", sep: str = ", ") -> str:
+    return "no interval" if ci is None else f"[{fmt.format(ci[0])}{sep}{fmt.format(ci[1])}]"
 
 
 def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.ndarray, ds, embed_stats: dict) -> None:
@@ -427,58 +510,80 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
     from ..evaluation import Report, plot_pr_curves
 
     out = res.out
+    k = res.leaderboard[0]["cells"]
+    st = _statistics(splits, k)
     rows = []
     for r in res.leaderboard:
-        flat = {**r, "ap_ci_lo": r["ap_ci"][0], "ap_ci_hi": r["ap_ci"][1],
-                "delta_ci_lo": (r.get("delta_ci") or [None, None])[0], "delta_ci_hi": (r.get("delta_ci") or [None, None])[1]}
+        ap_ci, d_ci = r.get("ap_ci") or [None, None], r.get("delta_ci") or [None, None]
+        flat = {**r, "ap_ci_lo": ap_ci[0], "ap_ci_hi": ap_ci[1], "delta_ci_lo": d_ci[0], "delta_ci_hi": d_ci[1]}
         rows.append([_fmt(flat.get(c)) for c in _CSV_COLS])
     write_csv(out / "leaderboard.csv", _CSV_COLS, rows)
-    write_json(out / "leaderboard.json", {"config": cfg, "leaderboard": res.leaderboard,
+    write_json(out / "leaderboard.json", {"config": cfg, "statistics": st, "leaderboard": res.leaderboard,
                                           "recommendation": res.recommendation,
                                           "timing": {"wall_seconds": res.wall_seconds, "embedding": embed_stats}})
-    # Overlaid PR curves: test scores pooled over cells per strategy (top 8 by AP).
+    # Overlaid PR curves: the stored test scores pooled over cells per strategy (top 8 by AP).
     curves = {}
     for r in res.leaderboard[:8]:
         ys, ss = [], []
         for s, f, _ in splits:
             c = cells[(r["strategy"], s, f)]
             ys.append(y[np.asarray(c["test_index"])])
-            ss.append(np.asarray(c["test_score"]))
+            ss.append(np.asarray(c["test_score"], dtype=np.float64))
         curves[r["strategy"]] = (np.concatenate(ys), np.concatenate(ss))
     rep = Report(f"imbvision compare — {cfg['data']}",
                  subtitle=f"{len(res.leaderboard)} strategies × {len(splits)} splits ({cfg['seeds']} seeds"
                           + (f" × {cfg['folds']} folds" if cfg.get("folds") else "") + "), head mode")
     rep.add_callout(res.recommendation, kind="note")
+    if st["few_splits"]:
+        rep.add_callout(st["few_splits"], kind="warning")
     npos = int(y.sum())
     rep.add_cards([("images", len(y)), ("positive", npos), ("positive rate", f"{npos / len(y):.1%}"),
                    ("wall time", f"{res.wall_seconds:.0f} s")])
     rep.add_heading("Leaderboard")
-    rep.add_text("AP is the test average precision, mean over splits with a Student-t 95% interval. ΔAP is against the "
-                 "plain `ce` baseline on the same splits, with a paired stratified bootstrap interval; p-values are "
-                 "Holm-adjusted over all strategies. F1, MCC, recall and precision are at the threshold tuned on validation.")
+    rep.add_text(
+        f"The split is the unit of evidence: every strategy is fitted and tested on the same {k} splits. AP is the "
+        "test average precision (ranking on the prior-corrected, uncalibrated score, so calibration cannot move "
+        f"it), mean over splits. ΔAP is the mean of the per-split differences against the plain `{BASELINE}` "
+        "baseline, tested with the corrected resampled t-test of Nadeau & Bengio (2003): overlapping splits "
+        f"share images, so the variance of a mean over splits uses 1/K + n_test/n_train = "
+        f"{st['variance_factor']:.3f} (K = {k}, {st['n_test']:.0f} test and {st['n_train']:.0f} training images per "
+        "split) instead of 1/K; the AP interval uses the same factor. p-values are Holm-adjusted over the "
+        f"strategies; a remedy is beyond noise when its Holm-adjusted p < {ALPHA}. The ΔAP interval is at Holm's "
+        "level for that strategy, so it excludes 0 exactly when the decision says beyond noise. F1, MCC, recall "
+        "and precision are at the threshold tuned on validation (calibrated probabilities).")
     table, table2 = [], []
     for r in res.leaderboard:
         table.append({
             "rank": r["rank"], "strategy": r["strategy"],
-            "AP [95% CI]": f"{r['ap_mean']:.3f} [{r['ap_ci'][0]:.2f}, {r['ap_ci'][1]:.2f}]",
-            "ΔAP vs ce [95% CI]": "—" if "delta_ap" not in r else
-            f"{r['delta_ap']:+.3f} [{r['delta_ci'][0]:+.2f}, {r['delta_ci'][1]:+.2f}]",
+            "AP [CI]": f"{r['ap_mean']:.3f} {_ci_cell(r['ap_ci'])}",
+            f"ΔAP vs {BASELINE} [CI at Holm's level]": "—" if "delta_ap" not in r else
+            f"{r['delta_ap']:+.3f} {_ci_cell(r['delta_ci'], '{:+.3f}')}",
             "p (Holm)": "—" if r.get("p_holm") is None else f"{r['p_holm']:.2g}",
+            "beyond noise": "—" if "delta_ap" not in r else ("yes" if r["beyond_noise"] else "no"),
+            "splits better/worse": "—" if "delta_ap" not in r else f"{r['splits_better']}/{r['splits_worse']}",
             "recall@P≥0.9": f"{r['recall_at_p90']:.2f}", "fit s": f"{r['fit_seconds']:.1f}",
         })
         table2.append({
             "strategy": r["strategy"], "F1": f"{r['f1']:.2f}", "MCC": f"{r['mcc']:.2f}",
             "recall": f"{r['recall']:.2f}", "precision": f"{r['precision']:.2f}",
-            "ROC-AUC": f"{r['roc_auc']:.3f}",
-            "Wilcoxon p": "—" if r.get("p_wilcoxon") is None else f"{r['p_wilcoxon']:.2g}",
-            "effect dz": "—" if r.get("effect_dz") is None else f"{r['effect_dz']:+.2f}", "head": r["head"],
+            "ROC-AUC": f"{r['roc_auc']:.3f}", "Brier": "—" if r.get("brier") is None else f"{r['brier']:.4f}",
+            "p (unadjusted)": "—" if r.get("p") is None else f"{r['p']:.2g}",
+            "95% CI of ΔAP": "—" if "delta_ap" not in r else _ci_cell(r.get("delta_ci95"), "{:+.3f}"),
+            "head": r["head"],
         })
     rep.add_table(table)
     rep.add_heading("At the tuned threshold")
     rep.add_text("Threshold-dependent metrics (means over splits) at the threshold chosen on each split's validation "
-                 "data; this is where re-weighting shows its effect. Wilcoxon p (unadjusted) and Cohen's dz are over "
-                 "the paired per-split AP differences.")
+                 "data; this is where re-weighting shows its effect. Brier is the calibration quality of the "
+                 f"probabilities (calibration: {cfg.get('calibration', 'none')}); AP and ROC-AUC do not depend on it. "
+                 "The unadjusted p and plain 95% interval of ΔAP "
+                 "are for reading one strategy alone; decisions use the Holm-adjusted ones above.")
     rep.add_table(table2)
+    if k <= 30:
+        rep.add_heading("ΔAP on each split")
+        rep.add_table([{"strategy": r["strategy"], **{f"split {i + 1}": f"{v:+.3f}"
+                                                       for i, v in enumerate(r["delta_per_split"])}}
+                       for r in res.leaderboard if "delta_per_split" in r])
     rep.add_heading("Precision-recall curves (test, pooled over splits)")
     rep.add_image(plot_pr_curves(curves, title="PR curves, top strategies"), "Overlaid PR curves of the test scores pooled over splits (the legend's AP is of the pooled scores); the dashed line is the positive rate.")
     ex = sorted((out / "synthetic" / "examples").glob("*.png")) if (out / "synthetic" / "examples").exists() else []
@@ -491,17 +596,22 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
 
 
 def print_leaderboard(res: CompareResult, console) -> None:
-    """Print the leaderboard and the recommendation with rich."""
+    """Print the leaderboard (fits 80 columns) and the recommendation with rich."""
+    from rich import box
     from rich.table import Table
 
-    t = Table(title=f"test AP over {res.leaderboard[0]['cells']} splits; ΔAP vs ce with Holm-adjusted p")
+    k = res.leaderboard[0]["cells"]
+    t = Table(title=f"test AP over {k} splits · ΔAP vs {BASELINE}: corrected resampled t-test over splits, "
+                    "interval at Holm's level · * beyond noise (Holm p < 0.05)",
+              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     t.add_column("strategy", no_wrap=True)
-    for col in ("AP [95% CI]", "ΔAP", "p", "recall", "F1"):
+    for col in ("AP [CI]", "ΔAP [CI]", "Holm p", "recall"):
         t.add_column(col, justify="right", no_wrap=True)
     for r in res.leaderboard:
-        t.add_row(r["strategy"], f"{r['ap_mean']:.3f} [{r['ap_ci'][0]:.2f},{r['ap_ci'][1]:.2f}]",
-                  "" if "delta_ap" not in r else f"{r['delta_ap']:+.2f}",
-                  "" if r.get("p_holm") is None else f"{r['p_holm']:.2g}",
-                  f"{r['recall']:.2f}", f"{r['f1']:.2f}")
+        has = "delta_ap" in r
+        t.add_row(r["strategy"], f"{r['ap_mean']:.3f} {_ci_cell(r['ap_ci'], sep=',')}",
+                  f"{r['delta_ap']:+.3f} {_ci_cell(r['delta_ci'], '{:+.2f}', ',')}" if has else "",
+                  "" if r.get("p_holm") is None else f"{r['p_holm']:.2g}" + (" *" if r.get("beyond_noise") else "  "),
+                  f"{r['recall']:.2f}")
     console.print(t)
     console.print(res.recommendation)

@@ -196,8 +196,9 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
     p_test = post.apply(np.asarray(raw["test"]))
     p_val = post.apply(np.asarray(raw["val"]))
     t = post.threshold.threshold
-    metrics = evaluate_scores(y_test, p_test, t, n_boot=cfg.n_boot, seed=cfg.seed)
-    val_metrics = evaluate_scores(y_val, p_val, t, n_boot=0)
+    # Ranking metrics on the prior-corrected score before calibration: the calibration method cannot move them.
+    metrics = evaluate_scores(y_test, p_test, t, n_boot=cfg.n_boot, seed=cfg.seed, rank_score=p_test_u)
+    val_metrics = evaluate_scores(y_val, p_val, t, n_boot=0, rank_score=post.uncalibrated(np.asarray(raw["val"])))
     _write_scores(run_dir / "scores_test.csv", paths_test, y_test, p_test, t)
     results = {
         "strategy": model.meta["strategy"]["name"], "mode": model.meta["mode"],
