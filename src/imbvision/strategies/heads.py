@@ -695,6 +695,9 @@ register_strategy(
             "max_iter": Param(1000, kind="int", low=1, doc="lbfgs iterations"),
         },
         build=_build_logreg,
+        modes=("head",),
+        any_loss=False,  # class-weight losses only: a loss record's ``weight_only``
+        takes_sampler=False,  # fits all rows at once
     )
 )
 
@@ -706,6 +709,7 @@ register_strategy(
         reference="linear probe (AdamW)",
         params=dict(_TRAIN_PARAMS),
         build=_build_linear,
+        modes=("head",),
     )
 )
 
@@ -723,5 +727,6 @@ register_strategy(
             "dropout": Param(0.1, kind="float", low=0.0, high=1.0, doc="dropout after the hidden layer, in [0, 1)"),
         },
         build=_build_mlp,
+        modes=("head",),
     )
 )
