@@ -63,6 +63,36 @@ def _check_X(X: Any, d: int | None = None) -> np.ndarray:
     return arr
 
 
+#: A feature whose training SD is below this fraction of the median SD of the features is dropped
+#: (its standardised value is 0 in training and at prediction). Measured on efficientnet_lite0
+#: embeddings of Magnetic-tile (400 images, 240 in the training split; /tmp script in the issue-12 §3
+#: note): MEASUREMENT. Without it a feature with SD 1.3e-5 turned a test value into z = 23,547
+#: and decided the score alone (issue 12 §3). Dropping (rather than flooring the SD) is what keeps
+#: every score unchanged whatever such a feature does at test time: a floored feature still
+#: reaches the score through its (randomly initialised, never-trained) weight in a torch head.
+NEAR_CONSTANT_SD = 1e-3
+
+
+def informative_features(sd: np.ndarray, rel: float = NEAR_CONSTANT_SD) -> np.ndarray:
+    """Which features to use: training SD above ``rel`` times the median SD of the non-constant ones.
+
+    Parameters
+    ----------
+    sd
+        Per-feature standard deviation on the training rows, shape ``(D,)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Bool ``(D,)``; all False only when every feature is constant.
+    """
+    sd = np.asarray(sd, dtype=np.float64)
+    positive = sd[sd > 0]
+    if positive.size == 0:
+        return np.zeros(sd.shape, dtype=bool)
+    return sd > rel * float(np.median(positive))
+
+
 class _Targets:
     """Labels normalised once: soft matrix, hard labels (for samplers), class count."""
 
@@ -152,6 +182,7 @@ class Head:
         self.seed = int(seed)
         self.mean_: np.ndarray | None = None
         self.scale_: np.ndarray | None = None
+        self.keep_: np.ndarray | None = None  # bool (D,): features used; None = all
 
     # -- standardisation (StandardScaler's statistics, applied by hand so the
     #    fitted head and a reloaded one run byte-identical arithmetic)
@@ -159,12 +190,23 @@ class Head:
         sc = StandardScaler().fit(X.astype(np.float64))
         self.mean_ = np.asarray(sc.mean_, dtype=np.float64)
         self.scale_ = np.asarray(sc.scale_, dtype=np.float64)
+        keep = informative_features(np.sqrt(np.asarray(sc.var_, dtype=np.float64)))
+        self.keep_ = None if keep.all() else keep
 
     def _transform(self, X: Any) -> np.ndarray:
         if self.mean_ is None or self.scale_ is None:
             raise ConfigError(f"head {self.name!r} is not fitted; call fit(X, y) first")
         X = _check_X(X, self.mean_.shape[0])
-        return (X.astype(np.float64) - self.mean_) / self.scale_
+        Z = (X.astype(np.float64) - self.mean_) / self.scale_
+        if self.keep_ is not None:
+            Z[:, ~self.keep_] = 0.0  # near-constant in training: never part of a score
+        return Z
+
+    def _scaler_arrays(self) -> dict[str, np.ndarray]:
+        out = {"scaler.mean": self.mean_.copy(), "scaler.scale": self.scale_.copy()}  # type: ignore[union-attr]
+        if self.keep_ is not None:
+            out["scaler.keep"] = self.keep_.astype(np.uint8)
+        return out
 
     @property
     def is_binary(self) -> bool:
@@ -205,6 +247,11 @@ class Head:
         self._require(arrays, ("scaler.mean", "scaler.scale"))
         self.mean_ = arrays["scaler.mean"].astype(np.float64)
         self.scale_ = arrays["scaler.scale"].astype(np.float64)
+        keep = arrays.get("scaler.keep")  # absent: every feature is used (bundles made before it existed)
+        if keep is not None and np.asarray(keep).shape != self.mean_.shape:
+            raise BundleError(f"head {self.name!r}: scaler.keep has shape {np.asarray(keep).shape}, "
+                              f"expected {self.mean_.shape}")
+        self.keep_ = None if keep is None else np.asarray(keep).astype(bool)
 
     def decision_function(self, X: Any) -> np.ndarray:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -349,8 +396,7 @@ class LogRegHead(Head):
         return {
             "coef": self.coef_.copy(),
             "intercept": self.intercept_.copy(),
-            "scaler.mean": self.mean_.copy(),
-            "scaler.scale": self.scale_.copy(),
+            **self._scaler_arrays(),
         }
 
     def _load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
@@ -569,8 +615,7 @@ class _TorchHead(Head):
         if self.net_ is None or self.mean_ is None or self.scale_ is None:
             raise ConfigError(f"head {self.name!r} is not fitted; nothing to save")
         arrays = {k: v.detach().cpu().numpy().copy() for k, v in self.net_.state_dict().items()}
-        arrays["scaler.mean"] = self.mean_.copy()
-        arrays["scaler.scale"] = self.scale_.copy()
+        arrays.update(self._scaler_arrays())
         return arrays
 
     def _load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
