@@ -18,6 +18,12 @@ Labels: ``(N,)`` hard labels (binary or multi-class), ``(N,)`` soft binary
 targets in ``[0, 1]`` (mixup), or ``(N, C)`` soft multi-class targets.
 Binary heads score with one logit: :meth:`decision_function` and
 :meth:`predict_proba` return ``(N,)``; multi-class ones return ``(N, C)``.
+
+Why one file: the three heads share the ``Head`` base (standardisation with
+training-range clipping, target normalisation, safetensors serialisation) and
+two of them the torch training loop. A new head family (patch, normality,
+fusion) goes in its own module and registers a record naming the
+``representation`` it consumes.
 """
 
 from __future__ import annotations

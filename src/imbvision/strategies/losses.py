@@ -24,6 +24,13 @@ Conventions shared by every loss
   and gradients stay finite for logits of +-100 (and far beyond).
 * Target ranges are checked on CPU tensors; on an accelerator the check is
   skipped, as a host sync every step would cost more than it protects.
+
+Why one file: the five losses share one set of conventions (above) implemented
+once below (input normalisation, linear-in-target soft labels, stable
+log-probabilities, the shared :class:`~imbvision.strategies.params.Param`
+ranges); each loss is a short pure function plus a thin module, with its
+record and declared prior shift beside it. A new loss may live in its own
+module that registers a record (imported by ``imbvision.strategies``).
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ Beta draws: :class:`torch.distributions.Beta` cannot take a generator, so
 lambda is drawn by inverse-transform sampling, ``scipy.special.betaincinv(a,
 a, u)`` of a uniform ``u`` from the generator: exact, and reproducible from
 the generator alone.
+
+Why one file: the four mixers share the batch and mask checks, the split of
+random draws from their application and the soft-label conventions; each
+mixer is about a hundred lines.
 """
 
 from __future__ import annotations

@@ -24,6 +24,13 @@ sample on the fly during fine-tuning.
 When a positive has no mask, :func:`propose_mask` segments the object
 automatically; :func:`save_mask_contact_sheet` renders proposals for a person
 to check before trusting them.
+
+Why one file: the two synthesisers share the random-draw helpers, the image
+and mask checks, the automatic mask proposal and the ``_Synthesizer`` base
+(parameter resolution, ``n_to_generate``, ``synthesize``); most of the length
+is their documented geometry (rotation extents, reflection padding, Poisson
+blending). A new synthesiser may live in its own module that registers a
+record declaring ``needs_background``.
 """
 
 from __future__ import annotations
