@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ConfigError
+from ..training.config import PipelineOptions
 
 __all__ = ["CompareConfig"]
 
@@ -14,31 +15,15 @@ EXECUTORS = ("local", "ray")
 
 
 @dataclass
-class CompareConfig:
+class CompareConfig(PipelineOptions):
     """Everything :func:`~imbvision.experiments.compare.run_compare` needs; attributes mirror
-    ``imbvision compare``'s options (``train``'s where they mean the same)."""
+    ``imbvision compare``'s options (the ones shared with ``train`` are :class:`PipelineOptions`)."""
 
-    data: str = "demo"
     strategies: str | Sequence[str] = "default"
     seeds: int = 3
     folds: int | None = None
     mode: str = "head"
     out: str | Path = "runs/compare"
-    positive: str | None = None
-    train_positive_rate: float | None = None
-    backbone: str = "efficientnet_lite0"
-    weights: str | None = None
-    image_size: int = 224
-    tiles: int = 0
-    features: str = "auto"
-    threshold: str = "max-f1"
-    calibration: str = "none"
-    prior_correction: bool = True
-    val: float = 0.2
-    test: float = 0.2
-    skip_bad: bool = False
-    cache_dir: str | Path | None = None
-    max_synthetic: int = 600
     jobs: int = 1
     executor: str = "local"
     ray_address: str | None = None
@@ -55,11 +40,7 @@ class CompareConfig:
             raise ConfigError(f"--seeds {self.seeds} invalid; use 1 or more")
         if self.executor not in EXECUTORS:
             raise ConfigError(f"--executor {self.executor!r} invalid; valid: {', '.join(EXECUTORS)}")
-
-    @property
-    def feature_kind(self) -> str:
-        """``features`` with ``auto`` resolved: ``both`` with tiles, else ``global``."""
-        return self.features if self.features != "auto" else ("both" if self.tiles >= 2 else "global")
+        super().__post_init__()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
