@@ -130,7 +130,9 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
     y = ds.labels
     settings = CellSettings(c.backbone, c.weights, c.image_size, c.tiles, kind, c.max_synthetic, c.threshold,
                             c.calibration, c.prior_correction)
-    needed = [representation_of(compose(n)) for n in names]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # resolve_strategies has validated them; warnings are shown by `train`
+        needed = [representation_of(compose(n)) for n in names]
     X, embed_stats = embed_features(ds.records, cached_backbone(c.backbone, c.weights), settings, needed,
                                     cache_dir=Path(c.cache_dir) if c.cache_dir else cache_root(), progress=c.progress)
     if set(X) == {"global"}:
