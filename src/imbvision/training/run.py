@@ -13,10 +13,9 @@ import numpy as np
 
 from .._io import atomic_write, ensure_output_dir, read_json, write_json
 from ..errors import ConfigError
+from ..evaluation.postprocess import fit_postprocess
 from ..strategies.registry import Recipe, compose
 from .config import TrainConfig
-from ..evaluation.postprocess import fit_postprocess
-from .head import fit_head
 from .prepare import Prepared, prepare_data
 
 __all__ = ["train", "RunResult", "evaluate_run"]
