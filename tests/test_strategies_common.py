@@ -4,6 +4,7 @@ a strategy added tomorrow is tested the day it is added."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,3 +196,25 @@ def test_head_only_strategies_are_refused_in_fine_tune_mode(name, ft_prep, tmp_p
     cfg, prep = ft_prep
     with pytest.raises(ConfigError, match="head mode only"):
         run_finetune(TrainConfig(**cfg, strategy=name), prep, compose(name), tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("name", [r.name for r in list_strategies() if r.family in ("synthesis", "mixing")])
+def test_every_pixel_strategy_trains_in_head_mode(name, ft_prep):
+    """Synthesis and mixing through the head-mode cell: new images embedded and added to the training rows."""
+    from imbvision.backbones import create_backbone
+    from imbvision.training.cell import FeatureSettings, embed_features, fit_and_score, synthetic_features
+
+    cfg, prep = ft_prep
+    bb = create_backbone("test_efficientnet", weights="none")
+    settings = FeatureSettings("test_efficientnet", "none", 32, 0, "global", 8)
+    feats, _ = embed_features(prep.dataset.records, bb, settings, cache_dir=Path(cfg["cache_dir"]))
+    recipe = compose(name)
+    extra = synthetic_features(recipe, prep.dataset.records, prep.split.train, seed=0, settings=settings,
+                               backbone=lambda: bb)
+    assert extra is not None and len(extra.X) == len(extra.y) > 0 and extra.X.shape[1] == feats["global"].shape[1]
+    assert set(extra.origin) == {name} and ((extra.y >= 0) & (extra.y <= 1)).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cf = fit_and_score(recipe, feats, prep.dataset.labels, prep.split, seed=0, extra=extra)
+    assert cf.synthetic_rows == len(extra.X) and cf.fit.train_rows == len(prep.split.train) + len(extra.X)
+    assert np.isfinite(cf.post.apply(cf.p_test)).all()
