@@ -218,3 +218,24 @@ def test_every_pixel_strategy_trains_in_head_mode(name, ft_prep):
         cf = fit_and_score(recipe, feats, prep.dataset.labels, prep.split, seed=0, extra=extra)
     assert cf.synthetic_rows == len(extra.X) and cf.fit.train_rows == len(prep.split.train) + len(extra.X)
     assert np.isfinite(cf.post.apply(cf.p_test)).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_record_declares_consistent_capabilities(name):
+    from imbvision.strategies.registry import MODES, TrainingPrior
+    from imbvision.training.cell import get_representation
+
+    rec = get_strategy(name)
+    assert rec.modes and set(rec.modes) <= set(MODES) and "head" in rec.modes
+    if rec.generates_samples:
+        assert "finetune" not in rec.modes  # rows without an image cannot be fine-tuned on
+    if rec.needs_background:
+        assert rec.family == "synthesis"
+    if rec.needs_embeddings:
+        assert rec.family == "resampler"
+    if rec.family == "head":
+        assert get_representation(rec.representation).name == rec.representation
+    shifted = rec.prior_shift(rec.defaults(), TrainingPrior(0.1, (90, 10)))
+    assert shifted is None or 0.0 < shifted < 1.0
+    if rec.family in ("synthesis", "mixing", "resampler", "head"):
+        assert shifted == 0.1  # rows are measured after them; they do not re-weight
