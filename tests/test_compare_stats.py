@@ -207,14 +207,14 @@ def test_ranking_score_keeps_confident_scores_apart():
     from scipy.special import expit
 
     from imbvision.evaluation import prior_shift_correct
-    from imbvision.experiments.compare import _ranking_score
+    from imbvision.experiments.cell import ranking_score
 
     z = np.array([40.0, 45.0, 50.0, 2.0, -3.0])
     post = SimpleNamespace(train_prior=0.5, true_prior=0.05, prior_correction=True,
                            uncalibrated=lambda p: prior_shift_correct(p, 0.5, 0.05))
     fit = SimpleNamespace(head=SimpleNamespace(decision_function=lambda X: z))
     p = expit(z)
-    s = _ranking_score(fit, np.zeros((5, 1)), p, post)
+    s = ranking_score(fit, np.zeros((5, 1)), np.arange(5), p, post)
     assert len(np.unique(post.uncalibrated(p))) == 3  # the three confident scores tie at 1.0
     assert len(np.unique(s)) == 5 and np.all(np.diff(np.argsort(-s)) != 0)
     np.testing.assert_allclose(expit(s), post.uncalibrated(p), rtol=1e-12)  # same score, logit scale

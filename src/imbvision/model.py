@@ -33,7 +33,7 @@ def _versions() -> dict[str, str]:
     import timm
     import torch
 
-    from . import __version__
+    from ._version import __version__
     return {"imbvision": __version__, "torch": torch.__version__, "timm": timm.__version__, "sklearn": sklearn.__version__}
 
 
@@ -137,7 +137,7 @@ class Model:
     @property
     def postprocess(self):
         if self._post is None:
-            from .training.head import Postprocess
+            from .evaluation.postprocess import Postprocess
             self._post = Postprocess.from_dict(self.meta["postprocess"])
         return self._post
 
@@ -166,12 +166,16 @@ class Model:
     def raw_scores(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Head probabilities before prior correction and calibration, for uint8 (H, W, 3) images."""
         if self.meta["mode"] == "finetune":
-            from .training.finetune import predict_arrays
-            return predict_arrays(self, images)
-        from .backbones import embed_arrays
+            from .training.network import predict_images, rebuild_network
+            if self._net is None:
+                self._net = rebuild_network(self.meta, self.arrays)
+            return predict_images(self._net, images, int(self.meta["backbone"]["image_size"]))
+        from .training.cell import FeatureSettings, get_representation
         b = self.meta["backbone"]
-        emb = embed_arrays(list(images), self._get_backbone(), image_size=b["image_size"], tiles=b["tiles"])
-        return self._get_head().predict_proba(emb.features(b["features"]))
+        # The features the head consumes: one global vector per image unless its record named another.
+        rep = get_representation(self.meta["head"].get("representation", "global"))
+        settings = FeatureSettings(b["name"], b.get("weights"), b["image_size"], b["tiles"], b["features"], 0)
+        return self._get_head().predict_proba(rep.from_images(list(images), self._get_backbone(), settings))
 
     def predict_proba(self, images: Sequence[str | Path | np.ndarray]) -> np.ndarray:
         """Probability of the positive class for each image (paths or uint8 arrays).

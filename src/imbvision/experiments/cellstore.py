@@ -18,6 +18,8 @@ import numpy as np
 
 from .._fingerprint import combine, split_fingerprint
 
+from ..training.synthetic_store import load_synthetic, save_synthetic, synthetic_key  # re-exported
+
 __all__ = ["cell_key", "load_cell", "synthetic_key", "load_synthetic", "save_synthetic", "has_cells"]
 
 
@@ -44,38 +46,3 @@ def load_cell(path: Path, key: str) -> dict[str, Any] | None:
 def has_cells(cells_dir: Path) -> bool:
     """Whether a compare folder holds any finished cell (so its settings are worth protecting)."""
     return Path(cells_dir).is_dir() and any(p.stat().st_size > 0 for p in Path(cells_dir).glob("*.json"))
-
-
-def synthetic_key(data_key: str, specs: list[str], seed: int, split: Any, kind: str, image_size: int, tiles: int,
-                  max_n: int) -> str:
-    """Key of the synthetic-image features made for one training split."""
-    return combine("synthetic-v2", data_key, specs, seed, split_fingerprint(split), kind, image_size, tiles, max_n)
-
-
-def load_synthetic(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """Stored ``(X, y)`` when the file is whole, carries ``key`` and its arrays agree; else ``None`` (recompute)."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), framework="numpy") as fh:
-            if (fh.metadata() or {}).get("key") != key:
-                return None
-            X, y = fh.get_tensor("X"), fh.get_tensor("y")
-    except Exception:  # noqa: BLE001 - any parse failure means a damaged cache file: recompute it
-        return None
-    if X.ndim != 2 or y.ndim != 1 or len(X) != len(y) or not np.isfinite(X).all():
-        return None
-    return X, y
-
-
-def save_synthetic(path: Path, key: str, X: np.ndarray, y: np.ndarray) -> None:
-    """Write ``(X, y)`` atomically with ``key`` in the safetensors metadata."""
-    from safetensors.numpy import save
-
-    from .._io import atomic_write
-
-    with atomic_write(path, "wb") as fh:
-        fh.write(save({"X": np.ascontiguousarray(X), "y": np.ascontiguousarray(y)}, metadata={"key": key}))

@@ -10,11 +10,9 @@ run again continues where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,10 +22,14 @@ from .._io import ensure_output_dir, read_json, write_json
 from ..errors import ConfigError
 from ..strategies.registry import compose, list_strategies
 from .._fingerprint import combine, records_fingerprint
-from .cellstore import cell_key, has_cells, load_cell, load_synthetic, save_synthetic, synthetic_key
+from ..training.cell import embed_features, representation_of
+from .cell import CellSettings, cached_backbone, cell_id, compute_cell
+from .cellstore import cell_key, has_cells, load_cell
+from .config import CompareConfig
 from .stats import compare_to_baseline, few_splits_note, mean_ci, min_exact_p
 
-__all__ = ["DEFAULT_STRATEGIES", "CompareResult", "run_compare", "resolve_strategies", "print_leaderboard"]
+__all__ = ["DEFAULT_STRATEGIES", "CompareResult", "CompareConfig", "CellSettings", "run_compare", "resolve_strategies",
+           "print_leaderboard"]
 
 #: The default set: the baseline, one of each kind of remedy.
 DEFAULT_STRATEGIES = (
@@ -73,12 +75,6 @@ class CompareResult:
         return self.out / "report.html"
 
 
-def _cell_id(strategy: str, seed: int, fold: int | None) -> str:
-    h = hashlib.sha1(strategy.encode()).hexdigest()[:8]
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in strategy)[:60]
-    return f"{safe}-{h}__s{seed}" + (f"_f{fold}" if fold is not None else "")
-
-
 def _splits(ds, seeds: int, folds: int | None, val: float, test: float, rate: float | None):
     from ..data.splits import kfold_splits, train_val_test_split
     from ..training.prepare import limit_train_positives
@@ -95,269 +91,115 @@ def _splits(ds, seeds: int, folds: int | None, val: float, test: float, rate: fl
     return out
 
 
-def _run_cell(strategy: str, seed: int, X: np.ndarray, y: np.ndarray, split, extra: tuple | None,
-              threshold: str, calibration: str, prior_correction: bool) -> dict[str, Any]:
-    from ..evaluation import brier, ranking_metrics, threshold_metrics
-    from ..training.head import fit_head, fit_postprocess
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        recipe = compose(strategy)
-        ex_X, ex_y = extra if extra is not None else (None, None)
-        fit = fit_head(X[split.train], y[split.train], recipe, seed=seed, extra_X=ex_X, extra_y=ex_y)
-        p_val, p_test = fit.predict_proba(X[split.val]), fit.predict_proba(X[split.test])
-        post = fit_postprocess(p_val, y[split.val], train_prior=fit.effective_prior,
-                               true_prior=float(y[split.val].mean()), prior_correction=prior_correction,
-                               calibration=calibration, threshold=threshold)
-    s_test = post.apply(p_test)
-    # Rank on the prior-corrected logit: calibration cannot move AP or ROC-AUC, and no score saturates at 1.0.
-    s_rank = _ranking_score(fit, X[split.test], p_test, post)
-    t = post.threshold.threshold
-    rank = ranking_metrics(y[split.test], s_rank)
-    at = threshold_metrics(y[split.test], s_test, t)
-    return {
-        "strategy": strategy, "seed": seed, "head": fit.head_name,
-        "ap": rank["ap"], "roc_auc": rank["roc_auc"], "recall_at_p90": rank.get("recall_at_precision"),
-        "threshold": t, "f1": at["f1"], "mcc": at["mcc"], "recall": at["recall"], "precision": at["precision"],
-        "brier": brier(y[split.test], s_test),  # calibration quality, on the calibrated probabilities
-        "train_rows": fit.train_rows, "synthetic_rows": 0 if ex_X is None else int(len(ex_X)),
-        "test_index": split.test.tolist(), "test_score": np.asarray(s_rank, dtype=np.float64).tolist(),  # full float64: JSON floats round-trip
-        "timing": {"fit_seconds": fit.fit_seconds},
-    }
-
-
-def _ranking_score(fit, X_test: np.ndarray, p_test: np.ndarray, post) -> np.ndarray:
-    """The score a cell is ranked on: the head's logit plus the prior correction's log-odds shift, float64.
-
-    Monotone in the prior-corrected probability ``post.uncalibrated(p_test)`` but without its float64
-    saturation (a logit above ~37 gives probability exactly 1.0, so confident scores would tie).
-    Falls back to the logit of that probability when the head has no logit matching ``p_test``.
-    """
-    from scipy.special import expit, logit
-
-    z = None
-    if hasattr(fit.head, "decision_function"):
-        z = np.asarray(fit.head.decision_function(X_test), dtype=np.float64)
-        if z.shape != p_test.shape or not np.allclose(expit(z), p_test, rtol=1e-6, atol=1e-9):
-            z = None
-    if z is None:
-        return logit(np.clip(post.uncalibrated(p_test), 1e-300, 1.0 - 1e-16))
-    a, b = post.train_prior, post.true_prior
-    if post.prior_correction and a is not None and abs(a - b) > 1e-9:  # as training.head._correct_prior
-        z = z + (np.log(b) - np.log1p(-b)) - (np.log(a) - np.log1p(-a))
-    return z
-
-
-@dataclass(frozen=True)
-class CellSettings:
-    """Everything a cell needs besides its strategy, split and the shared arrays (small, picklable)."""
-
-    backbone: str
-    weights: str | None
-    image_size: int
-    tiles: int
-    kind: str
-    max_synthetic: int
-    threshold: str
-    calibration: str
-    prior_correction: bool
-    data_key: str = ""  # fingerprint of the records and run settings (cellstore keys)
-
-
-def _weights_stamp(weights: str | None) -> tuple | None:
-    """Identify a weights file by path, size and mtime, so a replaced file is not served from the cache."""
-    if weights is None:
-        return None
-    try:
-        st = Path(weights).stat()
-    except OSError:
-        return None  # "none", a hub name, or a missing file (create_backbone reports it)
-    return (st.st_size, st.st_mtime_ns)
-
-
-@lru_cache(maxsize=2)
-def _load_backbone(name: str, weights: str | None, _stamp: tuple | None):
-    from ..backbones import create_backbone
-
-    return create_backbone(name, weights=weights)
-
-
-def _cached_backbone(name: str, weights: str | None):
-    """``create_backbone(name, weights=weights)``, built once per process (local threads and Ray workers alike)."""
-    return _load_backbone(name, weights, _weights_stamp(weights))
-
-
-def _compute_cell(strategy: str, seed: int, fold: int | None, split, X: np.ndarray, y: np.ndarray,
-                  records: Sequence, settings: CellSettings, store: Path | None) -> dict[str, Any]:
-    """One cell, from the shared arrays alone: the local and the Ray executor both call this.
-
-    ``records`` are the dataset's records (pixel-space strategies read their training images); the backbone
-    is built here, once per process, only when a strategy needs to embed new images. ``store`` caches those
-    embeddings (``None``: no cache). Returns the cell's dict; the caller writes it.
-    """
-    extra = _synthetic_features(strategy, records, split, seed, settings, store)
-    cell = _run_cell(strategy, seed, X, y, split, extra, settings.threshold, settings.calibration,
-                     settings.prior_correction)
-    cell["fold"] = fold
-    cell["key"] = cell_key(settings.data_key, strategy, seed, fold, split)
-    return cell
-
-
-def _synthetic_features(strategy: str, records: Sequence, split, seed: int, settings: CellSettings,
-                        store: Path | None) -> tuple | None:
-    """Embeddings of the images a strategy's synthesis/mixing makes from one training split (cached in ``store``)."""
-    from ..backbones import embed_arrays
-    from ..training.pixels import make_synthetic_images
-
-    recipe = compose(strategy)
-    if not recipe.synthesis and recipe.mixing is None:
-        return None
-    image_size, tiles, kind, max_n = settings.image_size, settings.tiles, settings.kind, settings.max_synthetic
-    pix = [s for s in recipe.specs if s.record.family in ("synthesis", "mixing")]
-    key = synthetic_key(settings.data_key, [str(s) for s in pix], seed, split, kind, image_size, tiles, max_n)
-    path = store / f"{key[:16]}.safetensors" if store is not None else None
-    if path is not None and (hit := load_synthetic(path, key)) is not None:
-        return hit
-    recs = [records[i] for i in split.train]
-    syn = make_synthetic_images(recs, recipe, seed=seed, image_size=image_size, max_n=max_n)
-    if not len(syn):
-        return None
-    backbone = _cached_backbone(settings.backbone, settings.weights)
-    emb = embed_arrays(syn.images, backbone, image_size=image_size, tiles=tiles)
-    X, yy = emb.features(kind).astype(np.float32), np.asarray(syn.labels, dtype=np.float32)
-    if store is None:
-        return X, yy
-    save_synthetic(path, key, X, yy)
-    if not (store / "examples").exists() or len(list((store / "examples").glob("*.png"))) < 12:
-        from ..evaluation import save_image_grid
-        items = [(img, f"y={lab:.2f}") for img, lab in list(zip(syn.images, syn.labels))[:12]]
-        name = "+".join(s.name for s in pix)
-        save_image_grid(store / "examples" / f"{name}.png", items, title=f"{name}: new training images (seed {seed})")
-    return X, yy
-
-
-def run_compare(
-    data: str,
-    *,
-    strategies: str | Sequence[str] = "default",
-    seeds: int = 10,
-    folds: int | None = None,
-    mode: str = "head",
-    out: str | Path = "runs/compare",
-    positive: str | None = None,
-    train_positive_rate: float | None = None,
-    backbone: str = "efficientnet_lite0",
-    weights: str | None = None,
-    image_size: int = 224,
-    tiles: int = 0,
-    features: str = "auto",
-    threshold: str = "max-f1",
-    calibration: str = "none",
-    prior_correction: bool = True,
-    val: float = 0.2,
-    test: float = 0.2,
-    skip_bad: bool = False,
-    cache_dir: str | Path | None = None,
-    max_synthetic: int = 600,
-    jobs: int = 1,
-    executor: str = "local",
-    ray_address: str | None = None,
-    n_boot: int = 2000,
-    progress: bool = True,
-    group_duplicates: bool = True,
-) -> CompareResult:
+def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> CompareResult:
     """Compare strategies over seeds (and folds) and write a leaderboard with paired tests.
+
+    Parameters
+    ----------
+    cfg
+        A :class:`~imbvision.experiments.config.CompareConfig`, or the data source (its ``data``);
+        keyword ``overrides`` set or replace its fields
+        (e.g. ``run_compare("demo", strategies="ce,focal", seeds=5)``).
 
     Returns a :class:`CompareResult`; files: ``leaderboard.csv``, ``leaderboard.json``,
     ``report.html``, ``config.json``, ``cells/*.json``.
     """
-    from ..backbones import embed_dataset
     from ..data.checks import load_checked
     from ..data.sources import cache_root
 
     t0 = time.perf_counter()
-    if mode != "head":
-        raise ConfigError(
-            "compare runs head mode (strategies on cached embeddings); fine-tune single candidates with "
-            "`imbvision train --mode finetune`"
-        )
-    if seeds < 1:
-        raise ConfigError(f"--seeds {seeds} invalid; use 1 or more")
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"--executor {executor!r} invalid; valid: local, ray")
-    if executor == "ray":
+    c = CompareConfig.make(cfg, **overrides)
+    if c.executor == "ray":
         from .ray_executor import require_ray
         require_ray()  # before any work: say how to install it
-    names = resolve_strategies(strategies)
+    names = resolve_strategies(c.strategies)
     from .._rundir import refuse_out_in_data
-    refuse_out_in_data(out, data)  # its example PNGs would be read back as data
-    out = ensure_output_dir(out)
-    kind = features if features != "auto" else ("both" if tiles >= 2 else "global")
-    cfg = {"data": data, "strategies": names, "seeds": seeds, "folds": folds, "mode": mode, "positive": positive,
-           "train_positive_rate": train_positive_rate, "backbone": backbone, "weights": weights,
-           "image_size": image_size, "tiles": tiles, "features": kind, "threshold": threshold,
-           "calibration": calibration, "prior_correction": prior_correction, "val": val, "test": test,
-           "max_synthetic": max_synthetic, "n_boot": n_boot, "group_duplicates": group_duplicates,
-           "cell_scores": "float64 prior-corrected logit"}  # cells of older runs held rounded probabilities
+    refuse_out_in_data(c.out, c.data)  # its example PNGs would be read back as data
+    out = ensure_output_dir(c.out)
+    kind = c.feature_kind
+    cfg_d = {"data": c.data, "strategies": names, "seeds": c.seeds, "folds": c.folds, "mode": c.mode,
+             "positive": c.positive, "train_positive_rate": c.train_positive_rate, "backbone": c.backbone,
+             "weights": c.weights, "image_size": c.image_size, "tiles": c.tiles, "features": kind,
+             "threshold": c.threshold, "calibration": c.calibration, "prior_correction": c.prior_correction,
+             "val": c.val, "test": c.test, "max_synthetic": c.max_synthetic, "n_boot": c.n_boot,
+             "group_duplicates": c.group_duplicates,
+             "cell_scores": "float64 prior-corrected logit"}  # cells of older runs held rounded probabilities
     cfg_path = out / "config.json"
     if cfg_path.exists():
         old = read_json(cfg_path)
         keep = {k: v for k, v in old.items() if k != "strategies"}
-        if keep != {k: v for k, v in cfg.items() if k != "strategies"} and has_cells(out / "cells"):
+        if keep != {k: v for k, v in cfg_d.items() if k != "strategies"} and has_cells(out / "cells"):
             raise ConfigError(f"{out} holds a compare run with other settings ({cfg_path}); use a new --out to start afresh")
-    cache = Path(cache_dir) if cache_dir else cache_root()
-    bb = _cached_backbone(backbone, weights)
-    rep = load_checked(data, positive=positive, skip_bad=skip_bad, out_dir=out, progress=progress,
-                       group_duplicates=group_duplicates, features=lambda d: embed_dataset(
-                           d, backbone=bb, image_size=image_size, tiles=tiles, cache_dir=cache, progress=progress).global_)
+    cache = Path(c.cache_dir) if c.cache_dir else cache_root()
+    bb = cached_backbone(c.backbone, c.weights)
+
+    def _dup_features(d):
+        from ..backbones import embed_dataset
+        return embed_dataset(d, backbone=bb, image_size=c.image_size, tiles=c.tiles, cache_dir=cache,
+                             progress=c.progress).global_
+
+    rep = load_checked(c.data, positive=c.positive, skip_bad=c.skip_bad, out_dir=out, progress=c.progress,
+                       group_duplicates=c.group_duplicates, features=_dup_features)
     ds = rep.dataset
     y = ds.labels
     # Written once the data and backbone are known good, so a failed start leaves nothing that blocks a fix.
-    write_json(cfg_path, cfg)
-    emb = embed_dataset(ds, backbone=bb, image_size=image_size, tiles=tiles, cache_dir=cache, progress=progress)
-    X = emb.features(kind)
-    splits = _splits(ds, seeds, folds, val, test, train_positive_rate)
+    write_json(cfg_path, cfg_d)
+    data_key = combine(records_fingerprint(ds.records), bb.weights_id,
+                       {k: v for k, v in cfg_d.items() if k not in ("strategies", "seeds", "n_boot", "data")})
+    settings = CellSettings(c.backbone, c.weights, c.image_size, c.tiles, kind, c.max_synthetic, c.threshold,
+                            c.calibration, c.prior_correction, data_key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # resolve_strategies has validated them; warnings are shown by `train`
+        needed = [representation_of(compose(n)) for n in names]
+    X, embed_stats = embed_features(ds.records, bb, settings, needed, cache_dir=cache, progress=c.progress)
+    if set(X) == {"global"}:
+        X = X["global"]  # one array travels to the workers as before
+    splits = _splits(ds, c.seeds, c.folds, c.val, c.test, c.train_positive_rate)
     cells_dir = out / "cells"
     cells_dir.mkdir(exist_ok=True)
-    data_key = combine(records_fingerprint(ds.records), bb.weights_id,
-                       {k: v for k, v in cfg.items() if k not in ("strategies", "seeds", "n_boot", "data")})
-    settings = CellSettings(backbone, weights, image_size, tiles, kind, max_synthetic, threshold, calibration,
-                            prior_correction, data_key)
     todo = [(n, s, f, sp) for n in names for s, f, sp in splits
-            if load_cell(cells_dir / f"{_cell_id(n, s, f)}.json", cell_key(data_key, n, s, f, sp)) is None]
+            if load_cell(cells_dir / f"{cell_id(n, s, f)}.json", cell_key(data_key, n, s, f, sp)) is None]
+    _run_cells(todo, c, X, y, ds.records, settings, out, len(names) * len(splits),
+               f"compare: {len(names)} strategies × {len(splits)} splits")
+    cells = {}
+    for n in names:
+        for s, f, _ in splits:
+            cells[(n, s, f)] = read_json(cells_dir / f"{cell_id(n, s, f)}.json")
+    board, rec = _aggregate(names, splits, cells, y, c.n_boot)
+    wall = time.perf_counter() - t0
+    result = CompareResult(out, board, rec, wall)
+    _write_outputs(result, cfg_d, cells, splits, y, ds, embed_stats)
+    return result
+
+
+def _run_cells(todo: list, c: CompareConfig, X: Any, y: np.ndarray, records: Sequence, settings: CellSettings,
+               out: Path, total: int, desc: str) -> None:
+    """Compute and write the missing cells with the configured executor (each cell: :func:`compute_cell`)."""
     from .._progress import progress_bar
+
+    cells_dir = out / "cells"
 
     def work(item):
         name, s, f, sp = item
-        cell = _compute_cell(name, s, f, sp, X, y, ds.records, settings, out / "synthetic")
-        write_json(cells_dir / f"{_cell_id(name, s, f)}.json", cell)
+        write_json(cells_dir / f"{cell_id(name, s, f)}.json",
+                   compute_cell(name, s, f, sp, X, y, records, settings, out / "synthetic"))
         return name
 
-    with progress_bar(progress) as bar:
-        task = bar.add_task(f"compare: {len(names)} strategies × {len(splits)} splits", total=len(names) * len(splits),
-                            completed=len(names) * len(splits) - len(todo))
-        if executor == "ray":
+    with progress_bar(c.progress) as bar:
+        task = bar.add_task(desc, total=total, completed=total - len(todo))
+        if c.executor == "ray":
             from .ray_executor import run_cells_ray
-            run_cells_ray(todo, X=X, y=y, records=ds.records, settings=settings, out=out, address=ray_address,
-                          num_cpus=jobs if jobs > 1 else None, on_done=lambda _n: bar.advance(task))
-        elif jobs > 1:
+            run_cells_ray(todo, X=X, y=y, records=records, settings=settings, out=out, address=c.ray_address,
+                          num_cpus=c.jobs if c.jobs > 1 else None, on_done=lambda _n: bar.advance(task))
+        elif c.jobs > 1:
             from concurrent.futures import ThreadPoolExecutor
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
+            with ThreadPoolExecutor(max_workers=c.jobs) as pool:
                 for _ in pool.map(work, todo):
                     bar.advance(task)
         else:
             for item in todo:
                 work(item)
                 bar.advance(task)
-    cells = {}
-    for n in names:
-        for s, f, _ in splits:
-            cells[(n, s, f)] = read_json(cells_dir / f"{_cell_id(n, s, f)}.json")
-    board, rec = _aggregate(names, splits, cells, y, n_boot)
-    wall = time.perf_counter() - t0
-    result = CompareResult(out, board, rec, wall)
-    _write_outputs(result, cfg, cells, splits, y, ds, emb.stats)
-    return result
 
 
 def _split_sizes(splits) -> tuple[float, float]:
