@@ -13,6 +13,7 @@ import numpy as np
 
 from .._io import atomic_write, ensure_output_dir, read_json, write_json
 from ..errors import ConfigError
+from ..notices import collect_warnings, run_warnings
 from ..strategies.registry import Recipe, compose
 from .config import TrainConfig
 from .head import Postprocess, fit_head, fit_postprocess
@@ -49,9 +50,11 @@ def _embed_synthetic(prep: Prepared, recipe: Recipe, cfg: TrainConfig, backbone,
     emb = embed_arrays(syn.images, backbone, image_size=cfg.image_size, tiles=cfg.tiles,
                        cache_dir=cfg.resolved_cache_dir())
     examples: dict[str, list] = {}
-    for img, origin, lab in zip(syn.images, syn.origin, syn.labels):
-        if len(examples.setdefault(origin, [])) < 12:
-            examples[origin].append((img, f"{origin} y={lab:.2f}"))
+    from ..htmlreport import draw_outline
+    for img, origin, lab, mask in zip(syn.images, syn.origin, syn.labels, syn.masks or [None] * len(syn)):
+        if len(examples.setdefault(origin, [])) < 12:  # red outline: where the object was pasted / mixed in
+            fits = mask is not None and np.shape(mask) == np.shape(img)[:2]
+            examples[origin].append((draw_outline(img, mask if fits else None), f"{origin} y={lab:.2f}"))
     if out is not None:
         from ..evaluation import save_image_grid
         for origin, items in examples.items():
@@ -69,6 +72,7 @@ def _write_scores(path: Path, paths: list[str], y: np.ndarray, p: np.ndarray, t:
         fh.write(buf.getvalue())
 
 
+@collect_warnings
 def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, progress: bool = True,
           resume: bool = False, **overrides: Any) -> RunResult:
     """Train one model and evaluate it on the held-out test split.
@@ -158,6 +162,7 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
     """
     from ..data.splits import read_split_csv
     from ..evaluation import build_run_report, evaluate_scores
+    from ..evaluation.report import masks_for_paths
     from ..model import Model
 
     run_dir = Path(run_dir)
@@ -194,13 +199,14 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
         examples = {p.stem: [(str(p), p.stem)] for p in sorted((run_dir / "examples").glob("*.png"))}
     build_run_report(
         run_dir,
-        {"test": {"y": y_test, "score": p_test, "score_uncalibrated": p_test_u, "paths": paths_test},
+        {"test": {"y": y_test, "score": p_test, "score_uncalibrated": p_test_u, "paths": paths_test,
+                  "masks": masks_for_paths(cfg.data, cfg.positive, paths_test)},
          "val": {"y": y_val, "score": p_val, "paths": paths_val},
          "threshold": post.threshold,
          "calibration": {"method": post.calibrator.method if hasattr(post.calibrator, "method") else cfg.calibration,
                          "prior_correction": ({"train_prior": post.train_prior, "true_prior": post.true_prior}
                                               if post.prior_correction and post.train_prior is not None else None)},
-         "name": model.meta["strategy"]["name"]},
+         "name": model.meta["strategy"]["name"], "warnings": run_warnings(run_dir)},
         {**cfg.to_dict(), "recipe": model.meta["strategy"]},
         images=examples or None, n_boot=cfg.n_boot, seed=cfg.seed,
     )
