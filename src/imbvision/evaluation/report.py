@@ -30,11 +30,12 @@ from .plots import (
     plot_reliability,
     plot_roc_curve,
     plot_score_histograms,
+    plot_seed_dots,
     plot_training_history,
 )
 from .threshold import DEFAULT_THRESHOLD_GRID, ThresholdChoice, threshold_table, tune_threshold
 
-__all__ = ["Report", "build_run_report", "format_value", "applied_config", "masks_for_paths"]
+__all__ = ["Report", "build_run_report", "format_value", "applied_config", "masks_for_paths", "add_per_seed"]
 
 # ================================================================================ run page
 def _split(results: Mapping[str, Any], name: str, required: bool) -> dict[str, Any] | None:
@@ -143,6 +144,27 @@ def applied_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if not cfg.get("extra"):
         cfg.pop("extra", None)
     return cfg
+
+
+def add_per_seed(rep: Report, cells: Mapping[str, Sequence[Mapping[str, Any]]], *, metric: str = "ap",
+                 baseline: str = "ce") -> Report:
+    """Add the per-seed view of a comparison: a dot per split behind each mean, and its table.
+
+    ``cells`` maps each strategy (leaderboard order) to its cell results, each a
+    dict with ``seed``, optional ``fold`` and the ``metric`` value.
+    """
+    per_seed = {name: [c.get(metric) for c in cs] for name, cs in cells.items()}
+    if not per_seed:
+        return rep
+    rep.add_heading("Every split behind each mean")
+    rep.add_image(plot_seed_dots(per_seed, metric=metric.upper() if metric == "ap" else metric,
+                                 baseline=baseline if baseline in per_seed else None),
+                  "Test AP of each split (dot) and the mean (bar); a mean carried by one lucky split shows here.")
+    first = next(iter(cells.values()))
+    cols = [f"seed {c.get('seed')}" + (f" fold {c['fold']}" if c.get("fold") is not None else "") for c in first]
+    rows = [[name, *[c.get(metric) for c in cs]] for name, cs in cells.items()]
+    rep.add_table(rows, header=["strategy", *cols], caption=f"Test {metric.upper()} per split", digits=3)
+    return rep
 
 
 def masks_for_paths(data: str, positive: str | None, paths: Sequence[str]) -> list[str | None] | None:

@@ -207,7 +207,9 @@ def _synthetic_features(strategy: str, records: Sequence, split, seed: int, sett
         fh.write(save({"X": X, "y": yy}))
     if not (store / "examples").exists() or len(list((store / "examples").glob("*.png"))) < 12:
         from ..evaluation import save_image_grid
-        items = [(img, f"y={lab:.2f}") for img, lab in list(zip(syn.images, syn.labels))[:12]]
+        from ..htmlreport import draw_outline  # red outline: where the object was pasted / mixed in
+        items = [(draw_outline(img, m if m is not None and np.shape(m) == np.shape(img)[:2] else None), f"y={lab:.2f}")
+                 for img, lab, m in list(zip(syn.images, syn.labels, syn.masks or [None] * len(syn)))[:12]]
         name = "+".join(s.name for s in pix)
         save_image_grid(store / "examples" / f"{name}.png", items, title=f"{name}: new training images (seed {seed})")
     return X, yy
@@ -482,6 +484,8 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
     rep.add_table(table2)
     rep.add_heading("Precision-recall curves (test, pooled over splits)")
     rep.add_image(plot_pr_curves(curves, title="PR curves, top strategies"), "Overlaid PR curves of the test scores pooled over splits (the legend's AP is of the pooled scores); the dashed line is the positive rate.")
+    from ..evaluation.report import add_per_seed
+    add_per_seed(rep, {r["strategy"]: [cells[(r["strategy"], s, f)] for s, f, _ in splits] for r in res.leaderboard})
     ex = sorted((out / "synthetic" / "examples").glob("*.png")) if (out / "synthetic" / "examples").exists() else []
     if ex:
         rep.add_heading("What the pixel-space remedies made")
