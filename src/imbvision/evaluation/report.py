@@ -422,6 +422,7 @@ def build_run_report(
     raw = test.get("score_uncalibrated")
     if raw is not None and np.array_equal(raw, s):
         raw = None  # calibration "none": one line and one column, not two identical ones
+    if raw is not None:
         rel = png(plot_reliability(y, raw, s), "reliability")
         rep.add_table(
             [
