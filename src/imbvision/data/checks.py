@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import BadFileError, DataError
 from .._io import atomic_write
+from .check_cache import cached_check, cached_digest
 from .decode import load_mask, read_size
 from .records import Dataset, ImageRecord
 
@@ -95,7 +96,7 @@ def check_dataset(dataset: Dataset, *, skip_bad: bool = False, require_both_clas
     with closing(iterator) if progress else nullcontext():
         for rec in iterator:
             try:
-                _check_record(rec)
+                cached_check(rec, _check_record)  # decodes only files not checked before (check_cache)
             except BadFileError as exc:
                 if not skip_bad:
                     raise BadFileError(exc.path, exc.reason + ("" if "--skip-bad" in exc.reason else
@@ -106,7 +107,7 @@ def check_dataset(dataset: Dataset, *, skip_bad: bool = False, require_both_clas
     # The same bytes under two labels: a labelling error that would leak across splits.
     by_digest: dict[str, list[ImageRecord]] = defaultdict(list)
     for rec in good:
-        by_digest[file_digest(rec.path)].append(rec)
+        by_digest[cached_digest(rec.path, file_digest)].append(rec)
     clash = [recs for recs in by_digest.values() if len({r.label for r in recs}) > 1]
     if clash:
         if not skip_bad:

@@ -330,12 +330,12 @@ def _builder(name: str) -> Callable[..., Resampler]:
 _SPECS: dict[str, tuple[str, str, dict[str, Param]]] = {
     "random-over": (
         "Repeat randomly chosen minority samples until the ratio is reached.",
-        "imblearn.over_sampling.RandomOverSampler",
+        "Random oversampling (Japkowicz & Stephen 2002, The class imbalance problem); imblearn.over_sampling.RandomOverSampler",
         {"sampling_strategy": _RATIO},
     ),
     "random-under": (
         "Drop randomly chosen majority samples until the ratio is reached.",
-        "imblearn.under_sampling.RandomUnderSampler",
+        "Random undersampling (Japkowicz & Stephen 2002, The class imbalance problem); imblearn.under_sampling.RandomUnderSampler",
         {"sampling_strategy": _RATIO},
     ),
     "tomek": (

@@ -926,7 +926,7 @@ register_strategy(StrategyRecord(
     name="augment-oversample",
     family="synthesis",
     description="oversample positives with flipped/rotated/zoomed/recoloured copies that keep the object in frame",
-    reference="seed option 1 (data augmentation oversampling); Shorten & Khoshgoftaar, J. Big Data 2019",
+    reference="Oversampling by augmentation: Shorten & Khoshgoftaar 2019, A survey on Image Data Augmentation (J. Big Data)",
     params=AUGMENT_PARAMS,
     build=_build_augment,
 ))
@@ -935,7 +935,7 @@ register_strategy(StrategyRecord(
     name="copy-paste",
     family="synthesis",
     description="cut the object by its mask and paste it onto negative backgrounds (new positives with masks)",
-    reference="seed option 2 (segment and paste); Dwibedi et al. ICCV 2017; Ghiasi et al. CVPR 2021",
+    reference="Dwibedi et al. 2017, Cut, Paste and Learn (ICCV); Ghiasi et al. 2021, Simple Copy-Paste (CVPR)",
     params=COPY_PASTE_PARAMS,
     build=_build_copy_paste,
 ))
