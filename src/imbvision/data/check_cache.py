@@ -61,8 +61,8 @@ def _stamp(path: str | os.PathLike[str] | None) -> str | None:
     try:
         p = Path(path).resolve()
         st = p.stat()
-    except OSError:
-        return None  # missing: let the real check say so
+    except (OSError, ValueError):  # missing, or a name the OS refuses (NUL byte): the real check says so
+        return None
     return f"{p}|{st.st_size}|{st.st_mtime_ns}"
 
 
