@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from .._io import atomic_write
@@ -526,6 +527,7 @@ def plot_training_history(
             axes[0].legend(loc="best")
         axes[0].set_title(_plain(title))
         axes[-1].set_xlabel("epoch")
+        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 

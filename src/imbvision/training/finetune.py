@@ -962,7 +962,8 @@ def _train_body(fabric: Any, job: _Job) -> dict[str, Any]:
                        "samples_per_s": n_seen / secs if secs > 0 else None, "samples": n_seen,
                        "samples_per_s_steady": steady,
                        "samples_per_s_median": float(np.median(rates)) if rates else None,
-                       "data_wait_s": wait, "data_cpu_s": data_cpu, "cpu_s_per_sample": cpu}
+                       "data_wait_s": wait, "data_cpu_s": data_cpu, "cpu_s_per_sample": cpu,
+                       "lr": optimizer.param_groups[0]["lr"]}  # first group's rate at the epoch's end (report plot)
                 if world > 1:
                     row["rank_overlap"] = _rank_overlap(fabric, batches)
                 state["history"].append(row)

@@ -206,7 +206,8 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
          "calibration": {"method": post.calibrator.method if hasattr(post.calibrator, "method") else cfg.calibration,
                          "prior_correction": ({"train_prior": post.train_prior, "true_prior": post.true_prior}
                                               if post.prior_correction and post.train_prior is not None else None)},
-         "name": model.meta["strategy"]["name"], "warnings": run_warnings(run_dir)},
+         "name": model.meta["strategy"]["name"], "warnings": run_warnings(run_dir),
+         "history": {"epochs": train_info.get("history"), "kept_epoch": train_info.get("best_epoch")}},
         {**cfg.to_dict(), "recipe": model.meta["strategy"]},
         images=examples or None, n_boot=cfg.n_boot, seed=cfg.seed,
     )
