@@ -107,8 +107,8 @@ footer { margin-top: 40px; color: var(--muted); font-size: 0.85em; border-top: 1
 .lightbox:target { display: flex; position: fixed; inset: 0; z-index: 10; background: rgba(10, 12, 16, 0.88);
                    align-items: center; justify-content: center; flex-direction: column; cursor: zoom-out;
                    text-decoration: none; }
-.lightbox:target img { width: min(92vw, 1000px); max-height: 86vh; object-fit: contain; background: #111;
-                       image-rendering: auto; border-radius: 4px; }
+.lightbox:target img { width: min(92vw, 84vh); height: min(92vw, 84vh); max-width: none; object-fit: contain;
+                       background: #111; border-radius: 4px; cursor: zoom-out; }
 .lightbox:target span { color: #eee; margin-top: 8px; font-size: 0.95em; }
 .skip { background: var(--warn-bg); border-left: 4px solid #d29922; padding: 8px 12px; margin: 8px 0; }
 .note { background: var(--note-bg); border-left: 4px solid var(--accent); padding: 8px 12px; margin: 8px 0; }
