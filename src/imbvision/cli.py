@@ -342,27 +342,6 @@ def predict(
         _err().print(f"[yellow]unreadable[/]: {p}: {reason}")
 
 
-class _working:
-    """A spinner with elapsed time on stderr for a step with no progress of its own."""
-
-    def __init__(self, text: str, *, enabled: bool = True) -> None:
-        self.text, self.enabled, self._p = text, enabled, None
-
-    def __enter__(self) -> "_working":
-        if self.enabled:
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-            self._p = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                               console=_err(), transient=False)
-            self._p.start()
-            self._p.add_task(self.text, total=None)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._p is not None:
-            self._p.stop()
-
-
 def _run_splits(run: Path) -> dict[str, str]:
     """Path -> train/val/test from the run's ``split.csv`` (keys: as written and resolved)."""
     out: dict[str, str] = {}
@@ -429,7 +408,9 @@ def audit(
     emb = embed_dataset(rep.dataset, backbone=backbone, weights=weights, tiles=tiles, cache_dir=cache_dir or cache_root(),
                         progress=not as_json)
     feats = emb.features("both" if tiles else "global")
-    with _working("auditing: hardness, label noise, duplicates", enabled=not as_json):
+    from .progress import step
+
+    with step("auditing: hardness, label noise, duplicates", enabled=not as_json):
         res = run_audit(rep.dataset, feats, out, k=k, seed=seed)
     if as_json:
         _print_json(res.summary)

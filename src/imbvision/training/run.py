@@ -14,6 +14,7 @@ import numpy as np
 from .._io import atomic_write, ensure_output_dir, read_json, write_json
 from ..errors import ConfigError
 from ..notices import collect_warnings, run_warnings
+from ..progress import step
 from ..strategies.registry import Recipe, compose
 from .config import TrainConfig
 from .head import Postprocess, fit_head, fit_postprocess
@@ -115,8 +116,10 @@ def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, pro
         emb = embed_dataset(ds, backbone=backbone, image_size=cfg.image_size, tiles=cfg.tiles,
                             cache_dir=cfg.resolved_cache_dir(), progress=progress)
         X = emb.features(cfg.feature_kind)
-        ex_X, ex_y, examples = _embed_synthetic(prep, recipe, cfg, backbone, out, progress)
-        fit = fit_head(X[split.train], y[split.train], recipe, seed=cfg.seed, extra_X=ex_X, extra_y=ex_y)
+        with step("making and embedding new training images", progress and bool(recipe.synthesis or recipe.mixing)):
+            ex_X, ex_y, examples = _embed_synthetic(prep, recipe, cfg, backbone, out, progress)
+        with step(f"fitting the {recipe.head.name} head", progress):
+            fit = fit_head(X[split.train], y[split.train], recipe, seed=cfg.seed, extra_X=ex_X, extra_y=ex_y)
         p_val_raw, p_test_raw = fit.predict_proba(X[split.val]), fit.predict_proba(X[split.test])
         arrays = {f"head.{k}": np.asarray(v) for k, v in fit.head.to_arrays().items()}
         model_meta: dict[str, Any] = {
@@ -149,8 +152,9 @@ def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, pro
     _write_scores(out / "scores_val.csv", [str(ds.records[i].path) for i in split.val], y[split.val],
                   post.apply(p_val_raw), post.threshold.threshold)
     write_json(out / "raw_scores.json", {"val": p_val_raw.tolist(), "test": p_test_raw.tolist()})
-    result = evaluate_run(out, progress=progress, examples=examples, train_info=train_info,
-                          elapsed=time.perf_counter() - t0)
+    with step("scoring the test split, bootstrap intervals, report", progress):
+        result = evaluate_run(out, progress=progress, examples=examples, train_info=train_info,
+                              elapsed=time.perf_counter() - t0)
     return result
 
 
