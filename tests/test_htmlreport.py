@@ -134,3 +134,20 @@ def test_run_warnings_are_collected_once_and_kept(tmp_path):
 def test_page_has_no_external_resources():
     page = Report("x", extra_css=".x{}").add_html("<p>ok</p>").to_html()
     assert not re.search(r"(src|href)=\"(https?:|//)", page) and ".x{}" in page
+
+
+def test_data_warnings_few_positives_and_automatic_masks():
+    from types import SimpleNamespace
+
+    from imbvision.notices import DataWarning, warn_about_data
+
+    y = np.array([1] * 5 + [0] * 50)
+    masks = [None, "m.png", None, None, None] + [None] * 50
+    cp = SimpleNamespace(name="copy-paste", params={"auto_mask": True})
+    with pytest.warns(DataWarning) as got:
+        warn_about_data(y, np.arange(55), masks, [cp])
+    text = [str(w.message) for w in got]
+    assert text[0].startswith("only 5 positive images") and "4 of 5 training positives have no mask" in text[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_about_data(np.array([1] * 30 + [0] * 30), np.arange(60), ["m"] * 60, [cp])  # nothing to say

@@ -21,11 +21,51 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-__all__ = ["collect_warnings", "run_warnings", "unique_messages"]
+__all__ = ["collect_warnings", "run_warnings", "unique_messages", "warn_about_data", "DataWarning",
+           "FEW_POSITIVES"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _CURRENT: ContextVar[list[warnings.WarningMessage] | None] = ContextVar("imbvision_warnings", default=None)
 _FILE = "warnings.json"
+
+
+FEW_POSITIVES = 20
+
+
+class DataWarning(UserWarning):
+    """The data will make the numbers shaky or a remedy guess (few positives, masks proposed automatically)."""
+
+
+def warn_about_data(labels: Any, train_index: Any, masks: list[Any], specs: Any) -> None:
+    """Warn (:class:`DataWarning`) about what a user should know before trusting a run.
+
+    Parameters
+    ----------
+    labels
+        ``(N,)`` 0/1 labels of the whole dataset.
+    train_index
+        Indices of the training split.
+    masks
+        Mask path (or None) per image, ``(N,)``.
+    specs
+        The recipe's strategy specs (``name`` and ``params``); a strategy with an
+        ``auto_mask`` parameter switched on segments positives that lack a mask.
+    """
+    import numpy as np
+
+    y = np.asarray(labels)
+    idx = np.asarray(train_index, dtype=int)
+    pos = [int(i) for i in idx if y[i] == 1]
+    if len(pos) < FEW_POSITIVES:
+        warnings.warn(f"only {len(pos)} positive images to train on: expect wide confidence intervals and an "
+                      "unstable threshold; more positives (or `compare` over several seeds) will say more",
+                      DataWarning, stacklevel=2)
+    auto = [sp.name for sp in specs if dict(getattr(sp, "params", {}) or {}).get("auto_mask")]
+    missing = sum(masks[i] is None for i in pos)
+    if auto and missing:
+        warnings.warn(f"{' and '.join(auto)}: {missing} of {len(pos)} training positives have no mask, so their "
+                      "objects are segmented automatically (propose_mask), which misses low-contrast defects; "
+                      "check the examples in the report, or give real masks", DataWarning, stacklevel=2)
 
 
 def _ours(w: warnings.WarningMessage) -> bool:

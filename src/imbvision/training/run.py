@@ -13,7 +13,7 @@ import numpy as np
 
 from .._io import atomic_write, ensure_output_dir, read_json, write_json
 from ..errors import ConfigError
-from ..notices import collect_warnings, run_warnings
+from ..notices import collect_warnings, run_warnings, warn_about_data
 from ..progress import step
 from ..strategies.registry import Recipe, compose
 from .config import TrainConfig
@@ -107,6 +107,7 @@ def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, pro
                         skip_bad=cfg.skip_bad, train_positive_rate=cfg.train_positive_rate, out_dir=out,
                         progress=progress)
     ds, split = prep.dataset, prep.split
+    warn_about_data(ds.labels, split.train, [r.mask for r in ds.records], recipe.specs)  # shown in the report too
     y = ds.labels
     examples: dict[str, list] = {}
     if cfg.mode == "head":
