@@ -26,6 +26,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cli_startup.py
+	$(BIN)/python benchmarks/bench_check_cache.py
 	$(BIN)/python benchmarks/bench_embed.py
 	$(BIN)/python benchmarks/demo_hardness.py
 	$(BIN)/python benchmarks/bench_strategies.py
