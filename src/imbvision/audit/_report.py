@@ -19,6 +19,7 @@ THUMB = 120
 # audit-only styles on top of the shared page style (htmlreport)
 _CSS = """
 .card b{display:block;font-size:1.45em} .card span{color:#5b6673;font-size:.85em}
+.sub{color:#5b6673} td,th{overflow-wrap:break-word}
 .bar{background:#e3e7ec;width:90px;height:8px;border-radius:4px;display:inline-block;vertical-align:middle}
 .bar i{display:block;height:8px;border-radius:4px;background:#d92d20}
 img.t{width:%dpx;height:%dpx;object-fit:contain;background:#111;border-radius:4px}
