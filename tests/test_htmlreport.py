@@ -100,7 +100,8 @@ def test_thumbnail_outlines_the_mask_and_takes_a_heat_map(tmp_path):
 def test_gallery_enlarges_on_click_without_script():
     jpeg = thumbnail_jpeg(np.zeros((8, 8, 3), np.uint8))
     page = Report("t").add_gallery([GalleryItem(jpeg, "a <b>"), (None, "broken")]).to_html()
-    assert '<a href="#img-1">' in page and 'id="img-1"' in page and ".lightbox:target" in page
+    assert '<a href="#img-1">' in page and 'id="img-1"' in page and ".zoom:target" in page
+    assert page.count("data:image/jpeg;base64,") == 1  # embedded once, enlarged by CSS
     assert "a &lt;b&gt;" in page and "cannot show this image" in page
     assert "<script" not in page.lower() and "script-src 'none'" in page
 

@@ -37,7 +37,7 @@ from .errors import BadFileError, ConfigError
 if TYPE_CHECKING:  # matplotlib is imported only when a Figure is embedded
     from matplotlib.figure import Figure
 
-__all__ = ["Report", "GalleryItem", "format_value", "format_prob", "thumbnail_jpeg", "draw_outline", "data_uri",
+__all__ = ["Report", "GalleryItem", "format_value", "format_prob", "thumbnail_jpeg", "draw_outline", "image_array", "data_uri",
            "escape"]
 
 _CSP = (
@@ -103,18 +103,17 @@ footer { margin-top: 40px; color: var(--muted); font-size: 0.85em; border-top: 1
 .gallery figure { margin: 0; }
 .gallery figure img { width: 100%; height: 220px; object-fit: contain; background: #111; cursor: zoom-in; }
 .gallery figcaption { font-size: 0.85em; }
-.lightbox { display: none; }
-.lightbox:target { display: flex; position: fixed; inset: 0; z-index: 10; background: rgba(10, 12, 16, 0.88);
-                   align-items: center; justify-content: center; flex-direction: column; cursor: zoom-out;
-                   text-decoration: none; }
-.lightbox:target img { width: min(92vw, 84vh); height: min(92vw, 84vh); max-width: none; object-fit: contain;
-                       background: #111; border-radius: 4px; cursor: zoom-out; }
-.lightbox:target span { color: #eee; margin-top: 8px; font-size: 0.95em; }
+.zoom .close { display: none; }
+.zoom:target { position: fixed; inset: 0; z-index: 10; margin: 0; background: rgba(10, 12, 16, 0.88);
+               display: flex; flex-direction: column; align-items: center; justify-content: center; }
+.zoom:target img { width: min(92vw, 84vh); height: min(92vw, 84vh); object-fit: contain; cursor: zoom-out; }
+.zoom:target figcaption { color: #eee; font-size: 0.95em; }
+.zoom:target .close { display: block; position: absolute; inset: 0; z-index: 2; }
 .skip { background: var(--warn-bg); border-left: 4px solid #d29922; padding: 8px 12px; margin: 8px 0; }
 .note { background: var(--note-bg); border-left: 4px solid var(--accent); padding: 8px 12px; margin: 8px 0; }
 .bad { color: #b42318; font-weight: 600; } .ok { color: #067647; }
 .path { font-family: ui-monospace, Menlo, monospace; font-size: .8em; color: var(--muted); word-break: break-all; }
-@media print { nav.toc { display: none; } pre { max-height: none; } .lightbox { display: none !important; } }
+@media print { nav.toc { display: none; } pre { max-height: none; } .zoom:target { position: static; background: none; } }
 """
 
 
@@ -379,12 +378,11 @@ class Report:
                 continue
             uri = self._image_uri(it.image)
             alt = _e(it.alt or it.caption or "image")
-            # the image is embedded once; :target turns its figure into a full-screen view
+            # embedded once: :target turns the figure itself into the full-window view, and
+            # the transparent "close" link over it takes the click that closes it
             figs.append(
-                f'<figure><a href="#{anchor}"><img src="{uri}" alt="{alt}"></a>'
-                f"<figcaption>{cap}</figcaption>"
-                f'<a class="lightbox" id="{anchor}" href="#_close" title="click to close">'
-                f'<img src="{uri}" alt="{alt} (large)"><span>{cap}</span></a></figure>'
+                f'<figure class="zoom" id="{anchor}"><a href="#{anchor}"><img src="{uri}" alt="{alt}"></a>'
+                f'<figcaption>{cap}</figcaption><a class="close" href="#_close" title="close"></a></figure>'
             )
         self._blocks.append(f'<div class="gallery">{"".join(figs)}</div>' if figs else f"<p>{_e(empty)}</p>")
         return self
@@ -481,6 +479,32 @@ def _outline(mask: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
+def image_array(image: Any) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 array from an image file or an array (grey, RGB, RGBA; uint8 or float in [0, 1]).
+
+    Raises
+    ------
+    imbvision.errors.BadFileError
+        The file cannot be decoded (from :func:`imbvision.data.decode.load_image_array`).
+    ValueError
+        The array is not an image.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        from .data.decode import load_image_array
+
+        return load_image_array(image)
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.size == 0:
+        raise ValueError(f"expected an (H, W, 3) array, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and np.nanmax(arr) <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr[..., :3])
+
+
 def draw_outline(image: Any, mask: Any, *, width: int | None = None,
                  rgb: tuple[int, int, int] = (255, 40, 40)) -> np.ndarray:
     """A copy of an ``(H, W, 3)`` uint8 image with the border of ``mask`` drawn in ``rgb``.
@@ -536,15 +560,7 @@ def thumbnail_jpeg(
     from PIL import Image
 
     try:
-        if isinstance(image, (str, os.PathLike)):
-            from .data.decode import load_image_array
-
-            arr = load_image_array(image)
-        else:
-            arr = np.asarray(image)
-            if arr.ndim == 2:
-                arr = np.repeat(arr[..., None], 3, axis=2)
-            arr = np.ascontiguousarray(arr[..., :3]).astype(np.uint8)
+        arr = image_array(image)
     except Exception:
         return None
     h, w = arr.shape[:2]

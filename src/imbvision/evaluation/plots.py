@@ -367,22 +367,10 @@ def _thumb(item: Any, size: int) -> tuple[np.ndarray | None, str | None]:
     """(uint8 RGB thumbnail, None) or (None, error text) — never raises."""
     from PIL import Image
 
-    try:
-        if isinstance(item, (str, os.PathLike)):
-            from ..data.decode import load_image_array
+    from ..htmlreport import image_array
 
-            arr = load_image_array(item)
-        else:
-            arr = np.asarray(item)
-            if arr.ndim == 2:
-                arr = np.repeat(arr[..., None], 3, axis=2)
-            if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.size == 0:
-                return None, f"expected an (H, W, 3) array, got shape {arr.shape}"
-            if arr.dtype != np.uint8:
-                if np.issubdtype(arr.dtype, np.floating) and np.nanmax(arr) <= 1.0:
-                    arr = arr * 255.0
-                arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
-            arr = arr[..., :3]
+    try:
+        arr = image_array(item)
         im = Image.fromarray(np.ascontiguousarray(arr))
         im.thumbnail((size, size))
         return np.asarray(im), None
