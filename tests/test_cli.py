@@ -201,5 +201,6 @@ def test_train_from_compare_trains_the_recommended_strategy(tmp_path, tiny_kwarg
     assert best["strategy"] in ("ce", "weighted-ce") and "baseline" in best["chosen_because"]
     cfg = json.loads((tmp_path / "best" / "config.json").read_text())
     assert (cfg["backbone"], cfg["image_size"], cfg["data"]) == ("test_efficientnet", 64, tiny_kwargs["data"])
+    assert cfg["extra"]["chosen_because"] == best["chosen_because"]
     res = runner.invoke(app, ["train", "--from", str(tmp_path), "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "no finished comparison" in res.output

@@ -243,6 +243,7 @@ def train(
         chosen, why = settings_from_compare(from_compare)
         given = {k for k in settings if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
         settings.update({k: v for k, v in chosen.items() if k not in given})
+        settings["extra"] = {"from_compare": str(from_compare), "chosen_because": why}  # kept in config.json
         _err().print(f"training [bold]{settings['strategy']}[/] with the settings of {from_compare}: {why}",
                      highlight=False, soft_wrap=True)
     res = _train(settings, out, resume=resume, as_json=as_json)
@@ -469,6 +470,7 @@ def compare(
         settings, why = settings_from_compare(res.out)
         settings["cache_dir"] = cache_dir
         settings["skip_bad"] = skip_bad
+        settings["extra"] = {"from_compare": str(res.out), "chosen_because": why}
         if not as_json:
             _err().print(f"training [bold]{settings['strategy']}[/] into {res.out / 'best'}: {why}",
                          highlight=False, soft_wrap=True)

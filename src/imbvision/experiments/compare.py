@@ -23,6 +23,7 @@ import numpy as np
 
 from .._io import ensure_output_dir, read_json, write_json, write_text
 from ..errors import ConfigError
+from ..notices import collect_warnings, run_warnings
 from ..strategies.registry import compose, list_strategies
 from .stats import holm, mean_ci, paired_bootstrap_delta, wilcoxon_p
 
@@ -215,6 +216,7 @@ def _synthetic_features(strategy: str, records: Sequence, split, seed: int, sett
     return X, yy
 
 
+@collect_warnings
 def run_compare(
     data: str,
     *,
@@ -452,6 +454,8 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
                  subtitle=f"{len(res.leaderboard)} strategies × {len(splits)} splits ({cfg['seeds']} seeds"
                           + (f" × {cfg['folds']} folds" if cfg.get("folds") else "") + "), head mode")
     rep.add_callout(res.recommendation, kind="note")
+    for note in run_warnings(out):  # double prior correction, few positives... (imbvision.notices)
+        rep.add_callout(note, kind="warning")
     npos = int(y.sum())
     rep.add_cards([("images", len(y)), ("positive", npos), ("positive rate", f"{npos / len(y):.1%}"),
                    ("wall time", f"{res.wall_seconds:.0f} s")])
