@@ -89,6 +89,118 @@ def test_audit_then_review_writes_a_new_manifest(tmp_path, tiny_kwargs):
     res = runner.invoke(app, ["audit", "--data", tiny_kwargs["data"], "--review", str(review),
                               "--manifest-out", str(tmp_path / "new.csv")])
     assert res.exit_code == 0, res.output
+    assert "kept 119, relabelled 0, dropped 1" in res.output and "{'" not in res.output  # not a raw dict
     new = list(csv.DictReader(open(tmp_path / "new.csv")))
     assert len(new) == 119 and rows[0]["path"] not in {r["path"] for r in new}
     assert open(tiny_kwargs["data"]).read() == before  # the source manifest is untouched
+
+
+# --------------------------------------------------------------------------- issue 13: the command line
+def test_strategy_references_cite_papers_by_name():
+    from imbvision.strategies import list_strategies
+
+    refs = {r.name: r.reference for r in list_strategies()}
+    assert not [n for n, ref in refs.items() if "seed" in ref.lower()], "references must cite papers, not the seed"
+    for name, words in {"focal": ("Lin", "2017"), "smote": ("Chawla", "2002"), "mixup": ("Zhang", "2018"),
+                        "cutmix": ("Yun", "2019"), "copy-paste": ("Ghiasi", "2021"),
+                        "weighted-ce": ("King", "2001")}.items():
+        assert all(w in refs[name] for w in words), (name, refs[name])
+
+
+def _py(code: str, env: dict) -> str:
+    import os
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **env})
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout
+
+
+def test_listing_and_typos_do_not_import_torch(tmp_path):
+    env = {"IMBVISION_CACHE": str(tmp_path / "cache")}
+    probe = ("import sys\nfrom typer.testing import CliRunner\nfrom imbvision.cli import app\n"
+             "r = CliRunner().invoke(app, {args!r}, env={{'COLUMNS': '200'}})\n"
+             "print(r.exit_code, 'torch' in sys.modules, repr(r.output))\n")
+    first = _py(probe.format(args=["strategies"]), env)  # builds the catalog (imports torch once)
+    assert first.startswith("0 ")
+    for args, code in ((["strategies", "--family", "loss"], "0"),
+                       (["train", "--data", "demo", "--out", str(tmp_path / "r"), "--strategy", "focall"], "2"),
+                       (["train", "--data", "demo", "--out", str(tmp_path / "r"), "--strategy", "focal:gama=2"], "2"),
+                       (["compare", "--data", "demo", "--out", str(tmp_path / "c"), "--strategies", "ce,smote-tomk"], "2")):
+        out = _py(probe.format(args=args), env)
+        exit_code, torch_loaded, text = out.split(" ", 2)
+        assert exit_code == code, out
+        assert torch_loaded == "False", f"{args} imported torch: {out}"
+    assert "Did you mean 'focal'" in _py(probe.format(args=["train", "--data", "demo", "--out", "x", "--strategy",
+                                                               "focall"]), env)
+    assert "no parameter 'gama'" in _py(probe.format(args=["train", "--data", "demo", "--out", "x", "--strategy",
+                                                          "focal:gama=2"]), env)
+
+
+def test_piped_output_is_not_squeezed_to_80_columns(monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    res = runner.invoke(app, ["strategies"])
+    assert res.exit_code == 0
+    assert max(len(line) for line in res.output.splitlines()) > 120
+    assert "strate…" not in res.output and "…" not in res.output.split("\n", 3)[2]
+
+
+def test_help_texts():
+    res = runner.invoke(app, ["audit", "--help"], env={"COLUMNS": "200"})
+    assert "required" in res.output.split("--data", 1)[1].split("--out", 1)[0].lower()
+    assert "positive (rare) class" in res.output
+    res = runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "200"})
+    assert "[IMAGE]..." in res.output and "images..." not in res.output  # (typer adds its own <type> label)
+    assert "positive (rare) class" in res.output
+    res = runner.invoke(app, ["audit", "--out", "x"], env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "--data" in res.output
+
+
+def test_train_json_warnings_once_predict_columns(tmp_path, tiny_kwargs):
+    import json
+
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["train", *_opts(tiny_kwargs), "--out", str(run), "--strategy",
+                              "weighted-ce+balanced-sampler", "--json"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    # one rich line, once, without Python's "file:line: Category:" and source line
+    assert res.output.count("warning (double correction)") == 1, res.output
+    assert "DoubleCorrectionWarning:" not in res.output and "warnings.warn" not in res.output
+    payload = json.loads(res.stdout[res.stdout.index("{"):])
+    assert payload["strategy"] == "weighted-ce+balanced-sampler" and 0 <= payload["metrics"]["ap"] <= 1
+    assert "each shift the class prior" in (run / "report.html").read_text()  # the warning is in the report too
+    res = runner.invoke(app, ["evaluate", str(run), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["metrics"]["ap"] == payload["metrics"]["ap"]
+    out = tmp_path / "preds.csv"
+    res = runner.invoke(app, ["predict", str(run), "--data", tiny_kwargs["data"], "--out", str(out)],
+                        env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(open(out)))
+    assert list(rows[0]) == ["path", "label", "split", "probability", "decision", "error"]
+    splits = {r["path"]: r["split"] for r in csv.DictReader(open(run / "split.csv"))}
+    assert all(r["split"] == splits[r["path"]] and r["label"] in ("0", "1") for r in rows)
+    n_train = sum(r["split"] == "train" for r in rows)
+    assert n_train > 0 and f"{n_train} of these images trained the model" in res.output
+
+
+def test_train_from_compare_trains_the_recommended_strategy(tmp_path, tiny_kwargs):
+    import json
+
+    cmp_dir = tmp_path / "cmp"
+    res = runner.invoke(app, ["compare", *_opts(tiny_kwargs), "--out", str(cmp_dir), "--strategies",
+                              "ce,weighted-ce", "--seeds", "2", "--json"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    board = json.loads(res.stdout[res.stdout.index("{"):])
+    assert {r["strategy"] for r in board["leaderboard"]} == {"ce", "weighted-ce"}
+    res = runner.invoke(app, ["train", "--from", str(cmp_dir), "--out", str(tmp_path / "best"), "--json",
+                              "--cache-dir", tiny_kwargs["cache_dir"]], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    best = json.loads(res.stdout[res.stdout.index("{"):])
+    assert best["strategy"] in ("ce", "weighted-ce") and "baseline" in best["chosen_because"]
+    cfg = json.loads((tmp_path / "best" / "config.json").read_text())
+    assert (cfg["backbone"], cfg["image_size"], cfg["data"]) == ("test_efficientnet", 64, tiny_kwargs["data"])
+    assert cfg["extra"]["chosen_because"] == best["chosen_because"]
+    res = runner.invoke(app, ["train", "--from", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "no finished comparison" in res.output

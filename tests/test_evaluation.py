@@ -613,8 +613,10 @@ def test_build_run_report(tmp_path: Path):
                  "Worst false positives", "Configuration", "max-f1", "a note"):
         assert text in page, text
     pngs = sorted(p.name for p in (run / "plots").glob("*.png"))
-    for stem in ("pr_curve", "roc_curve", "score_histograms", "reliability", "false_positives"):
+    for stem in ("pr_curve", "roc_curve", "score_histograms", "reliability"):
         assert f"{stem}.png" in pngs
+    # false negatives/positives: click-to-enlarge JPEG thumbnails; the corrupt file says so
+    assert page.count("data:image/jpeg;base64,") >= 2 and "cannot show this image" in page
     assert any(n.startswith("examples_") for n in pngs)
     assert page.count("data:image/png;base64,") == len(pngs) + 1  # + the ready-made grid
     assert base64.b64encode(run_grid.read_bytes()).decode() in page

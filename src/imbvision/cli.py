@@ -1,13 +1,21 @@
 """The ``imbvision`` command: one entry point, one sub-command per job.
 
 Every error caused by input (a bad file, option or strategy name) is printed
-as one clear line and exits with status 2 -- never a traceback.
+as one clear line and exits with status 2 -- never a traceback. Start-up is
+kept under a second and a half: this module imports only typer and rich; each
+command imports what it needs, and strategy names are checked against a
+cached catalog (:mod:`imbvision.catalog`) before torch is loaded
+(``benchmarks/bench_cli_startup.py`` measures it).
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import os
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -22,14 +30,60 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="Find a rare object in images: every class-imbalance remedy, compared on your data.")
 
 
+def _width(stream: Any) -> Optional[int]:
+    """Full width when the output is piped: rich would squeeze tables to 80 columns."""
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return None if tty or os.environ.get("COLUMNS") else 4000
+
+
 def _err() -> Console:
     # Made per call so the width follows the terminal (or COLUMNS) at that moment.
-    return Console(stderr=True)
+    return Console(stderr=True, width=_width(sys.stderr))
 
 
 def _out() -> Console:
-    return Console()
+    return Console(width=_width(sys.stdout))
 
+
+def _print_json(payload: Any) -> None:
+    """One JSON document on stdout (``--json``), numbers at full precision."""
+    from ._io import _default
+
+    sys.stdout.write(json.dumps(payload, indent=2, default=_default, ensure_ascii=False) + "\n")
+
+
+def _warning_name(category: type) -> str:
+    """``DoubleCorrectionWarning`` -> ``double correction``."""
+    name = re.sub(r"Warning$", "", category.__name__) or category.__name__
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).lower()
+
+
+def _show_warnings_once() -> Callable[[], None]:
+    """Print every distinct warning as one rich line on stderr (no source line); return the undo."""
+    seen: set[tuple[type, str]] = set()
+    old_show, old_filters = warnings.showwarning, warnings.filters[:]
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        key = (category, str(message))
+        if key in seen or issubclass(category, DeprecationWarning):
+            return
+        seen.add(key)
+        _err().print(f"[yellow]warning[/] ({_warning_name(category)}): {message}", markup=True, highlight=False,
+                     soft_wrap=True)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", UserWarning)  # the dedupe above replaces Python's per-line registry
+
+    def undo() -> None:
+        warnings.showwarning = old_show
+        warnings.filters[:] = old_filters
+
+    return undo
+
+POSITIVE_HELP = "Name of the positive (rare) class: a class folder name or a label value in the CSV"
 DATA_HELP = "Data source: magnetic-tile:PATH, csv:PATH or PATH.csv, folder:PATH or a folder (with --positive), demo[:N[:RATE[:SEED]]]"
 
 
@@ -48,6 +102,7 @@ _INTERRUPTED = {
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        undo = _show_warnings_once()
         try:
             return fn(*args, **kwargs)
         except ImbvisionError as exc:
@@ -56,6 +111,8 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             _err().print(f"[yellow]interrupted[/]: {_INTERRUPTED.get(fn.__name__, _INTERRUPTED['_'])}")
             raise typer.Exit(130) from None
+        finally:
+            undo()
     return wrapper
 
 
@@ -76,14 +133,21 @@ def _metrics_table(rows: list[dict[str, Any]], title: str) -> Table:
 @_friendly
 def strategies(family: Optional[str] = typer.Option(None, help="Only this family: loss, sampler, resampler, synthesis, mixing, head")) -> None:
     """List every remedy with its family, parameters and reference."""
-    from .strategies.registry import list_strategies
+    from .catalog import strategy_catalog
 
+    rows = strategy_catalog()
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    if family is not None and family not in families:
+        from .errors import ConfigError
+        raise ConfigError(f"unknown family {family!r}; valid: {', '.join(families)}")
     t = Table(title="imbvision strategies (compose with '+', parameters as name:key=value,key=value)")
     for col in ("name", "family", "what it does", "parameters (default, valid)", "reference"):
         t.add_column(col, overflow="fold")
-    for r in list_strategies(family):
-        params = "; ".join(f"{k}={p.default} ({p.describe()})" for k, p in r.params.items())
-        t.add_row(r.name, r.family, r.description, params or "-", r.reference)
+    for r in rows:
+        if family is not None and r["family"] != family:
+            continue
+        params = "; ".join(f"{k}={p['default']} ({p['describe']})" for k, p in r["params"].items())
+        t.add_row(r["name"], r["family"], r["description"], params or "-", r["reference"])
     _out().print(t)
 
 
@@ -136,7 +200,8 @@ def embed(
 @app.command()
 @_friendly
 def train(
-    data: str = typer.Option(..., "--data", help=DATA_HELP),
+    ctx: typer.Context,
+    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP + " (required unless --from)"),
     out: Path = typer.Option(..., "--out", help="Run folder"),
     strategy: str = typer.Option("ce", "--strategy", help="Remedies joined by '+', e.g. focal:gamma=2+balanced-sampler (see `imbvision strategies`)"),
     mode: str = typer.Option("head", help="head (frozen embeddings, CPU seconds) or finetune (end to end)"),
@@ -169,31 +234,65 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out"),
     group_duplicates: bool = typer.Option(True, "--group-duplicates/--no-group-duplicates", help="Keep exact and near duplicates on one side of the split"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out (once the new one is done)"),
+    from_compare: Optional[Path] = typer.Option(
+        None, "--from", metavar="CMP_DIR",
+        help="Train the strategy a `compare` folder recommends, with its settings (options given here override)"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (no table, no progress bars)"),
 ) -> None:
     """Train one model, tune its threshold on validation, report on test."""
-    from .training.config import TrainConfig
-    from .training.run import train as run_train
+    settings = {k: v for k, v in ctx.params.items() if k not in ("out", "resume", "overwrite", "from_compare", "as_json")}
+    why = None
+    if from_compare is not None:
+        from click.core import ParameterSource
 
-    cfg = TrainConfig(data=data, positive=positive, strategy=strategy, mode=mode, backbone=backbone, weights=weights,
-                      image_size=image_size, tiles=tiles, threshold=threshold, calibration=calibration,
-                      prior_correction=prior_correction, seed=seed, val=val, test=test,
-                      train_positive_rate=train_positive_rate, skip_bad=skip_bad, cache_dir=cache_dir, epochs=epochs,
-                      batch_size=batch_size, lr=lr, head_lr=head_lr, weight_decay=weight_decay, unfreeze=unfreeze, patience=patience, accelerator=accelerator,
-                      devices=devices, precision=precision, dist_strategy=dist_strategy, workers=workers,
-                      group_duplicates=group_duplicates)
-    res = run_train(cfg, out, resume=resume, overwrite=overwrite)
+        from .experiments.promote import settings_from_compare
+
+        chosen, why = settings_from_compare(from_compare)
+        given = {k for k in settings if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+        settings.update({k: v for k, v in chosen.items() if k not in given})
+        settings["extra"] = {"from_compare": str(from_compare), "chosen_because": why}  # kept in config.json
+        _err().print(f"training [bold]{settings['strategy']}[/] with the settings of {from_compare}: {why}",
+                     highlight=False, soft_wrap=True)
+    res = _train(settings, out, resume=resume, overwrite=overwrite, as_json=as_json)
+    if as_json:
+        _print_json({"run": str(res.out), "strategy": res.recipe, "threshold": res.threshold,
+                     "metrics": res.metrics, "report": str(res.report), "chosen_because": why})
+        return
     _out().print(_metrics_table([{"name": res.recipe, "metrics": res.metrics}],
                                      f"test metrics at threshold {res.threshold:.3f} (chosen on validation)"))
     _out().print(f"report: {res.report}")
 
 
+def _train(settings: dict[str, Any], out: Path, *, resume: bool = False, overwrite: bool = False,
+           as_json: bool = False) -> Any:
+    """Check the strategy names fast, then build the config and train (imports torch)."""
+    from .catalog import precheck_strategies
+    from .errors import ConfigError
+
+    if not settings.get("data"):
+        raise ConfigError("--data is required (the dataset to train on), or --from CMP_DIR to train what a "
+                          "comparison recommends")
+    precheck_strategies(settings["strategy"])  # a typo fails here, before torch is imported
+    from .training.config import TrainConfig
+    from .training.run import train as run_train
+
+    return run_train(TrainConfig(**settings), out, resume=resume, overwrite=overwrite, progress=not as_json)
+
+
 @app.command()
 @_friendly
-def evaluate(run: Path = typer.Argument(..., help="Run folder made by `imbvision train`")) -> None:
+def evaluate(
+    run: Path = typer.Argument(..., help="Run folder made by `imbvision train`"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout"),
+) -> None:
     """Re-score a run's test split and rewrite its report."""
     from .training.run import evaluate_run
 
     res = evaluate_run(run)
+    if as_json:
+        _print_json({"run": str(res.out), "strategy": res.recipe, "threshold": res.threshold,
+                     "metrics": res.metrics, "report": str(res.report)})
+        return
     _out().print(_metrics_table([{"name": res.recipe, "metrics": res.metrics}],
                                      f"test metrics at threshold {res.threshold:.3f}"))
     _out().print(f"report: {res.report}")
@@ -203,13 +302,17 @@ def evaluate(run: Path = typer.Argument(..., help="Run folder made by `imbvision
 @_friendly
 def predict(
     run: Path = typer.Argument(..., help="Run folder made by `imbvision train`"),
-    images: list[Path] = typer.Argument(None, help="Image files"),
+    images: list[Path] = typer.Argument(None, metavar="[IMAGE]...", help="Image files"),
     data: Optional[str] = typer.Option(None, "--data", help="Or a data source (" + DATA_HELP + ")"),
-    positive: Optional[str] = typer.Option(None),
+    positive: Optional[str] = typer.Option(None, help=POSITIVE_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write predictions CSV here (default: print)"),
     weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights file, when it has moved since training (checked by SHA-256)"),
 ) -> None:
-    """Probability and decision (at the stored threshold) per image; unreadable files are listed, not fatal."""
+    """Probability and decision (at the stored threshold) per image; unreadable files are listed, not fatal.
+
+    Columns: path, label (from --data; empty for loose files), split (train/val/test when the image
+    was in the run's data, else empty), probability, decision, error.
+    """
     from ._io import write_text
     from .data.sources import load_source
     from .errors import ConfigError
@@ -222,16 +325,27 @@ def predict(
         check_output_file(out, run)
     model = Model.load(run, weights=weights)
     paths = [str(p) for p in images or []]
+    labels: dict[str, int] = {}
     if data:
-        paths += [str(r.path) for r in load_source(data, positive=positive).records]
+        recs = load_source(data, positive=positive).records
+        paths += [str(r.path) for r in recs]
+        labels = {str(r.path): int(r.label) for r in recs}
     if not paths:
         raise ConfigError("no images given: pass image files or --data SOURCE")
     for p in paths:
         check_file_name(p)
+    split_of = _run_splits(run)
     rows, bad = model.predict_files(paths)
-    text = csv_text(["path", "probability", "decision", "error"],
-                    [[r["path"], f"{r['probability']:.6f}", r["decision"], ""] for r in rows]
-                    + [[p, "", "", reason] for p, reason in bad])
+    text = csv_text(["path", "label", "split", "probability", "decision", "error"],
+                    [[r["path"], labels.get(r["path"], ""), _split_of(split_of, r["path"]), f"{r['probability']:.6f}",
+                      r["decision"], ""] for r in rows]
+                    + [[p, labels.get(p, ""), _split_of(split_of, p), "", "", reason] for p, reason in bad])
+    seen = [_split_of(split_of, p) for p in paths]
+    n_train, n_val = seen.count("train"), seen.count("val")
+    if n_train or n_val:
+        _err().print(f"[yellow]warning[/]: {n_train} of these images trained the model and {n_val} chose its "
+                     "threshold (column 'split'): their scores are optimistic. Judge the model on its test split "
+                     f"({Path(run) / 'scores_test.csv'}).", highlight=False, soft_wrap=True)
     if out:
         write_text(out, text)
         _out().print(f"{len(rows)} scored, {len(bad)} unreadable → {out}")
@@ -241,12 +355,30 @@ def predict(
         _err().print(f"[yellow]unreadable[/]: {p}: {reason}")
 
 
+def _run_splits(run: Path) -> dict[str, str]:
+    """Path -> train/val/test from the run's ``split.csv`` (keys: as written and resolved)."""
+    from .data.splits import read_split_rows  # cells exactly as written (formula quoting undone)
+
+    out: dict[str, str] = {}
+    try:
+        for r in read_split_rows(Path(run) / "split.csv").values():
+            out[r["path"]] = r["split"]
+            out[str(Path(r["path"]).resolve())] = r["split"]
+    except (OSError, KeyError, ValueError):
+        pass
+    return out
+
+
+def _split_of(split_of: dict[str, str], path: str) -> str:
+    return split_of.get(path) or split_of.get(str(Path(path).resolve()), "")
+
+
 @app.command()
 @_friendly
 def audit(
-    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP),
+    data: str = typer.Option(..., "--data", help=DATA_HELP + " (with --review: the source the suspects came from)"),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder: audit.html, suspects.csv, duplicates.csv, audit.json"),
-    positive: Optional[str] = typer.Option(None),
+    positive: Optional[str] = typer.Option(None, help=POSITIVE_HELP),
     backbone: str = typer.Option("efficientnet_lite0"),
     weights: Optional[str] = typer.Option(None),
     tiles: int = typer.Option(0),
@@ -256,32 +388,48 @@ def audit(
     skip_bad: bool = typer.Option(False, "--skip-bad"),
     review: Optional[Path] = typer.Option(None, "--review", help="A suspects.csv with your decisions (keep/relabel/drop): write a new manifest"),
     manifest_out: Optional[Path] = typer.Option(None, "--manifest-out", help="With --review: the new manifest (default OUT/reviewed_manifest.csv)"),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary (audit.json, or the review's counts) as JSON on stdout"),
 ) -> None:
     """Know the imbalance before training: counts, duplicates, hardness and suspect minority labels (never deletes)."""
-    from ._io import ensure_output_dir
-    from .audit import apply_review, run_audit
-    from .backbones import embed_dataset
-    from .data.checks import load_checked
-    from .data.sources import cache_root, load_source
     from .errors import ConfigError
 
-    if data is None:
-        raise ConfigError("--data is required (the dataset to audit, or the one the --review file was made from)")
+    if review is None and out is None:
+        raise ConfigError("--out is required for an audit (or --review SUSPECTS_CSV to apply your decisions)")
     from ._limits import check_range
     check_range("seed", seed)
+    from ._io import ensure_output_dir
+    from .data.sources import cache_root, load_source
+
     ds = load_source(data, positive=positive)
     if review is not None:
+        from .audit import apply_review
+
         target = manifest_out or (Path(out) if out else review.parent) / "reviewed_manifest.csv"
         summary = apply_review(review, ds, target)
-        _out().print(f"new manifest: {target} ({summary})")
+        if as_json:
+            _print_json(summary)
+            return
+        _out().print(f"new manifest: {target}: {summary['images']} images ({summary['positive']} positive, "
+                     f"{summary['negative']} negative); kept {summary['kept']}, relabelled {summary['relabelled']}, "
+                     f"dropped {summary['dropped']}. The source {summary['source'] or data} is untouched.",
+                     highlight=False)
         return
-    if out is None:
-        raise ConfigError("--out is required for an audit")
+    from .audit import run_audit
+    from .backbones import embed_dataset
+    from .data.checks import load_checked
+
     out = ensure_output_dir(out)
-    rep = load_checked(ds, skip_bad=skip_bad, out_dir=out, progress=True, require_both_classes=False)
-    emb = embed_dataset(rep.dataset, backbone=backbone, weights=weights, tiles=tiles, cache_dir=cache_dir or cache_root())
+    rep = load_checked(ds, skip_bad=skip_bad, out_dir=out, progress=not as_json, require_both_classes=False)
+    emb = embed_dataset(rep.dataset, backbone=backbone, weights=weights, tiles=tiles, cache_dir=cache_dir or cache_root(),
+                        progress=not as_json)
     feats = emb.features("both" if tiles else "global")
-    res = run_audit(rep.dataset, feats, out, k=k, seed=seed)
+    from .progress import step
+
+    with step("auditing: hardness, label noise, duplicates", enabled=not as_json):
+        res = run_audit(rep.dataset, feats, out, k=k, seed=seed)
+    if as_json:
+        _print_json(res.summary)
+        return
     n_sus = len(res.suspects) if hasattr(res, "suspects") else 0
     _out().print(f"{n_sus} suspect label(s) ranked in {out / 'suspects.csv'}; nothing was deleted. "
                  f"Fill its 'decision' column (keep/relabel/drop) and run: imbvision audit --data {data} "
@@ -312,17 +460,44 @@ def compare(
     executor: str = typer.Option("local", help="local or ray (pip install imbvision[ray])"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="An existing Ray cluster, e.g. HEAD:6379"),
     group_duplicates: bool = typer.Option(True, "--group-duplicates/--no-group-duplicates", help="Keep exact and near duplicates on one side of every split"),
+    save_best: bool = typer.Option(False, "--save-best", help="Then train the recommended strategy into OUT/best (as `train --from OUT`)"),
+    as_json: bool = typer.Option(False, "--json", help="Print the leaderboard and recommendation as JSON on stdout (no progress bars)"),
 ) -> None:
     """Which remedy helps on my data? A leaderboard with paired tests against the plain baseline."""
+    from .catalog import precheck_strategies
+
+    precheck_strategies(strategies)  # a typo fails here, before torch is imported
     from .experiments.compare import print_leaderboard, run_compare
 
     res = run_compare(data, strategies=strategies, seeds=seeds, folds=folds, mode=mode, out=out, positive=positive,
                       train_positive_rate=train_positive_rate, backbone=backbone, weights=weights,
                       image_size=image_size, tiles=tiles, threshold=threshold, calibration=calibration,
                       skip_bad=skip_bad, cache_dir=cache_dir, jobs=jobs, executor=executor,
-                      ray_address=ray_address, progress=True, group_duplicates=group_duplicates)
-    print_leaderboard(res, _out())
-    _out().print(f"report: {res.report}")
+                      ray_address=ray_address, progress=not as_json,
+                      group_duplicates=group_duplicates)
+    payload: dict[str, Any] = {"out": str(res.out), "leaderboard": res.leaderboard,
+                               "recommendation": res.recommendation, "report": str(res.report)}
+    if not as_json:
+        print_leaderboard(res, _out())
+        _out().print(f"report: {res.report}")
+    if save_best:
+        from .experiments.promote import settings_from_compare
+
+        settings, why = settings_from_compare(res.out)
+        settings["cache_dir"] = cache_dir
+        settings["skip_bad"] = skip_bad
+        settings["extra"] = {"from_compare": str(res.out), "chosen_because": why}
+        if not as_json:
+            _err().print(f"training [bold]{settings['strategy']}[/] into {res.out / 'best'}: {why}",
+                         highlight=False, soft_wrap=True)
+        best = _train(settings, res.out / "best", as_json=as_json)
+        payload["best"] = {"run": str(best.out), "strategy": best.recipe, "threshold": best.threshold,
+                           "metrics": best.metrics, "report": str(best.report), "chosen_because": why}
+        if not as_json:
+            _out().print(_metrics_table([{"name": best.recipe, "metrics": best.metrics}],
+                                        f"saved model {best.out}: test metrics at threshold {best.threshold:.3f}"))
+    if as_json:
+        _print_json(payload)
 
 
 @app.command()

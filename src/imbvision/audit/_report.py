@@ -4,68 +4,33 @@ user text (paths, class names, groups, reasons) passed through ``html.escape``.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
-from ..data.decode import load_image_array, load_mask
 from ..data.records import Dataset
+from ..htmlreport import Report, data_uri, thumbnail_jpeg
 
 __all__ = ["render_html", "thumbnail_uri"]
 
 MAX_ROWS = 60
 THUMB = 120
 
+# audit-only styles on top of the shared page style (htmlreport)
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d232a;max-width:1180px}
-h1{font-size:1.6em;margin-bottom:2px} h2{margin-top:34px;border-bottom:2px solid #e3e7ec;padding-bottom:4px}
-.sub{color:#5b6673;margin-top:0}
-.cards{display:flex;flex-wrap:wrap;gap:10px;margin:14px 0}
-.card{background:#f5f7fa;border:1px solid #e3e7ec;border-radius:8px;padding:10px 14px;min-width:150px}
 .card b{display:block;font-size:1.45em} .card span{color:#5b6673;font-size:.85em}
-table{border-collapse:collapse;margin:8px 0;font-size:.9em} th,td{border-bottom:1px solid #e3e7ec;padding:5px 8px;text-align:left;vertical-align:top}
-th{background:#f5f7fa} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.skip{background:#fff6e0;border-left:4px solid #e0a100;padding:8px 12px;margin:8px 0}
-.note{background:#eef5ff;border-left:4px solid #3b82f6;padding:8px 12px;margin:8px 0}
-.bad{color:#b42318;font-weight:600} .ok{color:#067647}
+.sub{color:#5b6673} td,th{overflow-wrap:break-word}
 .bar{background:#e3e7ec;width:90px;height:8px;border-radius:4px;display:inline-block;vertical-align:middle}
 .bar i{display:block;height:8px;border-radius:4px;background:#d92d20}
 img.t{width:%dpx;height:%dpx;object-fit:contain;background:#111;border-radius:4px}
-.path{font-family:ui-monospace,Menlo,monospace;font-size:.8em;color:#5b6673;word-break:break-all}
 .act-relabel{color:#b42318;font-weight:600} .act-review{color:#b54708;font-weight:600} .act-keep{color:#067647}
 """ % (THUMB, THUMB)
 
 
 def thumbnail_uri(path: str | Path, mask: str | Path | None = None, size: int = THUMB) -> str | None:
     """A ``data:`` URI of a small JPEG of the image, mask outline in red; ``None`` if unreadable."""
-    try:
-        arr = load_image_array(path)
-    except Exception:
-        return None
-    if mask is not None:
-        try:
-            m = load_mask(mask, size=(arr.shape[1], arr.shape[0])).numpy()
-            edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
-            # thicken the outline so it survives downscaling
-            r = max(1, int(round(max(arr.shape[:2]) / size)))
-            thick = edge.copy()
-            for dy in range(-r, r + 1):
-                for dx in range(-r, r + 1):
-                    thick |= np.roll(np.roll(edge, dy, 0), dx, 1)
-            arr = arr.copy()
-            arr[thick] = (230, 30, 30)
-        except Exception:
-            pass
-    im = Image.fromarray(arr)
-    im.thumbnail((size, size), Image.LANCZOS)
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=82)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    jpeg = thumbnail_jpeg(path, mask=mask, max_side=size)
+    return None if jpeg is None else data_uri(jpeg)
 
 
 def _e(x: Any) -> str:
@@ -77,6 +42,11 @@ def _img(path: str, mask: Path | None) -> str:
     if uri is None:
         return "<i>unreadable</i>"
     return f'<img class="t" src="{uri}" alt="{_e(Path(path).name)}" title="{_e(path)}">'
+
+
+def _count(n: int, one: str, many: str) -> str:
+    """``1 is`` / ``3 are``: the verb agrees with the number."""
+    return f"{n} {one if n == 1 else many}"
 
 
 def _card(value: str, label: str) -> str:
@@ -101,10 +71,6 @@ def render_html(summary: dict[str, Any], suspects: list[dict[str, Any]], duplica
     mask_of = {str(r.path): r.mask for r in dataset}
     out: list[str] = []
     w = out.append
-    w("<!doctype html><html lang='en'><head><meta charset='utf-8'>")
-    w("<meta name='viewport' content='width=device-width,initial-scale=1'>")
-    w(f"<title>imbvision audit – {_e(summary['source'] or 'dataset')}</title><style>{_CSS}</style></head><body>")
-    w("<h1>Dataset audit</h1>")
     w(f"<p class='sub'>Source: <span class='path'>{_e(summary['source'] or '(in memory)')}</span> · "
       f"{c['images']} images · features of {summary['settings']['feature_dims']} dimensions</p>")
 
@@ -172,14 +138,16 @@ def render_html(summary: dict[str, Any], suspects: list[dict[str, Any]], duplica
         by = nz["confident_learning_by_direction"]
         w(f"<p>{_e(nz['method'][:1].upper() + nz['method'][1:])}. Confident-learning flags: {by['labelled_positive_looks_negative']} "
           f"labelled positive that look negative, {by['labelled_negative_looks_positive']} labelled negative "
-          f"that look positive (a missed object). {nz['minority_surrounded_by_majority']} minority images are "
-          f"surrounded by the majority; {nz['minority_isolated']} are isolated "
+          f"that look positive (a missed object). {nz['minority_surrounded_by_majority']} minority "
+          f"{'image is' if nz['minority_surrounded_by_majority'] == 1 else 'images are'} "
+          f"surrounded by the majority; {_count(nz['minority_isolated'], 'is', 'are')} isolated "
           f"({nz['minority_clusters']['clusters']} minority clusters).</p>")
         w(f"<p class='sub'>Score: {_e(nz['score'])}.</p>")
     w("<div class='note'><b>Nothing has been deleted or relabelled.</b> Removing minority images makes the "
       "imbalance worse, and an isolated positive is as often a rare genuine variant as a label error. Fill the "
       "<code>decision</code> column of <code>suspects.csv</code> (keep | relabel | drop; blank = keep) and run "
-      "<code>apply_review</code>: it writes a <i>new</i> manifest and leaves the source untouched.</div>")
+      f"<code>imbvision audit --data {_e(summary['source'] or 'SOURCE')} --review suspects.csv</code>: it writes a "
+      "<i>new</i> manifest and leaves the source untouched.</div>")
     if suspects:
         shown = suspects[:MAX_ROWS]
         w(f"<p>Showing {len(shown)} of {len(suspects)} suspects (all are in suspects.csv). "
@@ -239,5 +207,6 @@ def render_html(summary: dict[str, Any], suspects: list[dict[str, Any]], duplica
         for p in summary["unreadable_images"]:
             w(f"<tr><td class='path'>{_e(p['path'])}</td><td>{_e(p['reason'])}</td></tr>")
         w("</table>")
-    w("<p class='sub'>Written by imbvision audit. All figures are also in audit.json.</p></body></html>")
-    return "\n".join(out)
+    w("<p class='sub'>Written by imbvision audit. All figures are also in audit.json.</p>")
+    page = Report(f"Dataset audit — {summary['source'] or 'in-memory dataset'}", toc=False, extra_css=_CSS)
+    return page.add_html("\n".join(out)).to_html()

@@ -26,6 +26,7 @@ from .._progress import track
 from ..errors import BadFileError, DataError
 from .decode import PagesDroppedWarning, load_image_and_size, load_mask
 from .duplicates import COSINE_THRESHOLD, HASH_THRESHOLD, find_duplicates, phash
+from .check_cache import cached_check
 from .records import Dataset, ImageRecord
 
 __all__ = ["CheckReport", "check_dataset", "file_digest", "link_duplicates", "load_checked", "say", "check_file_name", "printable_name"]
@@ -93,6 +94,14 @@ def check_file_name(path: object) -> None:
                            "(every output imbvision writes is UTF-8)") from None
 
 
+def _check_record_noting_pages(rec: ImageRecord) -> list:
+    """``[sha256, phash, page-drop notes]`` of one record: the JSON answer the check cache keeps."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PagesDroppedWarning)
+        digest, ph = _check_record(rec)
+    return [digest, int(ph), [str(w.message) for w in caught if issubclass(w.category, PagesDroppedWarning)]]
+
+
 def _check_record(rec: ImageRecord) -> tuple[str, int]:
     """Decode the image (and mask) once; returns its SHA-256 and perceptual hash."""
     check_file_name(rec.path)
@@ -144,10 +153,9 @@ def check_dataset(dataset: Dataset, *, skip_bad: bool = False, require_both_clas
     with closing(track(dataset.records, progress, "checking images")) as iterator:
         for rec in iterator:
             try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", PagesDroppedWarning)
-                    hashes.append(_check_record(rec))
-                paged += [str(w.message) for w in caught if issubclass(w.category, PagesDroppedWarning)]
+                digest, ph, pages = cached_check(rec, _check_record_noting_pages)  # decodes only files not seen
+                hashes.append((digest, ph))
+                paged += pages
             except BadFileError as exc:
                 if not skip_bad:
                     raise BadFileError(exc.path, exc.reason + ("" if "--skip-bad" in exc.reason else

@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from .._io import atomic_write
@@ -34,6 +35,9 @@ __all__ = [
     "plot_roc_curves",
     "plot_score_histograms",
     "plot_reliability",
+    "merged_reliability_bins",
+    "plot_seed_dots",
+    "plot_training_history",
     "plot_image_grid",
     "figure_to_png",
     "save_figure",
@@ -257,6 +261,48 @@ def plot_score_histograms(
 
 
 # --------------------------------------------------------------------------- calibration
+def merged_reliability_bins(y: Any, p: Any, n_bins: int = 10, min_count: int = 10) -> dict[str, np.ndarray]:
+    """Uniform probability bins, neighbours merged until each holds ``min_count`` predictions.
+
+    A bin of one image has an observed rate of 0 or 1 and makes the curve zig-zag;
+    merging sparse bins (left to right, a short tail joins the last full bin) keeps
+    every point an average of enough images. Empty bins are dropped.
+
+    Returns
+    -------
+    dict
+        ``prob_pred`` (mean prediction), ``prob_true`` (observed positive rate),
+        ``count`` and ``lo``/``hi`` (merged bin edges), one entry per merged bin.
+    """
+    y_i = np.asarray(y).astype(int)
+    p = np.asarray(p, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
+    ids = np.clip(np.searchsorted(edges[1:-1], p, side="right"), 0, int(n_bins) - 1)
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    for b in range(int(n_bins)):
+        if not (ids == b).any():
+            continue
+        cur.append(b)
+        if int(np.isin(ids, cur).sum()) >= min_count:
+            groups.append(cur)
+            cur = []
+    if cur:
+        if groups:
+            groups[-1].extend(cur)
+        else:
+            groups.append(cur)
+    out: dict[str, list[float]] = {"prob_pred": [], "prob_true": [], "count": [], "lo": [], "hi": []}
+    for g in groups:
+        sel = np.isin(ids, g)
+        out["prob_pred"].append(float(p[sel].mean()))
+        out["prob_true"].append(float(y_i[sel].mean()))
+        out["count"].append(int(sel.sum()))
+        out["lo"].append(float(edges[min(g)]))
+        out["hi"].append(float(edges[max(g) + 1]))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
 def plot_reliability(
     y: Any,
     p_before: Any,
@@ -264,16 +310,24 @@ def plot_reliability(
     *,
     labels: tuple[str, str] = ("before calibration", "after calibration"),
     n_bins: int = 10,
+    min_count: int = 10,
     title: str = "Reliability diagram",
     figsize: tuple[float, float] = (6.4, 6.0),
 ) -> Figure:
     """Reliability diagram of one or two sets of probabilities, Brier and ECE in the legend.
 
-    A lower panel shows how many predictions fall in each bin (log scale).
+    Sparse bins are merged (:func:`merged_reliability_bins`, at least ``min_count``
+    predictions per point) and each point is labelled with its count; a lower panel
+    shows how many predictions fall in each bin (log scale). When ``p_after`` equals
+    ``p_before`` (calibration ``none``) one line is drawn and the legend says so.
     """
     series = [(labels[0], _check_probs(p_before))]
     if p_after is not None:
-        series.append((labels[1], _check_probs(p_after)))
+        after = _check_probs(p_after)
+        if after.shape == series[0][1].shape and np.allclose(after, series[0][1], rtol=0, atol=1e-12):
+            series = [("model (unchanged by calibration)", after)]
+        else:
+            series.append((labels[1], after))
     y_i, _ = check_binary_scores(y, series[0][1], require_both=False, what="probabilities")
     for _, p in series[1:]:
         check_binary_scores(y_i, p, require_both=False, what="probabilities")
@@ -286,21 +340,24 @@ def plot_reliability(
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1.2, label="perfectly calibrated")
         for k, (label, p) in enumerate(series):
             color = _COLORS[k]
-            rc = reliability_curve(y_i, p, n_bins)
+            rb = merged_reliability_bins(y_i, p, n_bins, min_count)
             b = brier(y_i, p)
             ece = expected_calibration_error(y_i, p, n_bins)
-            ax.plot(rc["prob_pred"], rc["prob_true"], "o-", color=color, lw=2, ms=6,
-                    label=f"{_short(label)} (Brier {b:.4f}, ECE {ece:.3f})")
+            ax.plot(rb["prob_pred"], rb["prob_true"], "o-", color=color, lw=2, ms=6,
+                    label=f"{_short(label, 48)} (Brier {b:.4f}, ECE {ece:.3f})")
+            for x, yy, c in zip(rb["prob_pred"], rb["prob_true"], rb["count"]):
+                ax.annotate(f"n={int(c)}", (x, yy), textcoords="offset points", xytext=(6, -12 - 12 * k),
+                            fontsize=8.5, color=color)
             axh.hist(p, bins=edges, color=color, histtype="step", lw=1.6)
         ax.set_xlim(0, 1)
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("Observed positive rate")
         ax.set_title(_plain(title))
-        ax.legend(loc="upper left")
+        ax.legend(loc="upper left", fontsize=9.5)
         ax.tick_params(labelbottom=False)
         axh.set_yscale("log")
         axh.set_ylim(bottom=0.7)
-        axh.set_xlabel("Mean predicted probability (per bin)")
+        axh.set_xlabel(f"Mean predicted probability (bins with < {min_count} merged)")
         axh.set_ylabel("Count")
     return fig
 
@@ -310,22 +367,10 @@ def _thumb(item: Any, size: int) -> tuple[np.ndarray | None, str | None]:
     """(uint8 RGB thumbnail, None) or (None, error text) — never raises."""
     from PIL import Image
 
-    try:
-        if isinstance(item, (str, os.PathLike)):
-            from ..data.decode import load_image_array
+    from ..htmlreport import image_array
 
-            arr = load_image_array(item)
-        else:
-            arr = np.asarray(item)
-            if arr.ndim == 2:
-                arr = np.repeat(arr[..., None], 3, axis=2)
-            if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.size == 0:
-                return None, f"expected an (H, W, 3) array, got shape {arr.shape}"
-            if arr.dtype != np.uint8:
-                if np.issubdtype(arr.dtype, np.floating) and np.nanmax(arr) <= 1.0:
-                    arr = arr * 255.0
-                arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
-            arr = arr[..., :3]
+    try:
+        arr = image_array(item)
         im = Image.fromarray(np.ascontiguousarray(arr))
         im.thumbnail((size, size))
         return np.asarray(im), None
@@ -386,6 +431,91 @@ def plot_image_grid(
                 ax.text(0.5, 0.5, msg, transform=ax.transAxes, ha="center", va="center",
                         fontsize=8.5, color="#8b0000", parse_math=False)
             ax.set_xlabel("\n".join(lines), fontsize=9.5, parse_math=False)
+    return fig
+
+
+# --------------------------------------------------------------------------- compare / history
+def plot_seed_dots(
+    per_seed: Mapping[str, Sequence[float]],
+    *,
+    metric: str = "AP",
+    baseline: str | None = None,
+    title: str = "Every seed behind each mean",
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    """One row per strategy: a dot per seed (split) and a bar at the mean.
+
+    ``per_seed`` maps a strategy name to its metric values, one per seed or fold,
+    in leaderboard order (the first row is drawn at the top). ``baseline`` draws
+    that strategy's mean as a dashed vertical line. NaN values are skipped.
+    """
+    if not isinstance(per_seed, Mapping) or not per_seed:
+        raise ConfigError("per_seed must be a non-empty dict {strategy: [value per seed]}")
+    names = list(per_seed)
+    h = figsize or (7.2, 1.2 + 0.42 * len(names))
+    with _style():
+        fig = _new_figure(h)
+        ax = fig.add_subplot()
+        for row, name in enumerate(names):
+            v = np.asarray([x for x in per_seed[name] if x is not None], dtype=float)
+            v = v[np.isfinite(v)]
+            yy = len(names) - 1 - row
+            if len(v):
+                jitter = np.linspace(-0.12, 0.12, len(v)) if len(v) > 1 else np.zeros(1)
+                ax.plot(v, yy + jitter, "o", ms=6, alpha=0.75, color=_COLORS[0], mec="white", mew=0.6)
+                ax.plot([v.mean()] * 2, [yy - 0.3, yy + 0.3], color="black", lw=2.2)
+        if baseline is not None and baseline in per_seed:
+            b = np.asarray([x for x in per_seed[baseline] if x is not None], dtype=float)
+            b = b[np.isfinite(b)]
+            if len(b):
+                ax.axvline(b.mean(), ls="--", color="grey", lw=1.2, label=f"{_short(baseline, 30)} mean")
+                ax.legend(loc="lower right", fontsize=9)
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels([_short(n, 36) for n in reversed(names)])
+        ax.set_ylim(-0.6, len(names) - 0.4)
+        ax.set_xlabel(f"{_plain(metric)} per seed (dots) and mean (bar)")
+        ax.set_title(_plain(title))
+        ax.grid(axis="y", alpha=0)
+    return fig
+
+
+def plot_training_history(
+    history: Sequence[Mapping[str, Any]],
+    *,
+    kept_epoch: int | None = None,
+    title: str = "Fine-tuning history",
+    figsize: tuple[float, float] = (7.2, 7.0),
+) -> Figure:
+    """Per-epoch training loss, validation AP and learning rate, the kept epoch marked.
+
+    ``history`` is a list of ``{"epoch": int, "train_loss": float, "val_ap": float,
+    "lr": float}`` (missing keys are skipped); ``kept_epoch`` (the checkpoint
+    restored by early stopping) is drawn as a vertical line on every panel.
+    """
+    rows = [dict(r) for r in history]
+    if not rows:
+        raise ConfigError("history is empty: the fine-tune loop recorded no epoch")
+    ep = np.asarray([float(r.get("epoch", k + 1)) for k, r in enumerate(rows)])
+    panels = [(key, label) for key, label in (("train_loss", "training loss"), ("val_ap", "validation AP"),
+                                              ("lr", "learning rate"))
+              if any(r.get(key) is not None for r in rows)]
+    with _style():
+        fig = _new_figure(figsize)
+        axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+        for ax, (key, label) in zip(axes, panels):
+            v = np.asarray([np.nan if r.get(key) is None else float(r[key]) for r in rows])
+            ax.plot(ep, v, "o-", lw=2, ms=5, color=_COLORS[0])
+            ax.set_ylabel(label)
+            if key == "lr" and np.nanmax(v) > 0 and np.nanmin(v) > 0 and np.nanmax(v) / np.nanmin(v) > 20:
+                ax.set_yscale("log")
+            if kept_epoch is not None:
+                ax.axvline(kept_epoch, color=_COLORS[1], ls="--", lw=1.6,
+                           label=f"kept: epoch {kept_epoch}" if key == panels[0][0] else None)
+        if kept_epoch is not None:
+            axes[0].legend(loc="best")
+        axes[0].set_title(_plain(title))
+        axes[-1].set_xlabel("epoch")
+        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 

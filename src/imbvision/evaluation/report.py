@@ -10,10 +10,6 @@ Content-Security-Policy that forbids scripts and remote resources.
 
 from __future__ import annotations
 
-import base64
-import datetime as _dt
-import html
-import json
 import os
 import re
 from pathlib import Path
@@ -22,9 +18,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .._version import __version__
-from .._io import _default, atomic_write, write_text
-from ..errors import BadFileError, ConfigError, DataError
+from .._io import atomic_write
+from ..errors import ConfigError, DataError
+from ..htmlreport import GalleryItem, Report, _sniff_image, format_prob, format_value, thumbnail_jpeg
 from .calibration import brier, expected_calibration_error
 from .metrics import check_binary_scores, evaluate_scores, threshold_metrics
 from .plots import (
@@ -34,343 +30,12 @@ from .plots import (
     plot_reliability,
     plot_roc_curve,
     plot_score_histograms,
+    plot_seed_dots,
+    plot_training_history,
 )
 from .threshold import DEFAULT_THRESHOLD_GRID, ThresholdChoice, threshold_table, tune_threshold
 
-__all__ = ["Report", "build_run_report", "format_value"]
-
-_CSP = (
-    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
-    "script-src 'none'; base-uri 'none'; form-action 'none'"
-)
-
-_CSS = """
-:root { --fg:#1d2330; --muted:#5b6577; --line:#d9dee7; --bg:#ffffff; --soft:#f4f6fa;
-        --accent:#1f5fbf; --warn-bg:#fff6e0; --warn:#9a6700; --note-bg:#eaf2ff; }
-* { box-sizing: border-box; }
-html { -webkit-text-size-adjust: 100%; }
-body { margin:0; background:var(--bg); color:var(--fg);
-       font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "Noto Sans",
-             "Liberation Sans", sans-serif; }
-main { max-width: 1120px; margin: 0 auto; padding: 28px 32px 48px; }
-h1 { font-size: 1.9em; margin: 0 0 4px; line-height: 1.2; overflow-wrap: anywhere; }
-h2 { font-size: 1.4em; margin: 36px 0 12px; padding-bottom: 6px; border-bottom: 2px solid var(--line);
-     overflow-wrap: anywhere; }
-h3 { font-size: 1.12em; margin: 22px 0 8px; overflow-wrap: anywhere; }
-p { margin: 8px 0; overflow-wrap: anywhere; }
-.subtitle { color: var(--muted); margin: 0 0 18px; overflow-wrap: anywhere; }
-nav.toc { background: var(--soft); border: 1px solid var(--line); border-radius: 8px;
-          padding: 10px 16px; margin: 16px 0 8px; font-size: 0.93em; }
-nav.toc a { color: var(--accent); text-decoration: none; margin-right: 16px; white-space: nowrap;
-            display: inline-block; }
-code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "Liberation Mono", monospace;
-       font-size: 0.9em; background: var(--soft); padding: 1px 4px; border-radius: 3px; }
-pre code { background: none; padding: 0; font-size: inherit; border-radius: 0; }
-pre { background: #f6f8fa; border: 1px solid var(--line); border-radius: 6px; padding: 12px 14px;
-      overflow: auto; max-height: 640px; white-space: pre-wrap; overflow-wrap: anywhere;
-      font: 12.5px/1.45 ui-monospace, "SFMono-Regular", Menlo, Consolas, "Liberation Mono", monospace; }
-.table-wrap { overflow-x: auto; margin: 10px 0 14px; max-width: 100%; }
-table { border-collapse: collapse; font-size: 0.92em; min-width: 40%; }
-caption { caption-side: top; text-align: left; color: var(--muted); padding: 0 0 6px;
-          font-size: 0.95em; }
-th, td { border-bottom: 1px solid var(--line); padding: 5px 12px; text-align: left;
-         vertical-align: top; overflow-wrap: anywhere; max-width: 520px; }
-th { background: var(--soft); font-weight: 600; white-space: nowrap; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tbody tr:nth-child(even) td { background: #fafbfd; }
-tr.hl td { background: #fff3c4 !important; font-weight: 600; }
-figure { margin: 12px 0 18px; }
-figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px;
-             background: #fff; display: block; }
-figcaption { color: var(--muted); font-size: 0.9em; margin-top: 6px; overflow-wrap: anywhere; }
-.row { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
-.row > figure { flex: 1 1 420px; min-width: 0; margin: 0; }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 12px;
-         margin: 12px 0 16px; }
-.card { border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; background: var(--soft); }
-.card .label { color: var(--muted); font-size: 0.85em; overflow-wrap: anywhere; }
-.card .value { font-size: 1.55em; font-weight: 650; font-variant-numeric: tabular-nums; }
-.card .detail { color: var(--muted); font-size: 0.82em; overflow-wrap: anywhere; }
-.callout { border-left: 4px solid var(--accent); background: var(--note-bg); padding: 8px 14px;
-           border-radius: 4px; margin: 10px 0; overflow-wrap: anywhere; }
-.callout.warning { border-left-color: #d29922; background: var(--warn-bg); }
-ul { margin: 6px 0 8px 0; padding-left: 22px; }
-footer { margin-top: 40px; color: var(--muted); font-size: 0.85em; border-top: 1px solid var(--line);
-         padding-top: 10px; }
-@media print { nav.toc { display: none; } pre { max-height: none; } }
-"""
-
-
-def _e(text: Any) -> str:
-    """HTML-escape any value (quotes included)."""
-    return html.escape(str(text), quote=True)
-
-
-def format_value(v: Any, digits: int = 3) -> str:
-    """Plain-text form of a table cell: floats with ``digits`` decimals, None as a dash."""
-    if v is None:
-        return "—"
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, (int, np.integer)):
-        return f"{int(v):,}" if abs(int(v)) >= 10_000 else str(int(v))
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        if f != f:
-            return "—"
-        if f in (float("inf"), float("-inf")):
-            return "∞" if f > 0 else "−∞"
-        if f == 0 or abs(f) >= 10 ** (-digits):
-            return f"{f:,.{digits}f}" if abs(f) >= 10_000 else f"{f:.{digits}f}"
-        return f"{f:.2e}"
-    if isinstance(v, (list, tuple)):
-        return ", ".join(format_value(x, digits) for x in v)
-    return str(v)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-
-
-_INLINE_CODE = re.compile(r"`([^`]+)`")
-_BOLD = re.compile(r"\*\*([^*]+)\*\*")
-
-
-def _inline(text: str) -> str:
-    out = _e(text)
-    out = _INLINE_CODE.sub(lambda m: f"<code>{m.group(1)}</code>", out)
-    return _BOLD.sub(lambda m: f"<strong>{m.group(1)}</strong>", out)
-
-
-def _sniff_image(data: bytes) -> str:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    raise ConfigError(
-        "report images must be PNG, JPEG, GIF or WebP bytes, a file of those, or a matplotlib "
-        f"Figure; got bytes starting {data[:8]!r}"
-    )
-
-
-class Report:
-    """A single-page HTML report built block by block.
-
-    Examples
-    --------
-    >>> r = Report("Crack detection")
-    >>> _ = r.add_heading("Summary").add_text("AP is **0.81** on `test`.")
-    >>> _ = r.add_table([{"metric": "AP", "value": 0.81, "n": 120}], caption="test split")
-    >>> '<td class="num">0.810</td>' in r.to_html()
-    True
-    """
-
-    def __init__(self, title: str, *, subtitle: str | None = None, toc: bool = True) -> None:
-        self.title = str(title)
-        self.subtitle = subtitle
-        self.toc = toc
-        self._blocks: list[str] = []
-        self._toc: list[tuple[str, str]] = []
-        self._ids: set[str] = set()
-
-    # -- blocks ---------------------------------------------------------------------------
-    def add_heading(self, text: str, level: int = 2) -> "Report":
-        """Section heading (level 2 entries make the table of contents)."""
-        if level not in (2, 3, 4):
-            raise ConfigError(f"heading level must be 2, 3 or 4; got {level!r}")
-        slug = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "section"
-        anchor, k = slug, 2
-        while anchor in self._ids:
-            anchor, k = f"{slug}-{k}", k + 1
-        self._ids.add(anchor)
-        if level == 2:
-            self._toc.append((anchor, str(text)))
-        self._blocks.append(f'<h{level} id="{_e(anchor)}">{_e(text)}</h{level}>')
-        return self
-
-    def add_text(self, text: str) -> "Report":
-        """Paragraphs separated by blank lines; ``- item`` lines make a list;
-        inline ```code``` and ``**bold**`` are honoured, everything else is escaped."""
-        for para in re.split(r"\n\s*\n", str(text).strip()):
-            lines = [ln.strip() for ln in para.splitlines() if ln.strip()]
-            if not lines:
-                continue
-            if all(ln.startswith(("- ", "* ")) for ln in lines):
-                items = "".join(f"<li>{_inline(ln[2:])}</li>" for ln in lines)
-                self._blocks.append(f"<ul>{items}</ul>")
-            else:
-                self._blocks.append(f"<p>{_inline(' '.join(lines))}</p>")
-        return self
-
-    def add_callout(self, text: str, kind: str = "note") -> "Report":
-        """A highlighted box; ``kind`` is ``"note"`` or ``"warning"``."""
-        if kind not in ("note", "warning"):
-            raise ConfigError(f"callout kind must be 'note' or 'warning'; got {kind!r}")
-        self._blocks.append(f'<div class="callout {kind}">{_inline(text)}</div>')
-        return self
-
-    def add_cards(self, cards: Sequence[tuple[str, Any] | tuple[str, Any, str]]) -> "Report":
-        """Headline numbers: ``(label, value[, detail])`` each."""
-        parts = []
-        for c in cards:
-            if not isinstance(c, (tuple, list)) or len(c) not in (2, 3):
-                raise ConfigError(f"a card is (label, value) or (label, value, detail); got {c!r}")
-            label, value = c[0], c[1]
-            detail = f'<div class="detail">{_e(c[2])}</div>' if len(c) == 3 and c[2] else ""
-            parts.append(
-                f'<div class="card"><div class="label">{_e(label)}</div>'
-                f'<div class="value">{_e(format_value(value))}</div>{detail}</div>'
-            )
-        self._blocks.append(f'<div class="cards">{"".join(parts)}</div>')
-        return self
-
-    def add_table(
-        self,
-        rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]],
-        header: Sequence[str] | None = None,
-        *,
-        caption: str | None = None,
-        digits: int = 3,
-        highlight_rows: Iterable[int] = (),
-    ) -> "Report":
-        """A table from a list of dicts (columns = keys in first-seen order, or
-        ``header`` to choose them) or from ``header`` plus a list of row sequences.
-
-        Numbers are right-aligned with ``digits`` decimals; ``highlight_rows``
-        (indices) are shaded.
-        """
-        rows = list(rows)
-        if rows and all(isinstance(r, Mapping) for r in rows):
-            cols = list(header) if header is not None else list(
-                dict.fromkeys(k for r in rows for k in r)  # type: ignore[union-attr]
-            )
-            body = [[r.get(c) for c in cols] for r in rows]  # type: ignore[union-attr]
-        else:
-            for k, r in enumerate(rows):
-                if isinstance(r, (str, bytes)) or not isinstance(r, Sequence):
-                    raise ConfigError(
-                        f"table row {k} must be a dict or a list of cells; got {type(r).__name__}"
-                    )
-            cols = list(header) if header is not None else []
-            body = [list(r) for r in rows]
-            if cols and any(len(r) != len(cols) for r in body):
-                bad = next(k for k, r in enumerate(body) if len(r) != len(cols))
-                raise ConfigError(
-                    f"table row {bad} has {len(body[bad])} cells but the header has {len(cols)}"
-                )
-        hl = set(highlight_rows)
-        out = ['<div class="table-wrap"><table>']
-        if caption:
-            out.append(f"<caption>{_e(caption)}</caption>")
-        if cols:
-            out.append("<thead><tr>" + "".join(f"<th>{_e(c)}</th>" for c in cols) + "</tr></thead>")
-        out.append("<tbody>")
-        for k, r in enumerate(body):
-            cls = ' class="hl"' if k in hl else ""
-            cells = "".join(
-                f'<td class="num">{_e(format_value(v, digits))}</td>' if _is_num(v) or v is None
-                else f"<td>{_e(format_value(v, digits))}</td>"
-                for v in r
-            )
-            out.append(f"<tr{cls}>{cells}</tr>")
-        if not body:
-            out.append(f'<tr><td colspan="{max(len(cols), 1)}">(no rows)</td></tr>')
-        out.append("</tbody></table></div>")
-        self._blocks.append("".join(out))
-        return self
-
-    @staticmethod
-    def _image_uri(image: str | os.PathLike[str] | bytes | Figure) -> str:
-        if isinstance(image, Figure):
-            data = figure_to_png(image)
-        elif isinstance(image, (bytes, bytearray, memoryview)):
-            data = bytes(image)
-        elif isinstance(image, (str, os.PathLike)):
-            p = Path(image)
-            try:
-                data = p.read_bytes()
-            except OSError as exc:
-                raise BadFileError(p, f"cannot read image for the report ({exc.strerror or exc})") from None
-        else:
-            raise ConfigError(
-                "report image must be a file path, PNG/JPEG bytes or a matplotlib Figure; "
-                f"got {type(image).__name__}"
-            )
-        mime = _sniff_image(data)
-        return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-    def _figure_html(self, image: Any, caption: str, alt: str | None) -> str:
-        uri = self._image_uri(image)
-        alt_text = alt if alt is not None else (caption or "figure")
-        cap = f"<figcaption>{_inline(caption)}</figcaption>" if caption else ""
-        return f'<figure><img src="{uri}" alt="{_e(alt_text)}">{cap}</figure>'
-
-    def add_image(
-        self,
-        image: str | os.PathLike[str] | bytes | Figure,
-        caption: str = "",
-        *,
-        alt: str | None = None,
-    ) -> "Report":
-        """Embed a PNG/JPEG (path, bytes or Figure) as a data URI, with a caption."""
-        self._blocks.append(self._figure_html(image, caption, alt))
-        return self
-
-    def add_images(self, items: Sequence[tuple[Any, str]]) -> "Report":
-        """Several images side by side (they wrap on narrow screens)."""
-        figs = "".join(self._figure_html(img, cap, None) for img, cap in items)
-        self._blocks.append(f'<div class="row">{figs}</div>')
-        return self
-
-    def add_code(self, code: Any, *, caption: str | None = None) -> "Report":
-        """Preformatted text; dicts and lists are shown as indented JSON."""
-        if not isinstance(code, str):
-            code = json.dumps(code, indent=2, default=_default_json, ensure_ascii=False)
-        cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
-        self._blocks.append(f"<figure>{cap}<pre><code>{_e(code)}</code></pre></figure>")
-        return self
-
-    # -- output ---------------------------------------------------------------------------
-    def to_html(self) -> str:
-        """The whole page as a string."""
-        now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-        head = (
-            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{_e(self.title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
-        )
-        parts = [head, f"<h1>{_e(self.title)}</h1>"]
-        if self.subtitle:
-            parts.append(f'<p class="subtitle">{_e(self.subtitle)}</p>')
-        if self.toc and len(self._toc) > 1:
-            links = "".join(f'<a href="#{_e(a)}">{_e(t)}</a>' for a, t in self._toc)
-            parts.append(f'<nav class="toc">{links}</nav>')
-        parts.extend(self._blocks)
-        parts.append(
-            f"<footer>Generated by imbvision {_e(__version__)} on {_e(now)}. "
-            "Self-contained page: no scripts, no external resources.</footer>"
-        )
-        parts.append("\n</main>\n</body>\n</html>\n")
-        return "\n".join(parts)
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the page atomically (UTF-8); return the path."""
-        path = Path(path)
-        write_text(path, self.to_html())
-        return path
-
-
-def _default_json(obj: Any) -> Any:
-    try:
-        return _default(obj)
-    except TypeError:
-        return repr(obj)
-
+__all__ = ["Report", "build_run_report", "format_value", "applied_config", "masks_for_paths", "add_per_seed"]
 
 # ================================================================================ run page
 def _split(results: Mapping[str, Any], name: str, required: bool) -> dict[str, Any] | None:
@@ -390,6 +55,13 @@ def _split(results: Mapping[str, Any], name: str, required: bool) -> dict[str, A
     y, s = check_binary_scores(part["y"], part["score"], what=f"{name} scores")
     out = dict(part)
     out["y"], out["score"] = y, s
+    masks = out.get("masks")
+    if masks is not None and len(masks) != len(y):
+        raise DataError(f"results['{name}']['masks'] has {len(masks)} entries for {len(y)} samples; "
+                        "give one mask path (or None) per sample")
+    if out.get("heatmap") is not None and not callable(out["heatmap"]):
+        raise ConfigError(f"results['{name}']['heatmap'] must be a function path -> (h, w) array or None; "
+                          f"got {type(out['heatmap']).__name__}")
     for key in ("score_uncalibrated",):
         if out.get(key) is not None:
             _, out[key] = check_binary_scores(y, out[key], what=f"{name} {key}")
@@ -452,6 +124,79 @@ def _embeddable(image: Any) -> bytes | None:
     return data
 
 
+FINETUNE_ONLY = ("epochs", "batch_size", "lr", "head_lr", "weight_decay", "unfreeze", "patience",
+                 "accelerator", "devices", "precision", "dist_strategy", "workers")
+HEAD_ONLY = ("tiles", "features")
+
+
+def applied_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The configuration without settings that did not apply to this run's ``mode``.
+
+    Head mode drops the fine-tune settings (epochs, learning rates, devices...);
+    fine-tune mode drops the tile-feature settings; an empty ``extra`` is dropped.
+    ``config.json`` in the run folder keeps everything.
+    """
+    cfg = dict(config)
+    mode = cfg.get("mode")
+    drop = FINETUNE_ONLY if mode == "head" else HEAD_ONLY if mode == "finetune" else ()
+    for k in drop:
+        cfg.pop(k, None)
+    if not cfg.get("extra"):
+        cfg.pop("extra", None)
+    return cfg
+
+
+def add_per_seed(rep: Report, cells: Mapping[str, Sequence[Mapping[str, Any]]], *, metric: str = "ap",
+                 baseline: str = "ce") -> Report:
+    """Add the per-seed view of a comparison: a dot per split behind each mean, and its table.
+
+    ``cells`` maps each strategy (leaderboard order) to its cell results, each a
+    dict with ``seed``, optional ``fold`` and the ``metric`` value.
+    """
+    per_seed = {name: [c.get(metric) for c in cs] for name, cs in cells.items()}
+    if not per_seed:
+        return rep
+    rep.add_heading("Every split behind each mean")
+    rep.add_image(plot_seed_dots(per_seed, metric=metric.upper() if metric == "ap" else metric,
+                                 baseline=baseline if baseline in per_seed else None),
+                  "Test AP of each split (dot) and the mean (bar); a mean carried by one lucky split shows here.")
+    first = next(iter(cells.values()))
+    cols = [f"seed {c.get('seed')}" + (f" fold {c['fold']}" if c.get("fold") is not None else "") for c in first]
+    rows = [[name, *[c.get(metric) for c in cs]] for name, cs in cells.items()]
+    rep.add_table(rows, header=["strategy", *cols], caption=f"Test {metric.upper()} per split", digits=3)
+    return rep
+
+
+def masks_for_paths(data: str, positive: str | None, paths: Sequence[str]) -> list[str | None] | None:
+    """The mask file of each path in the data source ``data`` (None where it has none).
+
+    For the report's outlines only: returns None (no outlines) when the source
+    cannot be read now or has no masks; never raises.
+    """
+    try:
+        from ..data.sources import load_source
+
+        by_path = {str(r.path): r.mask for r in load_source(data, positive=positive).records}
+    except Exception:  # the report is still useful without outlines
+        return None
+    masks = [None if by_path.get(p) is None else str(by_path[p]) for p in paths]
+    return masks if any(m is not None for m in masks) else None
+
+
+def _threshold_rows(y: np.ndarray, s: np.ndarray, t: float) -> list[dict[str, Any]]:
+    """Test operating points on the standard grid plus the chosen threshold.
+
+    Grid points that would print like the chosen one (0.200 next to a chosen
+    0.1996) are dropped, and the threshold column is text so the chosen row reads
+    ``0.1996 (chosen)`` rather than a second ``0.200``.
+    """
+    grid = [g for g in DEFAULT_THRESHOLD_GRID if f"{g:.3f}" != f"{t:.3f}" and abs(g - t) > 1e-12]
+    table = threshold_table(y, s, [*grid, t])
+    for r in table:
+        r["threshold"] = f"{t:.4g} (chosen)" if r["threshold"] == t else f"{r['threshold']:.3f}"
+    return table
+
+
 def _worst(y: np.ndarray, s: np.ndarray, t: float, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the ``k`` lowest-scored positives below ``t`` and highest-scored negatives at or above."""
     fn = np.flatnonzero((y == 1) & (s < t))
@@ -491,6 +236,11 @@ def build_run_report(
                          the calibration method cannot move them,
                 "paths": n image paths, optional — enables the worst false
                          negative / false positive thumbnails,
+                "masks": n mask paths or None, optional — outlined in red on
+                         the thumbnails,
+                "heatmap": optional function ``path -> (h, w) array in [0, 1]
+                         or None`` (e.g. ``Model.explain``); called only for the
+                         images shown, drawn over the thumbnails,
             },
             "val": {...same keys...},     # optional: where the threshold was tuned
             "threshold": ThresholdChoice | ThresholdChoice.to_dict() | float,
@@ -503,9 +253,14 @@ def build_run_report(
             },
             "name": "focal+balanced-sampler",   # optional: run / strategy label
             "notes": ["...", ...],               # optional: shown as callouts on top
+            "warnings": ["...", ...],            # optional: warning callouts on top
+                                                 # (double prior correction, duplicates...)
+            "history": {"epochs": [{"epoch", "train_loss", "val_ap", "lr"}, ...],
+                        "kept_epoch": int},      # optional: fine-tune curves
 
     config
-        The resolved configuration, shown verbatim as JSON.
+        The resolved configuration, shown as JSON without the settings that did
+        not apply (fine-tune settings in head mode, tile settings in fine-tune mode).
     images
         Optional ``{section title: [(image path or array, caption), ...]}``,
         e.g. strategy examples (augmented / synthesised minority images). A
@@ -553,6 +308,9 @@ def build_run_report(
     notes = results.get("notes") or []
     for note in [notes] if isinstance(notes, str) else notes:
         rep.add_callout(str(note), "note")
+    warns = results.get("warnings") or []
+    for note in dict.fromkeys([warns] if isinstance(warns, str) else warns):
+        rep.add_callout(str(note), "warning")
     if auto_note:
         rep.add_callout(auto_note, "warning")
     if m["n_pos"] < 30:
@@ -653,8 +411,8 @@ def build_run_report(
                         **{k: choice.achieved.get(k) for k in keys}})
     compare.append({"split": "test", **{k: m[k] for k in keys}})
     rep.add_table(compare, caption="The chosen threshold on validation and on test")
-    table = threshold_table(y, s, [*DEFAULT_THRESHOLD_GRID, t])
-    hl = [k for k, r in enumerate(table) if r["threshold"] == t]
+    table = _threshold_rows(y, s, t)
+    hl = [k for k, r in enumerate(table) if str(r["threshold"]).endswith("(chosen)")]
     rep.add_table(
         table,
         caption="Test operating points (the chosen threshold highlighted). For information "
@@ -667,6 +425,8 @@ def build_run_report(
     rep.add_heading("Calibration")
     cal = results.get("calibration") or {}
     raw = test.get("score_uncalibrated")
+    if raw is not None and np.array_equal(raw, s):
+        raw = None  # calibration "none": one line and one column, not two identical ones
     if raw is not None:
         rel = png(plot_reliability(y, raw, s), "reliability")
         rep.add_table(
@@ -709,9 +469,20 @@ def build_run_report(
             if len(idx) == 0:
                 rep.add_text(empty)
                 continue
-            items = [(paths[i], f"score {s[i]:.3f} · {Path(paths[i]).name}") for i in idx]
-            rep.add_image(png(plot_image_grid(items, ncols=6), stem), label)
-            rep.add_table([{"score": float(s[i]), "file": paths[i]} for i in idx], digits=3)
+            masks = test.get("masks")
+            heat = test.get("heatmap")
+            gallery = []
+            for i in idx:
+                overlay = heat(paths[i]) if heat is not None else None  # heat-map hook (Model.explain)
+                jpeg = thumbnail_jpeg(paths[i], mask=masks[i] if masks is not None else None, overlay=overlay)
+                gallery.append(GalleryItem(jpeg, f"score {format_prob(s[i])} · {Path(paths[i]).name}",
+                                           alt=f"{stem.replace('_', ' ')}: {Path(paths[i]).name}"))
+            rep.add_gallery(gallery)
+            rep.add_table([{"score": format_prob(s[i]), "file": paths[i]} for i in idx])
+        note = "Click an image to enlarge it, click again to close."
+        if test.get("masks") is not None:
+            note += " Red outline: the object's mask."
+        rep.add_text(note)
 
     # ---- examples
     if images:
@@ -730,8 +501,17 @@ def build_run_report(
                                   or str(k))
             rep.add_image(png(plot_image_grid(items, ncols=6), f"{stem}_{k}"), str(section))
 
+    # ---- training history
+    hist_info = results.get("history")
+    if hist_info and hist_info.get("epochs"):
+        rep.add_heading("Training history")
+        kept = hist_info.get("kept_epoch")
+        fig = png(plot_training_history(hist_info["epochs"], kept_epoch=kept), "training_history")
+        rep.add_image(fig, "Per-epoch training loss, validation AP and learning rate"
+                      + (f"; the weights of epoch {kept} (best validation AP) were kept." if kept else "."))
+
     # ---- configuration
     rep.add_heading("Configuration")
-    rep.add_code(dict(config) if isinstance(config, Mapping) else config,
-                 caption="Resolved configuration of this run")
+    rep.add_code(applied_config(config) if isinstance(config, Mapping) else config,
+                 caption="Resolved configuration of this run (settings that applied)")
     return rep.save(run_dir / "report.html")

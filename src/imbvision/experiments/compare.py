@@ -20,6 +20,7 @@ import numpy as np
 
 from .._io import ensure_output_dir, read_json, write_json
 from ..errors import ConfigError
+from ..notices import collect_warnings, run_warnings
 from ..strategies.registry import compose, list_strategies
 from .._fingerprint import combine, records_fingerprint
 from ..training.cell import embed_features, representation_of
@@ -91,6 +92,7 @@ def _splits(ds, seeds: int, folds: int | None, val: float, test: float, rate: fl
     return out
 
 
+@collect_warnings
 def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> CompareResult:
     """Compare strategies over seeds (and folds) and write a leaderboard with paired tests.
 
@@ -378,6 +380,8 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
     rep.add_callout(res.recommendation, kind="note")
     if st["few_splits"]:
         rep.add_callout(st["few_splits"], kind="warning")
+    for note in run_warnings(out):  # double prior correction, few positives... (imbvision.notices)
+        rep.add_callout(note, kind="warning")
     npos = int(y.sum())
     rep.add_cards([("images", len(y)), ("positive", npos), ("positive rate", f"{npos / len(y):.1%}"),
                    ("wall time", f"{res.wall_seconds:.0f} s")])
@@ -428,6 +432,8 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
                        for r in res.leaderboard if "delta_per_split" in r])
     rep.add_heading("Precision-recall curves (test, pooled over splits)")
     rep.add_image(plot_pr_curves(curves, title="PR curves, top strategies"), "Overlaid PR curves of the test scores pooled over splits (the legend's AP is of the pooled scores); the dashed line is the positive rate.")
+    from ..evaluation.report import add_per_seed
+    add_per_seed(rep, {r["strategy"]: [cells[(r["strategy"], s, f)] for s, f, _ in splits] for r in res.leaderboard})
     ex = sorted((out / "synthetic" / "examples").glob("*.png")) if (out / "synthetic" / "examples").exists() else []
     if ex:
         rep.add_heading("What the pixel-space remedies made")

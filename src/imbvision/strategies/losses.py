@@ -776,7 +776,7 @@ register_strategy(
         name="ce",
         family="loss",
         description="Plain cross-entropy (BCE-with-logits for one logit): the baseline.",
-        reference="seed §2 (standard loss)",
+        reference="Cross-entropy, the maximum-likelihood baseline (torch.nn.functional.cross_entropy)",
         params={},
         build=_build_ce,
         corrects_prior=lambda p: False,
@@ -789,7 +789,7 @@ register_strategy(
         name="weighted-ce",
         family="loss",
         description="Cross-entropy with per-class weights (balanced n/(k n_c), sqrt, or a binary pos_weight).",
-        reference="seed §2 (class weighting); King & Zeng 2001",
+        reference="Inverse-frequency class weights: King & Zeng 2001, Logistic Regression in Rare Events Data",
         params={
             "weights": Param(
                 "balanced",
@@ -813,7 +813,7 @@ register_strategy(
         name="focal",
         family="loss",
         description="Focal loss: down-weights easy examples by (1-p_t)^gamma, with alpha class weights.",
-        reference="Lin et al. 2017, Focal Loss for Dense Object Detection (seed §2, with per-class alpha)",
+        reference="Lin et al. 2017, Focal Loss for Dense Object Detection (ICCV), with per-class alpha",
         params={
             "gamma": GAMMA,
             "alpha": Param(

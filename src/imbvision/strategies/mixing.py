@@ -598,7 +598,7 @@ register_strategy(StrategyRecord(
     name="mixup",
     family="mixing",
     description="blend random pairs of images and their labels with lam ~ Beta(alpha, alpha)",
-    reference="Zhang et al., mixup, ICLR 2018; seed 'Mixup' (option 4)",
+    reference="Zhang et al. 2018, mixup: Beyond Empirical Risk Minimization (ICLR)",
     params=MIXUP_PARAMS,
     build=_build_mixup,
 ))
@@ -607,7 +607,7 @@ register_strategy(StrategyRecord(
     name="cutmix",
     family="mixing",
     description="paste a random box from a partner image; label mixed by the pasted area",
-    reference="Yun et al., CutMix, ICCV 2019; seed 'CutMix' (option 4)",
+    reference="Yun et al. 2019, CutMix: Regularization Strategy to Train Strong Classifiers (ICCV)",
     params=CUTMIX_PARAMS,
     build=_build_cutmix,
 ))

@@ -335,12 +335,12 @@ class _Method:
 _SPECS: dict[str, _Method] = {
     "random-over": _Method(
         "Repeat randomly chosen minority samples until the ratio is reached.",
-        "imblearn.over_sampling.RandomOverSampler",
+        "Random oversampling (Japkowicz & Stephen 2002, The class imbalance problem); imblearn.over_sampling.RandomOverSampler",
         {"sampling_strategy": _RATIO},
     ),
     "random-under": _Method(
         "Drop randomly chosen majority samples until the ratio is reached.",
-        "imblearn.under_sampling.RandomUnderSampler",
+        "Random undersampling (Japkowicz & Stephen 2002, The class imbalance problem); imblearn.under_sampling.RandomUnderSampler",
         {"sampling_strategy": _RATIO},
     ),
     "tomek": _Method(

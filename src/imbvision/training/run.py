@@ -13,6 +13,8 @@ from .._csv import write_csv
 from .._io import ensure_output_dir, read_json, write_json
 from ..errors import ConfigError
 from ..evaluation.postprocess import fit_postprocess
+from ..notices import collect_warnings, run_warnings, warn_about_data
+from ..progress import step
 from ..strategies.registry import Recipe, compose
 from .config import TrainConfig
 from .prepare import Prepared, duplicate_features, prepare_data
@@ -71,9 +73,12 @@ def _synthetic_examples(extra: Any, out: Path | None) -> dict[str, list]:
     examples: dict[str, list] = {}
     if extra is None or extra.images is None:
         return examples
-    for img, origin, lab in zip(extra.images, extra.origin, extra.y):
-        if len(examples.setdefault(origin, [])) < 12:
-            examples[origin].append((img, f"{origin} y={lab:.2f}"))
+    from ..htmlreport import draw_outline
+    masks = extra.masks or [None] * len(extra.images)
+    for img, origin, lab, mask in zip(extra.images, extra.origin, extra.y, masks):
+        if len(examples.setdefault(origin, [])) < 12:  # red outline: where the object was pasted / mixed in
+            fits = mask is not None and np.shape(mask) == np.shape(img)[:2]
+            examples[origin].append((draw_outline(img, mask if fits else None), f"{origin} y={lab:.2f}"))
     if out is not None:
         from ..evaluation import save_image_grid
         for origin, items in examples.items():
@@ -86,6 +91,7 @@ def _write_scores(path: Path, paths: list[str], y: np.ndarray, p: np.ndarray, t:
               ([a, int(b), f"{c:.6f}", int(c >= t)] for a, b, c in zip(paths, y, p)))
 
 
+@collect_warnings
 def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, progress: bool = True,
           resume: bool = False, overwrite: bool = False, **overrides: Any) -> RunResult:
     """Train one model and evaluate it on the held-out test split.
@@ -145,6 +151,7 @@ def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> R
     ds, split = prep.dataset, prep.split
     from .._rundir import check_resume_data
     check_resume_data(out, ds.records, resume=resume)  # a resumed run must see the same data
+    warn_about_data(ds.labels, split.train, [r.mask for r in ds.records], recipe.specs)  # shown in the report too
     y = ds.labels
     post = None
     if cfg.mode == "head":
@@ -172,8 +179,9 @@ def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> R
     _write_scores(out / "scores_val.csv", [str(ds.records[i].path) for i in split.val], y[split.val],
                   post.apply(p_val_raw), post.threshold.threshold)
     write_json(out / "raw_scores.json", {"val": p_val_raw.tolist(), "test": p_test_raw.tolist()})
-    result = evaluate_run(out, progress=progress, examples=examples, train_info=train_info,
-                          elapsed=time.perf_counter() - t0)
+    with step("scoring the test split, bootstrap intervals, report", progress):
+        result = evaluate_run(out, progress=progress, examples=examples, train_info=train_info,
+                              elapsed=time.perf_counter() - t0)
     return result
 
 
@@ -184,6 +192,7 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
     The test split is used here only; the threshold and calibration come from validation.
     """
     from ..evaluation import build_run_report, evaluate_scores
+    from ..evaluation.report import masks_for_paths
     from ..model import Model
 
     run_dir = Path(run_dir)
@@ -218,13 +227,15 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
         examples = {p.stem: [(str(p), p.stem)] for p in sorted((run_dir / "examples").glob("*.png"))}
     build_run_report(
         run_dir,
-        {"test": {"y": y_test, "score": p_test, "score_uncalibrated": p_test_u, "paths": paths_test},
+        {"test": {"y": y_test, "score": p_test, "score_uncalibrated": p_test_u, "paths": paths_test,
+                  "masks": masks_for_paths(cfg.data, cfg.positive, paths_test)},
          "val": {"y": y_val, "score": p_val, "paths": paths_val},
          "threshold": post.threshold,
          "calibration": {"method": post.calibrator.method if hasattr(post.calibrator, "method") else cfg.calibration,
                          "prior_correction": ({"train_prior": post.train_prior, "true_prior": post.true_prior}
                                               if post.prior_correction and post.train_prior is not None else None)},
-         "name": model.meta["strategy"]["name"]},
+         "name": model.meta["strategy"]["name"], "warnings": run_warnings(run_dir),
+         "history": {"epochs": train_info.get("history"), "kept_epoch": train_info.get("best_epoch")}},
         {**cfg.to_dict(), "recipe": model.meta["strategy"]},
         images=examples or None, n_boot=cfg.n_boot, seed=cfg.seed,
     )

@@ -217,7 +217,8 @@ def train_loop(run: Run) -> None:
             epoch += 1
             train_loss, telemetry = train_epoch(run, epoch, bar)
             ap = val_loop(run)
-            row = {"epoch": epoch, "train_loss": train_loss, "val_ap": ap, **telemetry}
+            row = {"epoch": epoch, "train_loss": train_loss, "val_ap": ap, **telemetry,
+                   "lr": run.optimizer.param_groups[0]["lr"]}  # first group's rate at the epoch's end (report plot)
             if fabric.world_size > 1:
                 row["rank_overlap"] = rank_overlap(fabric, run.batches)
             state["history"].append(row)

@@ -1,0 +1,92 @@
+"""From leaderboard to model: train the strategy a comparison recommends.
+
+``imbvision train --from CMP_DIR`` and ``imbvision compare --save-best`` call
+:func:`settings_from_compare`, then train one run with the returned settings.
+
+The rules (also in the README):
+
+- **Which strategy.** Among the strategies whose test AP beats the plain
+  ``ce`` baseline beyond noise (ΔAP > 0 with Holm-adjusted p < 0.05 over the
+  paired splits), the one with the largest ΔAP -- the one the comparison's
+  recommendation names. When none does, ``ce``: a remedy that does not beat
+  the baseline is not worth its extra moving parts.
+- **Which settings.** Everything the comparison fixed: data, positive class,
+  backbone, weights, image size, tiles, features, threshold rule,
+  calibration, prior correction, validation/test fractions, training
+  positive rate and synthetic-image cap; head mode.
+- **Which data.** As in every comparison cell: the seed-0 split, the
+  strategy fitted on its training part, threshold and calibration tuned on
+  its validation part, and the test part reported -- the saved model is one
+  of the cells the leaderboard averaged, re-run with a full report and a
+  saved bundle.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["settings_from_compare", "pick_strategy"]
+
+BASELINE = "ce"
+ALPHA = 0.05
+_KEYS = ("data", "positive", "backbone", "weights", "image_size", "tiles", "features", "threshold", "calibration",
+         "prior_correction", "val", "test", "train_positive_rate", "max_synthetic", "n_boot")
+
+
+def pick_strategy(leaderboard: list[dict[str, Any]]) -> tuple[str, str]:
+    """The strategy to ship from leaderboard rows, and why (one sentence).
+
+    Rows need ``strategy``, ``ap_mean`` and, except the baseline, ``delta_ap``,
+    ``delta_ci`` and ``p_holm`` (as ``leaderboard.json`` holds them).
+    """
+    if not leaderboard:
+        raise ConfigError("the leaderboard is empty: run `imbvision compare` to the end first")
+    better = [r for r in leaderboard if r.get("strategy") != BASELINE and r.get("p_holm") is not None
+              and r["p_holm"] < ALPHA and r.get("delta_ap", 0) > 0]
+    cells = leaderboard[0].get("cells", "?")
+    if better:
+        b = max(better, key=lambda r: r["delta_ap"])
+        lo, hi = b.get("delta_ci") or (float("nan"), float("nan"))
+        return b["strategy"], (
+            f"{b['strategy']} beats the plain baseline beyond noise: ΔAP {b['delta_ap']:+.3f} "
+            f"(95% CI {lo:+.3f} to {hi:+.3f}, Holm-adjusted p = {b['p_holm']:.3g}, {cells} paired splits), "
+            f"the largest gain among {len(better)} such strateg{'y' if len(better) == 1 else 'ies'}."
+        )
+    return BASELINE, (
+        f"no remedy beats the plain baseline beyond noise over {cells} paired splits "
+        f"(Holm-adjusted p < {ALPHA} and ΔAP > 0), so the simplest model is kept."
+    )
+
+
+def settings_from_compare(cmp_dir: str | Path) -> tuple[dict[str, Any], str]:
+    """Training settings for the recommended strategy of the comparison in ``cmp_dir``.
+
+    Returns
+    -------
+    (dict, str)
+        Keyword arguments for :class:`~imbvision.training.config.TrainConfig`
+        (``strategy``, ``mode="head"``, ``seed=0`` and the compared settings), and
+        the sentence saying which strategy and why.
+
+    Raises
+    ------
+    ConfigError
+        When ``cmp_dir`` holds no finished comparison (``leaderboard.json``).
+    """
+    path = Path(cmp_dir) / "leaderboard.json"
+    try:
+        board = json.loads(path.read_text(encoding="utf-8"))
+        cfg, rows = board["config"], board["leaderboard"]
+    except FileNotFoundError:
+        raise ConfigError(f"{cmp_dir} holds no finished comparison ({path} is missing); "
+                          "run `imbvision compare --out DIR` first, or rerun it to finish") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} is not a leaderboard written by `imbvision compare` ({exc})") from None
+    name, why = pick_strategy(rows)
+    settings = {k: cfg[k] for k in _KEYS if k in cfg}
+    settings.update(strategy=name, mode="head", seed=0)
+    return settings, why

@@ -1,0 +1,128 @@
+"""Warnings that matter to a user, collected once per run and shown in its report.
+
+A remedy or data step warns with :func:`warnings.warn` (double prior
+correction, few positives, duplicates grouped into one split, masks proposed
+automatically...). The same warning can fire several times in one run (every
+``compose`` of a recipe, every fold); :func:`collect_warnings` wraps a run,
+records each distinct imbvision warning once, re-emits it once when the run
+ends, and :func:`run_warnings` hands the list to the run's report (and keeps it
+in ``warnings.json`` so ``imbvision evaluate`` can rewrite the same report).
+
+Built on :func:`warnings.catch_warnings`, which is process-global: wrap whole
+runs, not code that runs in several threads at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+__all__ = ["collect_warnings", "run_warnings", "unique_messages", "warn_about_data", "DataWarning",
+           "FEW_POSITIVES"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_CURRENT: ContextVar[list[warnings.WarningMessage] | None] = ContextVar("imbvision_warnings", default=None)
+_FILE = "warnings.json"
+
+
+FEW_POSITIVES = 20
+
+
+class DataWarning(UserWarning):
+    """The data will make the numbers shaky or a remedy guess (few positives, masks proposed automatically)."""
+
+
+def warn_about_data(labels: Any, train_index: Any, masks: list[Any], specs: Any) -> None:
+    """Warn (:class:`DataWarning`) about what a user should know before trusting a run.
+
+    Parameters
+    ----------
+    labels
+        ``(N,)`` 0/1 labels of the whole dataset.
+    train_index
+        Indices of the training split.
+    masks
+        Mask path (or None) per image, ``(N,)``.
+    specs
+        The recipe's strategy specs (``name`` and ``params``); a strategy with an
+        ``auto_mask`` parameter switched on segments positives that lack a mask.
+    """
+    import numpy as np
+
+    y = np.asarray(labels)
+    idx = np.asarray(train_index, dtype=int)
+    pos = [int(i) for i in idx if y[i] == 1]
+    if len(pos) < FEW_POSITIVES:
+        warnings.warn(f"only {len(pos)} positive images to train on: expect wide confidence intervals and an "
+                      "unstable threshold; more positives (or `compare` over several seeds) will say more",
+                      DataWarning, stacklevel=2)
+    auto = [sp.name for sp in specs if dict(getattr(sp, "params", {}) or {}).get("auto_mask")]
+    missing = sum(masks[i] is None for i in pos)
+    if auto and missing:
+        warnings.warn(f"{' and '.join(auto)}: {missing} of {len(pos)} training positives have no mask, so their "
+                      "objects are segmented automatically (propose_mask), which misses low-contrast defects; "
+                      "check the examples in the report, or give real masks", DataWarning, stacklevel=2)
+
+
+def _ours(w: warnings.WarningMessage) -> bool:
+    mod = getattr(w.category, "__module__", "") or ""
+    return mod.startswith("imbvision") or "imbvision" in str(w.filename).replace("\\", "/")
+
+
+def unique_messages(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The distinct imbvision warning texts in ``caught``, first-seen order."""
+    return list(dict.fromkeys(str(w.message) for w in caught if _ours(w)))
+
+
+def collect_warnings(fn: F) -> F:
+    """Decorator: record the warnings raised while ``fn`` runs; re-emit each distinct one once."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _CURRENT.get() is not None:  # already inside a collecting run
+            return fn(*args, **kwargs)
+        replay: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                token = _CURRENT.set(caught)
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    _CURRENT.reset(token)
+                    seen: set[tuple[type, str]] = set()
+                    for w in caught:
+                        key = (w.category, str(w.message))
+                        if key not in seen and not issubclass(w.category, DeprecationWarning):
+                            seen.add(key)
+                            replay.append(w)
+        finally:
+            for w in replay:  # outside the recording context: shown by the caller's handler, once each
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def run_warnings(run_dir: str | Path) -> list[str]:
+    """The warnings of the run being written to ``run_dir``.
+
+    Inside :func:`collect_warnings` the ones recorded so far are saved to
+    ``run_dir/warnings.json`` and returned; outside (re-evaluating a finished
+    run) the saved list is read back ([] when there is none).
+    """
+    path = Path(run_dir) / _FILE
+    caught = _CURRENT.get()
+    if caught is not None:
+        msgs = unique_messages(caught)
+        from ._io import write_json
+
+        write_json(path, {"warnings": msgs})
+        return msgs
+    try:
+        return [str(m) for m in json.loads(path.read_text(encoding="utf-8")).get("warnings", [])]
+    except (OSError, ValueError, AttributeError):
+        return []

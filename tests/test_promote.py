@@ -1,0 +1,49 @@
+"""From leaderboard to model: which strategy `train --from` picks, and why."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from imbvision.errors import ConfigError
+from imbvision.experiments.promote import pick_strategy, settings_from_compare
+
+
+def _row(name, ap, delta=None, p=None):
+    r = {"strategy": name, "ap_mean": ap, "cells": 6}
+    if delta is not None:
+        r.update(delta_ap=delta, delta_ci=[delta - 0.01, delta + 0.01], p_holm=p)
+    return r
+
+
+def test_largest_significant_gain_wins():
+    rows = [_row("mixup", 0.9, 0.10, 0.2), _row("focal", 0.85, 0.05, 0.01), _row("smote", 0.84, 0.04, 0.001),
+            _row("ce", 0.8)]
+    name, why = pick_strategy(rows)
+    assert name == "focal" and "+0.050" in why and "p = 0.01" in why and "2 such strategies" in why
+
+
+def test_baseline_when_nothing_beats_it_beyond_noise():
+    rows = [_row("mixup", 0.9, 0.10, 0.2), _row("ce", 0.8), _row("smote", 0.7, -0.1, 0.001)]
+    name, why = pick_strategy(rows)
+    assert name == "ce" and "no remedy beats" in why
+
+
+def test_settings_come_from_the_comparison(tmp_path):
+    cfg = {"data": "demo:100", "strategies": ["ce", "focal"], "seeds": 3, "backbone": "b", "image_size": 64,
+           "tiles": 2, "features": "both", "threshold": "recall>=0.9", "calibration": "platt", "val": 0.25}
+    (tmp_path / "leaderboard.json").write_text(json.dumps({"config": cfg, "leaderboard": [
+        _row("focal", 0.9, 0.1, 0.01), _row("ce", 0.8)]}))
+    settings, why = settings_from_compare(tmp_path)
+    assert settings["strategy"] == "focal" and settings["mode"] == "head" and settings["seed"] == 0
+    assert {k: settings[k] for k in ("data", "backbone", "image_size", "tiles", "features", "threshold",
+                                     "calibration", "val")} == {k: cfg[k] for k in ("data", "backbone", "image_size",
+                                                                                   "tiles", "features", "threshold",
+                                                                                   "calibration", "val")}
+    assert "strategies" not in settings and "seeds" not in settings
+    with pytest.raises(ConfigError, match="no finished comparison"):
+        settings_from_compare(tmp_path / "nothing")
+    (tmp_path / "leaderboard.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not a leaderboard"):
+        settings_from_compare(tmp_path)
