@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator, TypeVar
 
-__all__ = ["progress_bar", "track"]
+__all__ = ["progress_bar", "track", "step"]
 
 T = TypeVar("T")
 
@@ -84,3 +84,35 @@ def track(items: Iterable[T], enabled: bool, description: str, total: int | None
         for item in items:
             yield item
             bar.advance(task)
+
+
+class step:
+    """A spinner with elapsed time for a step that has no count of its own (fitting a head, the report...).
+
+    Context manager: ``with step("fitting the head", enabled=progress): ...``."""
+
+    def __init__(self, text: str, enabled: bool = True) -> None:
+        self.text, self.enabled = text, enabled
+        self._p: Any = None
+
+    def __enter__(self) -> "step":
+        if not self.enabled:
+            return self
+        from rich.console import Console
+        from rich.errors import LiveError
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        p = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                     console=Console(stderr=True), transient=False)
+        try:
+            p.start()
+        except LiveError:  # inside another live display: that one already shows progress
+            return self
+        p.add_task(self.text, total=None)
+        self._p = p
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._p is not None:
+            self._p.stop()
+            self._p = None

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .errors import ConfigError
 from .registry import Registry
 

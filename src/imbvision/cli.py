@@ -6,6 +6,9 @@ kept under a second and a half: this module imports only typer and rich; each
 command imports what it needs, and strategy names are checked against a
 cached catalog (:mod:`imbvision.catalog`) before torch is loaded
 (``benchmarks/bench_cli_startup.py`` measures it).
+
+Why one file: typer builds the whole command from one module; each command body is a thin call
+into the library, and splitting them would spread shared option definitions across files.
 """
 
 from __future__ import annotations
@@ -423,7 +426,7 @@ def audit(
     emb = embed_dataset(rep.dataset, backbone=backbone, weights=weights, tiles=tiles, cache_dir=cache_dir or cache_root(),
                         progress=not as_json)
     feats = emb.features("both" if tiles else "global")
-    from .progress import step
+    from ._progress import step
 
     with step("auditing: hardness, label noise, duplicates", enabled=not as_json):
         res = run_audit(rep.dataset, feats, out, k=k, seed=seed)

@@ -13,6 +13,9 @@ heat-map overlay) for the click-to-enlarge :meth:`Report.add_gallery`.
 
 Hand-written rather than a template engine (Jinja2): the pages are a few
 dozen blocks, and one small module keeps escaping rules in one place.
+
+Why one file: the page builder, its CSS and the thumbnail drawing must stay together so every
+report (run, compare, audit) looks and behaves the same.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from ._io import _default, write_text
 from .errors import BadFileError, ConfigError
 
@@ -305,9 +308,11 @@ class Report:
     @staticmethod
     def _image_uri(image: "str | os.PathLike[str] | bytes | Figure") -> str:
         if type(image).__name__ == "Figure" and hasattr(image, "savefig"):
-            from .evaluation.plots import figure_to_png
+            import io
 
-            data = figure_to_png(image)
+            buf = io.BytesIO()  # as evaluation.plots.figure_to_png (which sits above this module)
+            image.savefig(buf, format="png", dpi=100)
+            data = buf.getvalue()
         elif isinstance(image, (bytes, bytearray, memoryview)):
             data = bytes(image)
         elif isinstance(image, (str, os.PathLike)):

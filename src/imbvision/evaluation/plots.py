@@ -4,6 +4,9 @@ Every ``plot_*`` function returns a :class:`matplotlib.figure.Figure`; every
 ``save_*`` wrapper takes an output path first, writes a PNG atomically and
 returns the path. The figures are built on the Agg canvas directly, so they
 work on headless machines and from threads without touching ``pyplot``.
+
+Why one file: every figure shares the same Agg set-up, colours and layout helpers; each
+function is short and independent.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ label and score arrays. Every piece of user text (titles, captions, table
 cells, class names, file paths, configuration values) is HTML-escaped, the page
 loads nothing from outside, needs no JavaScript, and carries a
 Content-Security-Policy that forbids scripts and remote resources.
+
+Why one file: the run report is one page built top to bottom; its sections share the scores
+and the threshold, and each section is a short function.
 """
 
 from __future__ import annotations

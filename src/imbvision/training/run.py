@@ -14,7 +14,7 @@ from .._io import ensure_output_dir, read_json, write_json
 from ..errors import ConfigError
 from ..evaluation.postprocess import fit_postprocess
 from ..notices import collect_warnings, run_warnings, warn_about_data
-from ..progress import step
+from .._progress import step
 from ..strategies.registry import Recipe, compose
 from .config import TrainConfig
 from .prepare import Prepared, duplicate_features, prepare_data
