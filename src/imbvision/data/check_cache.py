@@ -65,7 +65,12 @@ def _stamp(path: str | os.PathLike[str] | None) -> str | None:
         st = p.stat()
     except (OSError, ValueError):  # missing, or a name the OS refuses (NUL byte): the real check says so
         return None
-    return f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:  # a name that is not UTF-8: not cached; the real check names it
+        return None
+    return key
 
 
 def _query(sql: str, args: tuple) -> tuple | None:

@@ -149,6 +149,10 @@ def _examples(store: Path | None, recipe: Any, extra: Any, seed: int) -> None:
         return
     from ..evaluation import save_image_grid
 
-    items = [(img, f"y={lab:.2f}") for img, lab in list(zip(extra.images, extra.y))[:12]]
+    from ..htmlreport import draw_outline  # red outline: where the object was pasted / mixed in
+
+    masks = extra.masks or [None] * len(extra.images)
+    items = [(draw_outline(img, m if m is not None and np.shape(m) == np.shape(img)[:2] else None), f"y={lab:.2f}")
+             for img, lab, m in list(zip(extra.images, extra.y, masks))[:12]]
     name = "+".join(s.name for s in recipe.specs if s.record.family in ("synthesis", "mixing"))
     save_image_grid(store / "examples" / f"{name}.png", items, title=f"{name}: new training images (seed {seed})")

@@ -138,6 +138,7 @@ class SyntheticFeatures:
     y: np.ndarray
     images: list[np.ndarray] | None = None
     origin: list[str] | None = None
+    masks: list[np.ndarray | None] | None = None  # where the object is in each new image (outlined in reports)
 
 
 def synthetic_features(recipe: Recipe, records: Sequence, train_index: np.ndarray, *, seed: int,
@@ -181,7 +182,8 @@ def synthetic_features(recipe: Recipe, records: Sequence, train_index: np.ndarra
     if not len(syn):
         return None
     X = get_representation(representation).from_images(syn.images, backbone(), settings, cache_dir)
-    out = SyntheticFeatures(X.astype(np.float32), np.asarray(syn.labels, dtype=np.float32), syn.images, syn.origin)
+    out = SyntheticFeatures(X.astype(np.float32), np.asarray(syn.labels, dtype=np.float32), syn.images, syn.origin,
+                            list(syn.masks) if syn.masks else None)
     if path is not None:
         from .synthetic_store import save_synthetic
         save_synthetic(path, key, out.X, out.y)
