@@ -142,3 +142,18 @@ def test_cli_has_the_switch_to_turn_grouping_off(command: str) -> None:
 
     out = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
     assert "--no-group-duplicates" in out
+
+
+def test_grouping_note_reaches_the_run_report(tmp_path, cache_dir):
+    """Issue 13: "duplicates grouped" is a warning that matters, so the run's report shows it too."""
+    import json
+
+    from imbvision.training.run import train
+
+    manifest, _ = _manifest(tmp_path / "data")
+    res = train(data=str(manifest), out=tmp_path / "run", backbone="test_efficientnet", weights="none",
+                image_size=32, n_boot=0, cache_dir=str(cache_dir), progress=False)
+    notes = json.loads((res.out / "warnings.json").read_text(encoding="utf-8"))["warnings"]
+    grouped = [n for n in notes if "duplicate set" in n]
+    assert len(grouped) == 1 and grouped[0].startswith("1 duplicate set")
+    assert grouped[0] in (res.out / "report.html").read_text(encoding="utf-8")

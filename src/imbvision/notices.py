@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-__all__ = ["collect_warnings", "run_warnings", "unique_messages", "warn_about_data", "DataWarning",
+__all__ = ["collect_warnings", "run_warnings", "unique_messages", "warn_about_data", "DataWarning", "ReportNote", "add_report_note",
            "FEW_POSITIVES"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,6 +68,17 @@ def warn_about_data(labels: Any, train_index: Any, masks: list[Any], specs: Any)
                       "check the examples in the report, or give real masks", DataWarning, stacklevel=2)
 
 
+class ReportNote(DataWarning):
+    """A remark already printed once (e.g. "12 duplicate sets grouped"): recorded for the report, not re-emitted."""
+
+
+def add_report_note(message: str) -> None:
+    """Put ``message`` in the report of the run being collected (no-op outside :func:`collect_warnings`)."""
+    caught = _CURRENT.get()
+    if caught is not None:
+        caught.append(warnings.WarningMessage(ReportNote(message), ReportNote, __file__, 0))
+
+
 def _ours(w: warnings.WarningMessage) -> bool:
     mod = getattr(w.category, "__module__", "") or ""
     return mod.startswith("imbvision") or "imbvision" in str(w.filename).replace("\\", "/")
@@ -97,7 +108,7 @@ def collect_warnings(fn: F) -> F:
                     seen: set[tuple[type, str]] = set()
                     for w in caught:
                         key = (w.category, str(w.message))
-                        if key not in seen and not issubclass(w.category, DeprecationWarning):
+                        if key not in seen and not issubclass(w.category, (DeprecationWarning, ReportNote)):
                             seen.add(key)
                             replay.append(w)
         finally:

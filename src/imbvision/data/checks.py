@@ -262,6 +262,10 @@ def load_checked(source: str | Dataset, *, positive: str | None = None, skip_bad
     if group_duplicates:
         link_duplicates(report, features(report.dataset) if features is not None else None)
     written = report.write_bad_files(Path(out_dir) / "bad_files.csv") if out_dir is not None else None
+    from ..notices import add_report_note
+
+    for note in report.notes:  # duplicates grouped, hidden files skipped, pages dropped: in the report too
+        add_report_note(note)
     if progress:
         for note in report.notes:
             say(note)
