@@ -22,8 +22,10 @@ import torch
 import imbvision
 from imbvision.errors import ConfigError
 from imbvision.model import Model
-from imbvision.strategies.registry import compose
+from imbvision.strategies.registry import StrategyContext, compose
 from imbvision.training import finetune as ft
+from imbvision.training import network
+from imbvision.training.finetune import checkpoint, data as ftdata, loop
 from imbvision.training.config import TrainConfig
 from imbvision.training.prepare import prepare_data
 
@@ -88,7 +90,7 @@ def test_linear_probe_leaves_backbone_unchanged(base, tmp_path):
     from imbvision.backbones import create_backbone
 
     res, _ = _direct(base, tmp_path / "probe", unfreeze="0")
-    torch.manual_seed(ft._derive_seed(0, "init"))  # the run's initialisation
+    torch.manual_seed(ftdata.derive_seed(0, "init"))  # the run's initialisation
     ref = create_backbone("test_efficientnet", weights="none").model.state_dict()
     arrays = res.arrays
     assert {k[len("net.backbone."):] for k in arrays if k.startswith("net.backbone.")} == set(ref)
@@ -108,7 +110,7 @@ def test_unfreeze_last_blocks_and_errors(base):
     assert not any(n.startswith(("backbone.blocks.3.", "backbone.conv_stem")) for n in trainable)
     assert {"backbone.conv_head.weight", "backbone.bn2.weight", "head.weight"} <= trainable
     assert 0 < counts["trainable_params"] < counts["total_params"]
-    ft._set_train_mode(net)
+    network.set_train_mode(net)
     assert not net.backbone.bn1.training and net.backbone.bn2.training
     with pytest.raises(ConfigError, match="exceeds the 5 blocks"):
         ft.apply_unfreeze(net, "9", "test_efficientnet")
@@ -121,17 +123,17 @@ def test_resume_matches_uninterrupted_run(base, tmp_path, monkeypatch):
     class Killed(Exception):
         pass
 
-    real_save = ft._save_checkpoint
+    real_save = checkpoint.save_checkpoint
 
     def save_then_die(folder, net, best, optimizer, trainer):
         real_save(folder, net, best, optimizer, trainer)
         if trainer["epoch"] == 2:
             raise Killed
 
-    monkeypatch.setattr(ft, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_die)
     with pytest.raises(Killed):
         _direct(base, tmp_path / "cut", **opts)
-    monkeypatch.setattr(ft, "_save_checkpoint", real_save)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", real_save)
     assert json.loads((tmp_path / "cut" / "checkpoints" / "last.json").read_text())["epoch"] == 2
     resumed, _ = _direct(base, tmp_path / "cut", resume=True, **opts)
     assert resumed.info["resumed_from_epoch"] == 2 and resumed.info["epochs_run"] == 3
@@ -172,7 +174,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(base, tmp_path, mo
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
             return loss * float("nan") if calls["n"] > 6 else loss  # epoch 1 has 5 steps
 
-    monkeypatch.setattr(ft, "_loss_module", lambda recipe, ctx: NaNLater())
+    monkeypatch.setattr(loop, "build_loss", lambda recipe, ctx: NaNLater())
     out = tmp_path / "nan"
     with pytest.raises(ft.NonFiniteLossError, match=r"loss became NaN at epoch 2 step 2; lower --lr") as err:
         _direct(base, out, epochs=3)
@@ -213,11 +215,11 @@ def test_selection_resampler_chooses_training_images(base, tmp_path):
 def test_ranks_draw_disjoint_samples():
     labels = np.array([0] * 37 + [1] * 8)
     recipe = compose("ce")
-    ctx = ft.StrategyContext(class_counts=(37, 8))
+    ctx = StrategyContext(class_counts=(37, 8))
     for epoch in (1, 2):
         shards = []
         for rank in (0, 1):
-            batches = ft._EpochBatches(ft._train_sampler(labels, recipe, ctx, 0, 2, rank), 8, rank, 2)
+            batches = ftdata.EpochBatches(ftdata.train_sampler(labels, recipe, ctx, 0, 2, rank), 8, rank, 2)
             batches.set_epoch(epoch)
             shards.append(batches.indices())
             keys = [k for b in batches for k in b]
@@ -226,8 +228,8 @@ def test_ranks_draw_disjoint_samples():
         assert not set(shards[0]) & set(shards[1])
     # The weighted draw is one global draw per epoch: positions partition it.
     rec = compose("balanced-sampler")
-    a = ft._train_sampler(labels, rec, ctx, 0, 2, 0)
-    b = ft._train_sampler(labels, rec, ctx, 0, 2, 1)
+    a = ftdata.train_sampler(labels, rec, ctx, 0, 2, 0)
+    b = ftdata.train_sampler(labels, rec, ctx, 0, 2, 1)
     a.set_epoch(3), b.set_epoch(3)
     assert sorted(list(a) + list(b)) == sorted(a.global_draw().tolist()[: len(a) + len(b)])
 
@@ -246,7 +248,6 @@ def test_mixed_image_sizes_and_tiny_masks(tmp_path):
     from PIL import Image
 
     from imbvision.data.records import ImageRecord
-    from imbvision.strategies.registry import StrategyContext
 
     recs = []
     for k, (w, h) in enumerate([(40, 60), (90, 50), (64, 64), (33, 120)]):
@@ -260,8 +261,8 @@ def test_mixed_image_sizes_and_tiny_masks(tmp_path):
             mask = tmp_path / f"m{k}.png"
         recs.append(ImageRecord(tmp_path / f"i{k}.png", int(k < 2), mask))
     spec = compose("copy-paste:blend=hard").synthesis[0]
-    data = ft._TrainData(recs, [ft._SynthStep("copy-paste", spec.build(StrategyContext((2, 2))), 3)], size=24,
-                         seed=0, masks=True)
+    data = ftdata.TrainData(recs, [ftdata.SynthStep.from_spec(spec, StrategyContext((2, 2)), 3)], size=24,
+                            seed=0, masks=True)
     assert len(data) == 7 and data.labels().tolist() == [1, 1, 0, 0, 1, 1, 1]
     for i in range(len(data)):
         img, label, mask, *_ = data[(1, 0, i, i)]
@@ -271,4 +272,4 @@ def test_mixed_image_sizes_and_tiny_masks(tmp_path):
     a, b = data[(1, 0, 5, 5)], data[(1, 0, 5, 5)]
     assert torch.equal(a[0], b[0])  # same key, same virtual positive
     assert not torch.equal(data[(1, 0, 5, 5)][0], data[(2, 0, 5, 5)][0])  # fresh each epoch
-    assert ft._EvalData(recs, 24)[3][1].shape == (3, 24, 24)
+    assert ftdata.EvalData(recs, 24)[3][1].shape == (3, 24, 24)

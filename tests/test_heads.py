@@ -96,8 +96,10 @@ def test_logreg_arrays_are_its_coefficients(data):
     Xtr, ytr, Xte, _ = data
     head = _make("logreg").fit(Xtr, ytr)
     a = head.to_arrays()
-    assert set(a) == {"coef", "intercept", "scaler.mean", "scaler.scale"}
-    z = ((Xte - a["scaler.mean"]) / a["scaler.scale"]) @ a["coef"][0] + a["intercept"][0]
+    # scaler.low / scaler.high: each standardised feature is clipped to its training range (issue 12 §3)
+    assert set(a) == {"coef", "intercept", "scaler.mean", "scaler.scale", "scaler.low", "scaler.high"}
+    zs = np.clip((Xte - a["scaler.mean"]) / a["scaler.scale"], a["scaler.low"], a["scaler.high"])
+    z = zs @ a["coef"][0] + a["intercept"][0]
     np.testing.assert_allclose(head.decision_function(Xte), z, rtol=1e-10)
 
 

@@ -400,9 +400,12 @@ def test_invalid_strategy_strings_raise(strategy, text):
 
 
 def test_class_balanced_beta_one_refused_at_build():
-    (spec,) = parse_strategies("class-balanced:beta=1")
+    # One resolver (the record's Param) for the registry and the constructor: beta=1 is refused
+    # already when the strategy string is parsed, with the same range the constructor states.
     with pytest.raises(ConfigError, match=r"\[0, 1\)"):
-        spec.build(StrategyContext((90, 10)))
+        parse_strategies("class-balanced:beta=1")
+    with pytest.raises(ConfigError, match=r"\[0, 1\)"):
+        ClassBalancedLoss((90, 10), beta=1.0)
 
 
 # --------------------------------------------------------------------------- registry

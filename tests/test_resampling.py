@@ -10,14 +10,20 @@ from sklearn.datasets import make_classification
 
 from imbvision.errors import ConfigError, DataError
 from imbvision.strategies.registry import StrategyContext, get_strategy, list_strategies, parse_strategies
-from imbvision.strategies.resampling import (
-    GENERATING_METHODS,
-    RESAMPLERS,
-    SELECTION_METHODS,
-    ResampleFallbackWarning,
-    Resampler,
-    ResampleResult,
-)
+from imbvision.strategies.resampling import ResampleFallbackWarning, Resampler, ResampleResult
+
+# What the records must declare (the package keeps no name lists; training code asks each record).
+SELECTION_METHODS = ("random-over", "random-under", "tomek", "enn")
+GENERATING_METHODS = ("smote", "adasyn", "smote-tomek")
+RESAMPLERS = SELECTION_METHODS + GENERATING_METHODS
+
+
+def test_records_declare_which_methods_generate_samples():
+    for name in RESAMPLERS:
+        rec = get_strategy(name)
+        assert rec.generates_samples is (name in GENERATING_METHODS)
+        assert ("finetune" in rec.modes) is (name in SELECTION_METHODS)
+        assert rec.needs_embeddings is (name in ("tomek", "enn"))
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from imbvision.strategies import (
     DoubleCorrectionWarning, StrategyContext, compose, get_strategy, list_strategies, parse_strategies,
 )
 from imbvision.strategies.examples import strategy_examples
+from imbvision.strategies.registry import recipe_prior
 from imbvision.training.head import fit_head
 
 ALL = [r.name for r in list_strategies()]
@@ -127,3 +128,70 @@ def test_parameters_round_trip_through_names():
     spec = parse_strategies("focal:gamma=1.5,alpha=none")[0]
     assert spec.params["gamma"] == 1.5 and spec.params["alpha"] is None
     assert parse_strategies(str(spec))[0].params == spec.params
+
+
+# --------------------------------------------------------------------------- fine-tune mode
+# Every strategy is also run (or refused, as its record declares) in fine-tune mode: a tiny smoke run,
+# one epoch at 32 px with the random timm test model, per strategy whose record lists "finetune".
+
+FINETUNE = [r.name for r in list_strategies() if "finetune" in r.modes]
+HEAD_ONLY = [r.name for r in list_strategies() if "finetune" not in r.modes]
+
+
+@pytest.fixture(scope="module")
+def ft_prep(tmp_path_factory):
+    from imbvision.data.synthetic import DemoSpec, generate_demo_dataset
+    from imbvision.training.config import TrainConfig
+    from imbvision.training.prepare import prepare_data
+
+    data = generate_demo_dataset(tmp_path_factory.mktemp("ftcommon") / "data",
+                                 DemoSpec(n=48, positive_rate=0.25, seed=5, size=32))
+    cfg = dict(data=str(data), mode="finetune", backbone="test_efficientnet", weights="none", image_size=32,
+               epochs=1, batch_size=8, patience=0, n_boot=0, max_synthetic=8,
+               cache_dir=str(tmp_path_factory.mktemp("ftcache")))
+    return cfg, prepare_data(str(data), seed=0)
+
+
+def test_every_strategy_is_declared_for_fine_tune_or_head_only():
+    assert set(FINETUNE) | set(HEAD_ONLY) == set(ALL)
+    for name in HEAD_ONLY:
+        rec = get_strategy(name)
+        assert rec.generates_samples or rec.family == "head", name
+
+
+@pytest.mark.parametrize("name", FINETUNE)
+def test_every_fine_tune_strategy_trains(name, ft_prep, tmp_path):
+    from imbvision.training.config import TrainConfig
+    from imbvision.training.finetune import run_finetune
+
+    cfg, prep = ft_prep
+    rec = get_strategy(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = run_finetune(TrainConfig(**cfg, strategy=name), prep, compose(name), tmp_path, progress=False)
+    assert len(res.p_val) == len(prep.split.val) and len(res.p_test) == len(prep.split.test)
+    assert np.isfinite(res.p_val).all() and np.isfinite(res.p_test).all()
+    assert res.info["epochs_run"] == 1 and np.isfinite(res.info["history"][0]["train_loss"])
+    n_train = len(prep.split.train)
+    if rec.family == "synthesis":
+        assert res.info["synthetic_per_epoch"][name] > 0 and name in res.examples
+    elif rec.family == "mixing":
+        assert name in res.examples
+    elif rec.family == "resampler":
+        before, after = res.info["resampling"]["counts_before"], res.info["resampling"]["counts_after"]
+        assert sum(before) == n_train and after[1] == before[1] if rec.name != "random-over" else after[1] > before[1]
+        assert after != before or rec.needs_embeddings  # cleaning may find nothing to remove on tiny data
+    else:
+        assert sum(res.info["counts_after_resampling"]) == n_train
+    # the prior the network trained at is the one the records declare
+    assert res.effective_prior == recipe_prior(compose(name), tuple(res.info["counts_after_resampling"]))
+
+
+@pytest.mark.parametrize("name", HEAD_ONLY)
+def test_head_only_strategies_are_refused_in_fine_tune_mode(name, ft_prep, tmp_path):
+    from imbvision.training.config import TrainConfig
+    from imbvision.training.finetune import run_finetune
+
+    cfg, prep = ft_prep
+    with pytest.raises(ConfigError, match="head mode only"):
+        run_finetune(TrainConfig(**cfg, strategy=name), prep, compose(name), tmp_path, progress=False)

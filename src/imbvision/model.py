@@ -41,7 +41,7 @@ def _versions() -> dict[str, str]:
     import timm
     import torch
 
-    from . import __version__
+    from ._version import __version__
     return {"imbvision": __version__, "torch": torch.__version__, "timm": timm.__version__, "sklearn": sklearn.__version__}
 
 
@@ -111,7 +111,7 @@ class Model:
     @property
     def postprocess(self):
         if self._post is None:
-            from .training.head import Postprocess
+            from .evaluation.postprocess import Postprocess
             self._post = Postprocess.from_dict(self.meta["postprocess"])
         return self._post
 
@@ -139,8 +139,10 @@ class Model:
     def raw_scores(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Head probabilities before prior correction and calibration, for uint8 (H, W, 3) images."""
         if self.meta["mode"] == "finetune":
-            from .training.finetune import predict_arrays
-            return predict_arrays(self, images)
+            from .training.network import predict_images, rebuild_network
+            if self._net is None:
+                self._net = rebuild_network(self.meta, self.arrays)
+            return predict_images(self._net, images, int(self.meta["backbone"]["image_size"]))
         from .backbones import embed_arrays
         b = self.meta["backbone"]
         emb = embed_arrays(list(images), self._get_backbone(), image_size=b["image_size"], tiles=b["tiles"])

@@ -43,6 +43,7 @@ from .plots import (
     save_roc_curves,
     save_score_histograms,
 )
+from .postprocess import Postprocess, correct_prior, fit_postprocess
 from .report import Report, build_run_report, format_value
 from .threshold import (
     DEFAULT_THRESHOLD_GRID,
@@ -82,6 +83,10 @@ __all__ = [
     "brier",
     "reliability_curve",
     "expected_calibration_error",
+    # post-processing
+    "Postprocess",
+    "fit_postprocess",
+    "correct_prior",
     # plots
     "plot_pr_curve",
     "plot_pr_curves",

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .. import __version__
+from .._version import __version__
 from .._io import _default, atomic_write, write_text
 from ..errors import BadFileError, ConfigError, DataError
 from .calibration import brier, expected_calibration_error

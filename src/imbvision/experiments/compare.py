@@ -10,12 +10,9 @@ run again continues where it stopped.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,9 +21,13 @@ import numpy as np
 from .._io import ensure_output_dir, read_json, write_json, write_text
 from ..errors import ConfigError
 from ..strategies.registry import compose, list_strategies
+from ..training.cell import embed_features, representation_of
+from .cell import CellSettings, cached_backbone, cell_id, compute_cell
+from .config import CompareConfig
 from .stats import holm, mean_ci, paired_bootstrap_delta, wilcoxon_p
 
-__all__ = ["DEFAULT_STRATEGIES", "CompareResult", "run_compare", "resolve_strategies", "print_leaderboard"]
+__all__ = ["DEFAULT_STRATEGIES", "CompareResult", "CompareConfig", "CellSettings", "run_compare", "resolve_strategies",
+           "print_leaderboard"]
 
 #: The default set: the baseline, one of each kind of remedy.
 DEFAULT_STRATEGIES = (
@@ -70,12 +71,6 @@ class CompareResult:
         return self.out / "report.html"
 
 
-def _cell_id(strategy: str, seed: int, fold: int | None) -> str:
-    h = hashlib.sha1(strategy.encode()).hexdigest()[:8]
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in strategy)[:60]
-    return f"{safe}-{h}__s{seed}" + (f"_f{fold}" if fold is not None else "")
-
-
 def _splits(ds, seeds: int, folds: int | None, val: float, test: float, rate: float | None):
     from ..data.splits import kfold_splits, train_val_test_split
     from ..training.prepare import limit_train_positives
@@ -92,241 +87,101 @@ def _splits(ds, seeds: int, folds: int | None, val: float, test: float, rate: fl
     return out
 
 
-def _run_cell(strategy: str, seed: int, X: np.ndarray, y: np.ndarray, split, extra: tuple | None,
-              threshold: str, calibration: str, prior_correction: bool) -> dict[str, Any]:
-    from ..evaluation import ranking_metrics, threshold_metrics
-    from ..training.head import fit_head, fit_postprocess
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        recipe = compose(strategy)
-        ex_X, ex_y = extra if extra is not None else (None, None)
-        fit = fit_head(X[split.train], y[split.train], recipe, seed=seed, extra_X=ex_X, extra_y=ex_y)
-        p_val, p_test = fit.predict_proba(X[split.val]), fit.predict_proba(X[split.test])
-        post = fit_postprocess(p_val, y[split.val], train_prior=fit.effective_prior,
-                               true_prior=float(y[split.val].mean()), prior_correction=prior_correction,
-                               calibration=calibration, threshold=threshold)
-    s_test = post.apply(p_test)
-    t = post.threshold.threshold
-    rank = ranking_metrics(y[split.test], s_test)
-    at = threshold_metrics(y[split.test], s_test, t)
-    return {
-        "strategy": strategy, "seed": seed, "head": fit.head_name,
-        "ap": rank["ap"], "roc_auc": rank["roc_auc"], "recall_at_p90": rank.get("recall_at_precision"),
-        "threshold": t, "f1": at["f1"], "mcc": at["mcc"], "recall": at["recall"], "precision": at["precision"],
-        "train_rows": fit.train_rows, "synthetic_rows": 0 if ex_X is None else int(len(ex_X)),
-        "test_index": split.test.tolist(), "test_score": [round(float(v), 7) for v in s_test],
-        "timing": {"fit_seconds": fit.fit_seconds},
-    }
-
-
-@dataclass(frozen=True)
-class CellSettings:
-    """Everything a cell needs besides its strategy, split and the shared arrays (small, picklable)."""
-
-    backbone: str
-    weights: str | None
-    image_size: int
-    tiles: int
-    kind: str
-    max_synthetic: int
-    threshold: str
-    calibration: str
-    prior_correction: bool
-
-
-def _weights_stamp(weights: str | None) -> tuple | None:
-    """Identify a weights file by path, size and mtime, so a replaced file is not served from the cache."""
-    if weights is None:
-        return None
-    try:
-        st = Path(weights).stat()
-    except OSError:
-        return None  # "none", a hub name, or a missing file (create_backbone reports it)
-    return (st.st_size, st.st_mtime_ns)
-
-
-@lru_cache(maxsize=2)
-def _load_backbone(name: str, weights: str | None, _stamp: tuple | None):
-    from ..backbones import create_backbone
-
-    return create_backbone(name, weights=weights)
-
-
-def _cached_backbone(name: str, weights: str | None):
-    """``create_backbone(name, weights=weights)``, built once per process (local threads and Ray workers alike)."""
-    return _load_backbone(name, weights, _weights_stamp(weights))
-
-
-def _compute_cell(strategy: str, seed: int, fold: int | None, split, X: np.ndarray, y: np.ndarray,
-                  records: Sequence, settings: CellSettings, store: Path | None) -> dict[str, Any]:
-    """One cell, from the shared arrays alone: the local and the Ray executor both call this.
-
-    ``records`` are the dataset's records (pixel-space strategies read their training images); the backbone
-    is built here, once per process, only when a strategy needs to embed new images. ``store`` caches those
-    embeddings (``None``: no cache). Returns the cell's dict; the caller writes it.
-    """
-    extra = _synthetic_features(strategy, records, split, seed, settings, store)
-    cell = _run_cell(strategy, seed, X, y, split, extra, settings.threshold, settings.calibration,
-                     settings.prior_correction)
-    cell["fold"] = fold
-    return cell
-
-
-def _synthetic_features(strategy: str, records: Sequence, split, seed: int, settings: CellSettings,
-                        store: Path | None) -> tuple | None:
-    """Embeddings of the images a strategy's synthesis/mixing makes from one training split (cached in ``store``)."""
-    from safetensors.numpy import load_file, save
-
-    from .._io import atomic_write
-
-    from ..backbones import embed_arrays
-    from ..training.pixels import make_synthetic_images
-
-    recipe = compose(strategy)
-    if not recipe.synthesis and recipe.mixing is None:
-        return None
-    image_size, tiles, kind, max_n = settings.image_size, settings.tiles, settings.kind, settings.max_synthetic
-    pix = [s for s in recipe.specs if s.record.family in ("synthesis", "mixing")]
-    key = hashlib.sha1(json.dumps([str(s) for s in pix] + [seed, split.train.tolist()[:50], len(split.train),
-                                  kind, image_size, tiles, max_n]).encode()).hexdigest()[:16]
-    path = store / f"{key}.safetensors" if store is not None else None
-    if path is not None and path.exists():
-        d = load_file(str(path))
-        return d["X"], d["y"]
-    recs = [records[i] for i in split.train]
-    syn = make_synthetic_images(recs, recipe, seed=seed, image_size=image_size, max_n=max_n)
-    if not len(syn):
-        return None
-    backbone = _cached_backbone(settings.backbone, settings.weights)
-    emb = embed_arrays(syn.images, backbone, image_size=image_size, tiles=tiles)
-    X, yy = emb.features(kind).astype(np.float32), np.asarray(syn.labels, dtype=np.float32)
-    if store is None:
-        return X, yy
-    with atomic_write(path, "wb") as fh:
-        fh.write(save({"X": X, "y": yy}))
-    if not (store / "examples").exists() or len(list((store / "examples").glob("*.png"))) < 12:
-        from ..evaluation import save_image_grid
-        items = [(img, f"y={lab:.2f}") for img, lab in list(zip(syn.images, syn.labels))[:12]]
-        name = "+".join(s.name for s in pix)
-        save_image_grid(store / "examples" / f"{name}.png", items, title=f"{name}: new training images (seed {seed})")
-    return X, yy
-
-
-def run_compare(
-    data: str,
-    *,
-    strategies: str | Sequence[str] = "default",
-    seeds: int = 3,
-    folds: int | None = None,
-    mode: str = "head",
-    out: str | Path = "runs/compare",
-    positive: str | None = None,
-    train_positive_rate: float | None = None,
-    backbone: str = "efficientnet_lite0",
-    weights: str | None = None,
-    image_size: int = 224,
-    tiles: int = 0,
-    features: str = "auto",
-    threshold: str = "max-f1",
-    calibration: str = "none",
-    prior_correction: bool = True,
-    val: float = 0.2,
-    test: float = 0.2,
-    skip_bad: bool = False,
-    cache_dir: str | Path | None = None,
-    max_synthetic: int = 600,
-    jobs: int = 1,
-    executor: str = "local",
-    ray_address: str | None = None,
-    n_boot: int = 2000,
-    progress: bool = True,
-) -> CompareResult:
+def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> CompareResult:
     """Compare strategies over seeds (and folds) and write a leaderboard with paired tests.
+
+    Parameters
+    ----------
+    cfg
+        A :class:`~imbvision.experiments.config.CompareConfig`, or the data source (its ``data``);
+        keyword ``overrides`` set or replace its fields
+        (e.g. ``run_compare("demo", strategies="ce,focal", seeds=5)``).
 
     Returns a :class:`CompareResult`; files: ``leaderboard.csv``, ``leaderboard.json``,
     ``report.html``, ``config.json``, ``cells/*.json``.
     """
-    from ..backbones import embed_dataset
     from ..data.checks import check_dataset
     from ..data.sources import cache_root, load_source
 
     t0 = time.perf_counter()
-    if mode != "head":
-        raise ConfigError(
-            "compare runs head mode (strategies on cached embeddings); fine-tune single candidates with "
-            "`imbvision train --mode finetune`"
-        )
-    if seeds < 1:
-        raise ConfigError(f"--seeds {seeds} invalid; use 1 or more")
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"--executor {executor!r} invalid; valid: local, ray")
-    if executor == "ray":
+    c = CompareConfig.make(cfg, **overrides)
+    if c.executor == "ray":
         from .ray_executor import require_ray
         require_ray()  # before any work: say how to install it
-    names = resolve_strategies(strategies)
-    out = ensure_output_dir(out)
-    kind = features if features != "auto" else ("both" if tiles >= 2 else "global")
-    cfg = {"data": data, "strategies": names, "seeds": seeds, "folds": folds, "mode": mode, "positive": positive,
-           "train_positive_rate": train_positive_rate, "backbone": backbone, "weights": weights,
-           "image_size": image_size, "tiles": tiles, "features": kind, "threshold": threshold,
-           "calibration": calibration, "prior_correction": prior_correction, "val": val, "test": test,
-           "max_synthetic": max_synthetic, "n_boot": n_boot}
+    names = resolve_strategies(c.strategies)
+    out = ensure_output_dir(c.out)
+    kind = c.feature_kind
+    cfg_d = {"data": c.data, "strategies": names, "seeds": c.seeds, "folds": c.folds, "mode": c.mode,
+             "positive": c.positive, "train_positive_rate": c.train_positive_rate, "backbone": c.backbone,
+             "weights": c.weights, "image_size": c.image_size, "tiles": c.tiles, "features": kind,
+             "threshold": c.threshold, "calibration": c.calibration, "prior_correction": c.prior_correction,
+             "val": c.val, "test": c.test, "max_synthetic": c.max_synthetic, "n_boot": c.n_boot}
     cfg_path = out / "config.json"
     if cfg_path.exists():
         old = read_json(cfg_path)
         keep = {k: v for k, v in old.items() if k != "strategies"}
-        if keep != {k: v for k, v in cfg.items() if k != "strategies"}:
+        if keep != {k: v for k, v in cfg_d.items() if k != "strategies"}:
             raise ConfigError(f"{out} holds a compare run with other settings ({cfg_path}); use a new --out to start afresh")
-    write_json(cfg_path, cfg)
-    ds = load_source(data, positive=positive)
-    rep = check_dataset(ds, skip_bad=skip_bad, progress=progress)
+    write_json(cfg_path, cfg_d)
+    ds = load_source(c.data, positive=c.positive)
+    rep = check_dataset(ds, skip_bad=c.skip_bad, progress=c.progress)
     rep.write_bad_files(out / "bad_files.csv")
     ds = rep.dataset
     y = ds.labels
-    cache = Path(cache_dir) if cache_dir else cache_root()
-    bb = _cached_backbone(backbone, weights)
-    emb = embed_dataset(ds, backbone=bb, image_size=image_size, tiles=tiles, cache_dir=cache, progress=progress)
-    X = emb.features(kind)
-    splits = _splits(ds, seeds, folds, val, test, train_positive_rate)
+    settings = CellSettings(c.backbone, c.weights, c.image_size, c.tiles, kind, c.max_synthetic, c.threshold,
+                            c.calibration, c.prior_correction)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # resolve_strategies has validated them; warnings are shown by `train`
+        needed = [representation_of(compose(n)) for n in names]
+    X, embed_stats = embed_features(ds.records, cached_backbone(c.backbone, c.weights), settings, needed,
+                                    cache_dir=Path(c.cache_dir) if c.cache_dir else cache_root(), progress=c.progress)
+    if set(X) == {"global"}:
+        X = X["global"]  # one array travels to the workers as before
+    splits = _splits(ds, c.seeds, c.folds, c.val, c.test, c.train_positive_rate)
     cells_dir = out / "cells"
     cells_dir.mkdir(exist_ok=True)
-    todo = [(n, s, f, sp) for n in names for s, f, sp in splits if not (cells_dir / f"{_cell_id(n, s, f)}.json").exists()]
-    settings = CellSettings(backbone, weights, image_size, tiles, kind, max_synthetic, threshold, calibration,
-                            prior_correction)
+    todo = [(n, s, f, sp) for n in names for s, f, sp in splits if not (cells_dir / f"{cell_id(n, s, f)}.json").exists()]
+    _run_cells(todo, c, X, y, ds.records, settings, out, len(names) * len(splits),
+               f"compare: {len(names)} strategies × {len(splits)} splits")
+    cells = {}
+    for n in names:
+        for s, f, _ in splits:
+            cells[(n, s, f)] = read_json(cells_dir / f"{cell_id(n, s, f)}.json")
+    board, rec = _aggregate(names, splits, cells, y, c.n_boot)
+    wall = time.perf_counter() - t0
+    result = CompareResult(out, board, rec, wall)
+    _write_outputs(result, cfg_d, cells, splits, y, ds, embed_stats)
+    return result
+
+
+def _run_cells(todo: list, c: CompareConfig, X: Any, y: np.ndarray, records: Sequence, settings: CellSettings,
+               out: Path, total: int, desc: str) -> None:
+    """Compute and write the missing cells with the configured executor (each cell: :func:`compute_cell`)."""
     from rich.progress import Progress
+
+    cells_dir = out / "cells"
 
     def work(item):
         name, s, f, sp = item
-        cell = _compute_cell(name, s, f, sp, X, y, ds.records, settings, out / "synthetic")
-        write_json(cells_dir / f"{_cell_id(name, s, f)}.json", cell)
+        write_json(cells_dir / f"{cell_id(name, s, f)}.json",
+                   compute_cell(name, s, f, sp, X, y, records, settings, out / "synthetic"))
         return name
 
-    with Progress(disable=not progress, transient=False) as bar:
-        task = bar.add_task(f"compare: {len(names)} strategies × {len(splits)} splits", total=len(names) * len(splits),
-                            completed=len(names) * len(splits) - len(todo))
-        if executor == "ray":
+    with Progress(disable=not c.progress, transient=False) as bar:
+        task = bar.add_task(desc, total=total, completed=total - len(todo))
+        if c.executor == "ray":
             from .ray_executor import run_cells_ray
-            run_cells_ray(todo, X=X, y=y, records=ds.records, settings=settings, out=out, address=ray_address,
-                          num_cpus=jobs if jobs > 1 else None, on_done=lambda _n: bar.advance(task))
-        elif jobs > 1:
+            run_cells_ray(todo, X=X, y=y, records=records, settings=settings, out=out, address=c.ray_address,
+                          num_cpus=c.jobs if c.jobs > 1 else None, on_done=lambda _n: bar.advance(task))
+        elif c.jobs > 1:
             from concurrent.futures import ThreadPoolExecutor
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
+            with ThreadPoolExecutor(max_workers=c.jobs) as pool:
                 for _ in pool.map(work, todo):
                     bar.advance(task)
         else:
             for item in todo:
                 work(item)
                 bar.advance(task)
-    cells = {}
-    for n in names:
-        for s, f, _ in splits:
-            cells[(n, s, f)] = read_json(cells_dir / f"{_cell_id(n, s, f)}.json")
-    board, rec = _aggregate(names, splits, cells, y, n_boot)
-    wall = time.perf_counter() - t0
-    result = CompareResult(out, board, rec, wall)
-    _write_outputs(result, cfg, cells, splits, y, ds, emb.stats)
-    return result
 
 
 def _aggregate(names, splits, cells, y, n_boot):

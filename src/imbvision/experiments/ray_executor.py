@@ -50,15 +50,14 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .._io import write_json
 from ..errors import ConfigError
+from .cell import CellSettings, cell_id, compute_cell
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .compare import CellSettings
 
 __all__ = ["run_cells_ray", "require_ray"]
 
@@ -151,14 +150,12 @@ def _absolute(records: Sequence) -> list:
 def _ray_cell(strategy: str, seed: int, fold: int | None, split, X: np.ndarray, y: np.ndarray, records: list,
               settings: CellSettings, store: str) -> dict[str, Any]:
     """The body of one Ray task (module-level, so workers import it rather than unpickle its code)."""
-    from .compare import _compute_cell
-
     folder = Path(store)
     # The synthetic-embedding cache lives in OUT; a worker on a machine without OUT works without it.
     use = folder if folder.parent.is_dir() else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _compute_cell(strategy, seed, fold, split, X, y, records, settings, use)
+        return compute_cell(strategy, seed, fold, split, X, y, records, settings, use)
 
 
 def run_cells_ray(
@@ -196,8 +193,6 @@ def run_cells_ray(
         Ray is not installed, or the cluster cannot be reached. An exception raised inside a task is re-raised
         here (cells finished before it are kept, so a rerun continues).
     """
-    from .compare import _cell_id
-
     ray = require_ray()
     if not items:
         return
@@ -207,7 +202,8 @@ def run_cells_ray(
     owned = _connect(ray, address, num_cpus)
     pending: list = []
     try:
-        x_ref, y_ref, rec_ref = ray.put(np.ascontiguousarray(X)), ray.put(np.asarray(y)), ray.put(_absolute(records))
+        feats = {k: np.ascontiguousarray(v) for k, v in X.items()} if isinstance(X, dict) else np.ascontiguousarray(X)
+        x_ref, y_ref, rec_ref = ray.put(feats), ray.put(np.asarray(y)), ray.put(_absolute(records))
         task = ray.remote(num_cpus=1)(_ray_cell)
         store = str(out / "synthetic")
         which = {}
@@ -227,7 +223,7 @@ def run_cells_ray(
                     if isinstance(cause, Exception):
                         raise cause from None
                     raise
-                write_json(cells_dir / f"{_cell_id(name, seed, fold)}.json", cell)
+                write_json(cells_dir / f"{cell_id(name, seed, fold)}.json", cell)
                 if on_done is not None:
                     on_done(name)
     except BaseException:

@@ -24,6 +24,13 @@ Conventions shared by every loss
   and gradients stay finite for logits of +-100 (and far beyond).
 * Target ranges are checked on CPU tensors; on an accelerator the check is
   skipped, as a host sync every step would cost more than it protects.
+
+Why one file: the five losses share one set of conventions (above) implemented
+once below (input normalisation, linear-in-target soft labels, stable
+log-probabilities, the shared :class:`~imbvision.strategies.params.Param`
+ranges); each loss is a short pure function plus a thin module, with its
+record and declared prior shift beside it. A new loss may live in its own
+module that registers a record (imported by ``imbvision.strategies``).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .registry import Param, StrategyContext, StrategyRecord, register_strategy
+from .registry import Param, StrategyContext, StrategyRecord, TrainingPrior, register_strategy, weight_shift
 
 __all__ = [
     "REDUCTIONS",
@@ -79,16 +86,15 @@ def _check_reduction(reduction: str) -> str:
 def _check_number(
     owner: str, name: str, value: Any, low: float, high: float = math.inf, high_open: bool = False
 ) -> float:
-    """Return ``value`` as float or raise ConfigError quoting it and the valid range."""
-    right = ")" if high_open or math.isinf(high) else "]"
-    valid = f"float in [{low:g}, {'inf' if math.isinf(high) else f'{high:g}'}{right}"
-    try:
-        num = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{owner}: {name}={value!r} is invalid; valid: {valid}") from None
-    if not math.isfinite(num) or num < low or num > high or (high_open and num >= high):
-        raise ConfigError(f"{owner}: {name}={value!r} is invalid; valid: {valid}")
-    return num
+    """Return ``value`` as float or raise ConfigError quoting it and the valid range (via :class:`Param`)."""
+    return Param(None, low=low, high=None if math.isinf(high) else high, high_open=high_open).check(owner, name, value)
+
+
+#: Shared by the registry records and the public constructors, so both check the same range.
+GAMMA = Param(2.0, kind="float", low=0.0, doc="focusing parameter; 0 = no focusing")
+BETA = Param(0.999, kind="float", low=0.0, high=1.0, high_open=True,
+             doc="in [0, 1): 0 = uniform, -> 1 = inverse frequency")
+TAU = Param(1.0, kind="float", low=0.0, doc="temperature; 0 = plain CE")
 
 
 def _counts_array(class_counts: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -188,7 +194,7 @@ def class_balanced_weights(class_counts: Sequence[int] | np.ndarray, beta: float
     beta
         Float in ``[0, 1)``.
     """
-    beta = _check_number("class-balanced", "beta", beta, 0.0, 1.0, high_open=True)
+    beta = BETA.check("class-balanced", "beta", beta)
     counts = _counts_array(class_counts)
     if beta == 0.0:
         eff = np.ones_like(counts)
@@ -372,7 +378,7 @@ def weighted_ce_loss(
 
 
 def _check_gamma(gamma: Any) -> float:
-    return _check_number("focal", "gamma", gamma, 0.0)
+    return GAMMA.check("focal", "gamma", gamma)
 
 
 def focal_loss_multiclass(
@@ -479,7 +485,7 @@ def logit_adjusted_loss(
     tau
         Temperature ``>= 0``; 0 gives plain cross-entropy.
     """
-    tau = _check_number("logit-adjusted", "tau", tau, 0.0)
+    tau = TAU.check("logit-adjusted", "tau", tau)
     pi = torch.as_tensor(prior, dtype=torch.float64).reshape(-1)
     if pi.numel() < 2 or not bool(torch.isfinite(pi).all()) or bool((pi <= 0).any()):
         raise ConfigError(f"logit-adjusted: prior={pi.tolist()!r} is invalid; valid: >= 2 positive numbers")
@@ -621,7 +627,7 @@ class ClassBalancedLoss(_Loss):
         super().__init__(reduction)
         if base not in ("ce", "focal"):
             raise ConfigError(f"class-balanced: base={base!r} is invalid; valid: ce, focal")
-        self.beta = _check_number("class-balanced", "beta", beta, 0.0, 1.0, high_open=True)
+        self.beta = BETA.check("class-balanced", "beta", beta)
         self.base = base
         self.gamma = _check_gamma(gamma) if base == "focal" else 0.0
         w = class_balanced_weights(class_counts, self.beta)
@@ -654,7 +660,7 @@ class LogitAdjustedLoss(_Loss):
 
     def __init__(self, prior: WeightLike, tau: float = 1.0, reduction: str = "mean") -> None:
         super().__init__(reduction)
-        self.tau = _check_number("logit-adjusted", "tau", tau, 0.0)
+        self.tau = TAU.check("logit-adjusted", "tau", tau)
         pi = np.asarray(prior.detach().cpu().numpy() if isinstance(prior, Tensor) else prior, dtype=float).reshape(-1)
         if pi.size < 2 or not np.all(np.isfinite(pi)) or np.any(pi <= 0):
             raise ConfigError(f"logit-adjusted: prior={list(pi)!r} is invalid; valid: >= 2 positive numbers")
@@ -711,6 +717,46 @@ def _build_la(ctx: StrategyContext, tau: float = 1.0) -> LogitAdjustedLoss:
     return LogitAdjustedLoss.from_counts(ctx.class_counts, tau)
 
 
+# --------------------------------------------------------------------------- #
+# declared prior shifts (Saerens et al. 2002): class weights w move the prior
+# the model learns to w1 π / (w1 π + w0 (1 - π))
+# --------------------------------------------------------------------------- #
+def _weighted_shift(p: Mapping[str, Any], prior: TrainingPrior) -> float | None:
+    w = class_weight_vector(p.get("weights", "balanced"), prior.counts)
+    return weight_shift(prior.pi, float(w[1]), float(w[0]))
+
+
+def _focal_shift(p: Mapping[str, Any], prior: TrainingPrior) -> float | None:
+    if float(p.get("gamma", 2.0)) > 0:
+        return None  # the (1 - p_t)^γ term has no analytic prior; calibration is the remedy
+    if p.get("alpha_mode") == "balanced":
+        a = balanced_alpha(prior.counts)  # the α actually used (the scalar alpha is ignored)
+        return weight_shift(prior.pi, float(a[1]), float(a[0]))
+    alpha = p.get("alpha")
+    if alpha is None:
+        return prior.pi
+    alpha = float(alpha)
+    if not 0.0 < alpha < 1.0:
+        return None  # one class has weight 0: no finite prior to correct from
+    return weight_shift(prior.pi, alpha, 1.0 - alpha)
+
+
+def _cb_shift(p: Mapping[str, Any], prior: TrainingPrior) -> float | None:
+    if p.get("base") == "focal" and float(p.get("gamma", 2.0)) > 0:
+        return None
+    w = class_balanced_weights(prior.counts, float(p.get("beta", 0.999)))
+    return weight_shift(prior.pi, float(w[1]), float(w[0]))
+
+
+def _la_prior_shift(p: Mapping[str, Any], prior: TrainingPrior) -> float | None:
+    # The loss adds τ·log(π_c) of the training counts to the logits, so the raw logit
+    # learns log-odds(π) - τ·log(n1/n0): the odds are divided by (n1/n0)^τ.
+    n0, n1 = max(prior.counts[0], 1), max(prior.counts[1], 1)
+    tau = float(p.get("tau", 1.0))
+    odds = (prior.pi / (1 - prior.pi)) * (n1 / n0) ** (-tau)
+    return odds / (1 + odds)
+
+
 def _focal_corrects(p: Mapping[str, Any]) -> bool:
     if p.get("alpha_mode") == "balanced":
         return True
@@ -734,6 +780,7 @@ register_strategy(
         params={},
         build=_build_ce,
         corrects_prior=lambda p: False,
+        weight_only=lambda p: True,
     )
 )
 
@@ -756,6 +803,8 @@ register_strategy(
         },
         build=_build_weighted,
         corrects_prior=_weighted_corrects,
+        prior_shift=_weighted_shift,
+        weight_only=lambda p: True,
     )
 )
 
@@ -766,7 +815,7 @@ register_strategy(
         description="Focal loss: down-weights easy examples by (1-p_t)^gamma, with alpha class weights.",
         reference="Lin et al. 2017, Focal Loss for Dense Object Detection (seed §2, with per-class alpha)",
         params={
-            "gamma": Param(2.0, kind="float", low=0.0, doc="focusing parameter; 0 = no focusing"),
+            "gamma": GAMMA,
             "alpha": Param(
                 0.25,
                 kind="float|none",
@@ -783,6 +832,7 @@ register_strategy(
         },
         build=_build_focal,
         corrects_prior=_focal_corrects,
+        prior_shift=_focal_shift,
     )
 )
 
@@ -793,12 +843,14 @@ register_strategy(
         description="Effective-number class weights (1-beta)/(1-beta^n_c), summing to k, on CE or focal.",
         reference="Cui et al. 2019, Class-Balanced Loss Based on Effective Number of Samples",
         params={
-            "beta": Param(0.999, kind="float", low=0.0, high=1.0, doc="in [0, 1): 0 = uniform, -> 1 = inverse frequency"),
+            "beta": BETA,
             "base": Param("ce", kind="str", choices=("ce", "focal"), doc="loss the weights apply to"),
             "gamma": Param(2.0, kind="float", low=0.0, doc="focal gamma when base=focal"),
         },
         build=_build_cb,
         corrects_prior=lambda p: float(p.get("beta", 0.999)) > 0.0,
+        prior_shift=_cb_shift,
+        weight_only=lambda p: p.get("base", "ce") == "ce",
     )
 )
 
@@ -808,8 +860,9 @@ register_strategy(
         family="loss",
         description="Train on logits + tau*log(prior); raw logits then score the balanced posterior.",
         reference="Menon et al. 2021, Long-tail learning via logit adjustment",
-        params={"tau": Param(1.0, kind="float", low=0.0, doc="temperature; 0 = plain CE")},
+        params={"tau": TAU},
         build=_build_la,
         corrects_prior=lambda p: float(p.get("tau", 1.0)) > 0.0,
+        prior_shift=_la_prior_shift,
     )
 )

@@ -12,7 +12,6 @@ returns a :class:`Recipe` that training code consumes family by family.
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, Sequence
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..registry import Registry
+from .params import Param, resolve_params
 
 __all__ = [
     "FAMILIES",
@@ -35,6 +35,14 @@ __all__ = [
     "parse_strategies",
     "compose",
     "DoubleCorrectionWarning",
+    "TrainingPrior",
+    "MODES",
+    "keeps_prior",
+    "weight_shift",
+    "recipe_prior",
+    "resolve_params",
+    "make_spec",
+    "finetune_alternatives",
 ]
 
 Family = Literal["loss", "sampler", "resampler", "synthesis", "mixing", "head"]
@@ -43,103 +51,6 @@ FAMILIES: tuple[str, ...] = ("loss", "sampler", "resampler", "synthesis", "mixin
 
 class DoubleCorrectionWarning(UserWarning):
     """Several remedies in one recipe each correct the class prior."""
-
-
-@dataclass(frozen=True)
-class Param:
-    """One parameter of a strategy with its default and valid range.
-
-    ``kind`` is ``"float"``, ``"int"``, ``"bool"``, ``"str"`` or ``"float|none"``
-    (a float or the word ``none``). ``choices`` restricts a string parameter;
-    ``low``/``high`` bound a number (``low_open`` excludes the bound itself).
-    A string parameter may accept free numbers too when ``numeric_ok``.
-    """
-
-    default: Any
-    kind: str = "float"
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    choices: tuple[str, ...] | None = None
-    numeric_ok: bool = False
-    doc: str = ""
-
-    def describe(self) -> str:
-        if self.choices:
-            extra = " or a positive number" if self.numeric_ok else ""
-            return f"one of {', '.join(self.choices)}{extra}"
-        if self.kind in ("float", "int", "float|none"):
-            lo = "-inf" if self.low is None else f"{self.low:g}"
-            hi = "inf" if self.high is None else f"{self.high:g}"
-            left = "(" if self.low_open or self.low is None else "["
-            rng = f"{self.kind.split('|')[0]} in {left}{lo}, {hi}]"
-            return rng + (" or none" if self.kind == "float|none" else "")
-        if self.kind == "bool":
-            return "true or false"
-        return "a string"
-
-    def coerce(self, strategy: str, name: str, value: Any) -> Any:
-        """Convert ``value`` (str from the CLI or a Python value) and check its range."""
-        bad = ConfigError(
-            f"strategy {strategy!r}: parameter {name}={value!r} is invalid; "
-            f"valid: {self.describe()}"
-        )
-        if isinstance(value, str):
-            text = value.strip()
-            if self.kind == "float|none" and text.lower() in ("none", "null", ""):
-                return None
-            if self.kind == "bool":
-                if text.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if text.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise bad
-            if self.kind == "str":
-                if self.choices and text in self.choices:
-                    return text
-                if self.numeric_ok:
-                    try:
-                        value = float(text)
-                    except ValueError:
-                        raise bad from None
-                elif self.choices:
-                    raise bad
-                else:
-                    return text
-            else:
-                try:
-                    value = int(text) if self.kind == "int" else float(text)
-                except ValueError:
-                    raise bad from None
-        if value is None:
-            if self.kind == "float|none":
-                return None
-            raise bad
-        if self.kind == "bool":
-            if isinstance(value, bool):
-                return value
-            raise bad
-        if self.kind == "str" and isinstance(value, str):
-            if self.choices and value not in self.choices:
-                raise bad
-            return value
-        if isinstance(value, (list, tuple)) and self.kind == "str" and self.numeric_ok:
-            return tuple(float(v) for v in value)
-        try:
-            num = float(value)
-        except (TypeError, ValueError):
-            raise bad from None
-        if math.isnan(num):
-            raise bad
-        if self.low is not None and (num < self.low or (self.low_open and num <= self.low)):
-            raise bad
-        if self.high is not None and num > self.high:
-            raise bad
-        if self.kind == "int":
-            if num != int(num):
-                raise bad
-            return int(num)
-        return num
 
 
 @dataclass(frozen=True)
@@ -157,6 +68,13 @@ class StrategyContext:
     class_counts: tuple[int, ...] = (1, 1)
     seed: int = 0
 
+    @classmethod
+    def from_labels(cls, y: Any, seed: int = 0) -> "StrategyContext":
+        """The context of binary labels ``y`` ``(N,)`` (soft labels count as positive from 0.5)."""
+        arr = np.asarray(y, dtype=np.float64)
+        n1 = int((arr >= 0.5).sum())
+        return cls(class_counts=(int(arr.size - n1), n1), seed=seed)
+
     @property
     def num_classes(self) -> int:
         return len(self.class_counts)
@@ -168,8 +86,42 @@ class StrategyContext:
 
 
 @dataclass(frozen=True)
+class TrainingPrior:
+    """What a remedy's prior shift starts from: the positive share so far and the training rows.
+
+    Attributes
+    ----------
+    pi
+        The effective positive rate so far, in (0, 1).
+    counts
+        ``(negatives, positives)`` training rows after synthesis and resampling, the counts
+        class weights are computed from.
+    """
+
+    pi: float
+    counts: tuple[int, int]
+
+
+def keeps_prior(params: Mapping[str, Any], prior: TrainingPrior) -> float | None:
+    """The prior shift of a remedy that does not re-weight (or whose rows are already counted)."""
+    return prior.pi
+
+
+def weight_shift(pi: float, w1: float, w0: float = 1.0) -> float:
+    """Positive rate after weighting positives by ``w1`` and negatives by ``w0`` (Saerens et al. 2002).
+
+    ``w1 π / (w1 π + w0 (1 - π))``: a model trained with those weights estimates
+    the posterior under this prior, which the analytic correction then undoes.
+    """
+    return w1 * pi / (w1 * pi + w0 * (1.0 - pi))
+
+
+MODES: tuple[str, ...] = ("head", "finetune")
+
+
+@dataclass(frozen=True)
 class StrategyRecord:
-    """A registered remedy.
+    """A registered remedy: how to build it and what it does to the pipeline (its declared capabilities).
 
     ``build(ctx, **params)`` returns the working object for its family:
 
@@ -180,6 +132,34 @@ class StrategyRecord:
     - mixing: a batch callable ``(x, y, *, generator, masks=None) -> (x, soft_y)``;
     - head: an estimator with ``fit(X, y, *, loss=None, sampler=None, sample_weight=None,
       loss_name="ce", seed=None)``, ``predict_proba(X)`` and ``to_arrays()``/``get_config()``.
+
+    Capabilities (training code and the common test ask these, never a list of names):
+
+    prior_shift
+        ``(params, TrainingPrior) -> float | None``: the positive rate the model effectively
+        trains at after this remedy, given the rate before it; ``None`` when no analytic form
+        exists (e.g. focal's γ > 0). Remedies that change the rows (synthesis, resamplers,
+        mixing) keep the prior: the pipeline measures the rows they leave. Composed over a
+        recipe by :func:`recipe_prior` (Saerens et al. 2002).
+    corrects_prior
+        ``params -> bool``: it leans training toward the minority (for the double-correction warning).
+    generates_samples
+        It makes training rows that have no source image (SMOTE-like): head mode only.
+    needs_background
+        It pastes onto a training negative (a synthesiser that needs a background image).
+    needs_embeddings
+        It needs the backbone's embeddings of the training images even in fine-tune mode
+        (neighbour-based cleaning).
+    modes
+        The training modes it works in (``head``, ``finetune``).
+    weight_only
+        ``params -> bool`` (losses): the loss is cross-entropy with per-class weights, so a
+        head that can only express class weights (``logreg``) can minimise it.
+    any_loss, takes_sampler
+        (Heads) whether it minimises any loss module, and whether it trains in batches a sampler draws.
+    representation
+        (Heads) the features it consumes: ``"global"`` (one vector per image) or another name
+        registered with :func:`imbvision.training.cell.register_representation` (e.g. patch grids).
     """
 
     name: str
@@ -189,6 +169,15 @@ class StrategyRecord:
     params: Mapping[str, Param]
     build: Callable[..., Any]
     corrects_prior: Callable[[Mapping[str, Any]], bool] = field(default=lambda p: False)
+    prior_shift: Callable[[Mapping[str, Any], TrainingPrior], float | None] = keeps_prior
+    generates_samples: bool = False
+    needs_background: bool = False
+    needs_embeddings: bool = False
+    modes: tuple[str, ...] = MODES
+    weight_only: Callable[[Mapping[str, Any]], bool] = field(default=lambda p: False)
+    any_loss: bool = True
+    takes_sampler: bool = True
+    representation: str = "global"
 
     def defaults(self) -> dict[str, Any]:
         return {k: p.default for k, p in self.params.items()}
@@ -201,26 +190,27 @@ def register_strategy(record: StrategyRecord) -> StrategyRecord:
     """Add ``record`` to the registry (names are unique)."""
     if record.family not in FAMILIES:
         raise ValueError(f"family {record.family!r} is not one of {FAMILIES}")
+    bad = [m for m in record.modes if m not in MODES]
+    if bad or not record.modes:
+        raise ValueError(f"strategy {record.name!r}: modes {record.modes!r} invalid; valid: {MODES}")
     return _REGISTRY.register(record.name, record)
 
 
 def get_strategy(name: str) -> StrategyRecord:
-    """Return the record named ``name``; unknown names list the valid ones."""
-    _ensure_loaded()
+    """Return the record named ``name``; unknown names list the valid ones.
+
+    Every built-in strategy is registered by its own module, which the package
+    ``imbvision.strategies`` imports before this module can be used (as timm's
+    registry, this module never imports its members).
+    """
     return _REGISTRY.get(name)
 
 
 def list_strategies(family: str | None = None) -> list[StrategyRecord]:
     """All registered strategies, optionally of one family."""
-    _ensure_loaded()
     if family is not None and family not in FAMILIES:
         raise ConfigError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
     return [r for r in _REGISTRY if family is None or r.family == family]
-
-
-def _ensure_loaded() -> None:
-    # Importing the package registers every built-in strategy.
-    from . import _builtin  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -258,16 +248,10 @@ def _fmt(v: Any) -> str:
 def make_spec(name: str, params: Mapping[str, Any] | None = None) -> StrategySpec:
     """Validate ``params`` against the record of ``name`` and fill defaults."""
     rec = get_strategy(name)
-    params = dict(params or {})
-    unknown = [k for k in params if k not in rec.params]
-    if unknown:
-        valid = ", ".join(rec.params) or "none"
-        raise ConfigError(
-            f"strategy {name!r} has no parameter {unknown[0]!r}; valid parameters: {valid}"
-        )
+    given = dict(params or {})
     full = rec.defaults()
-    for key, value in params.items():
-        full[key] = rec.params[key].coerce(name, key, value)
+    # Defaults are the record's own (trusted) values; only given ones are coerced, as before.
+    full.update({k: v for k, v in resolve_params(name, rec.params, given).items() if k in given})
     return StrategySpec(name, full)
 
 
@@ -382,3 +366,57 @@ def compose(specs: str | Sequence[StrategySpec] | Sequence[str]) -> Recipe:
         resamplers=tuple(by_family["resampler"]),
         synthesis=tuple(by_family["synthesis"]),
     )
+
+
+#: Pipeline order of the families for the prior: rows first (measured), then the draw, then the objective.
+_PRIOR_STAGES = ("synthesis", "mixing", "resampler", "sampler", "loss", "head")
+
+
+def recipe_prior(recipe: Recipe, counts: tuple[int, int], soft_pos_share: float | None = None) -> float | None:
+    """The positive rate a recipe's model effectively trains at, composed from every record's ``prior_shift``.
+
+    Starts from the training rows (after synthesis and resampling; ``soft_pos_share`` is the mean of
+    soft labels when mixing made some) and applies each remedy's declared shift in pipeline order:
+    a sampler changes the drawn share, a loss re-weights it (Saerens, Latinne & Decaestecker 2002,
+    "Adjusting the outputs of a classifier to new a priori probabilities"). E.g. ``weighted-ce``
+    (balanced weights ``w_c = n/(2 n_c)``) after a balanced sampler gives
+    ``w1·½ / (w1·½ + w0·½) = n0/n``, 0.95 at 5 % positives.
+
+    Parameters
+    ----------
+    recipe
+        The composed strategies (its ``loss`` counts even when it is the default ``ce``).
+    counts
+        ``(negatives, positives)`` training rows the loss and sampler are built from.
+    soft_pos_share
+        The mean training label when soft labels are present, else ``None`` (``n1 / n``).
+
+    Returns
+    -------
+    float or None
+        The effective prior clipped to ``[1e-6, 1 - 1e-6]``, or ``None`` when a remedy has no
+        analytic shift (then no prior correction is applied; calibration on validation is the remedy).
+    """
+    n0, n1 = int(counts[0]), int(counts[1])
+    pi = soft_pos_share if soft_pos_share is not None else n1 / max(1, n0 + n1)
+    specs = list(recipe.specs)
+    if recipe.loss not in specs:
+        specs.append(recipe.loss)
+    specs.sort(key=lambda s: _PRIOR_STAGES.index(s.record.family))
+    for spec in specs:
+        shifted = spec.record.prior_shift(spec.params, TrainingPrior(float(pi), (n0, n1)))
+        if shifted is None:
+            return None
+        pi = shifted
+    return float(min(max(pi, 1e-6), 1 - 1e-6))
+
+
+def finetune_alternatives() -> str:
+    """What a fine-tune run can use instead of a head-mode-only strategy, read from the records."""
+    groups = []
+    for fam, label in (("resampler", "a selection resampler"), ("synthesis", "a synthesis step"),
+                       ("sampler", "a sampler")):
+        names = [r.name for r in list_strategies(fam) if "finetune" in r.modes]
+        if names:
+            groups.append(f"{label} ({', '.join(names)})")
+    return ", ".join(groups[:-1]) + " or " + groups[-1] if len(groups) > 1 else "".join(groups)

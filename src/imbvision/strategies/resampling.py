@@ -29,22 +29,14 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .registry import Param, StrategyContext, StrategyRecord, register_strategy
+from .registry import Param, StrategyContext, StrategyRecord, keeps_prior, register_strategy
 
 __all__ = [
     "ResampleResult",
     "Resampler",
     "ResampleFallbackWarning",
-    "RESAMPLERS",
-    "SELECTION_METHODS",
-    "GENERATING_METHODS",
     "PRIOR_RATIO_THRESHOLD",
 ]
-
-SELECTION_METHODS: tuple[str, ...] = ("random-over", "random-under", "tomek", "enn")
-GENERATING_METHODS: tuple[str, ...] = ("smote", "adasyn", "smote-tomek")
-RESAMPLERS: tuple[str, ...] = SELECTION_METHODS + GENERATING_METHODS
-_OVER = ("random-over", "smote", "adasyn", "smote-tomek")
 
 #: A ratio at or above this counts as correcting the class prior (for
 #: :func:`~imbvision.strategies.registry.compose`'s double-correction warning):
@@ -107,7 +99,7 @@ class Resampler:
     Attributes
     ----------
     name
-        Strategy name (one of :data:`RESAMPLERS`).
+        Strategy name (a registered ``resampler`` strategy).
     params
         Validated parameters.
     generates_samples
@@ -118,12 +110,12 @@ class Resampler:
     """
 
     def __init__(self, name: str, params: Mapping[str, Any], default_seed: int = 0) -> None:
-        if name not in RESAMPLERS:
-            raise ConfigError(f"unknown resampler {name!r}; valid: {', '.join(RESAMPLERS)}")
+        if name not in _SPECS:
+            raise ConfigError(f"unknown resampler {name!r}; valid: {', '.join(_SPECS)}")
         self.name = name
         self.params = dict(params)
         self.default_seed = int(default_seed)
-        self.generates_samples = name in GENERATING_METHODS
+        self.generates_samples = _SPECS[name].generates_samples
         self.last_method: str | None = None
         self._k_used: int | None = None
 
@@ -250,7 +242,7 @@ class Resampler:
         X_res = np.asarray(X_res)
         y_res = np.asarray(y_res)
         n = X.shape[0]
-        if method in SELECTION_METHODS:
+        if not _SPECS[method].generates_samples:
             index = np.asarray(est.sample_indices_, dtype=np.int64)
         else:
             # SMOTE/ADASYN stack the untouched input first, then the new rows;
@@ -286,10 +278,11 @@ class Resampler:
             raise ConfigError(
                 f"{self.name} generates new embeddings that have no source image, so it cannot "
                 "select training images; use it in head mode (resampling embeddings before the "
-                f"classifier head) or pick a selection method: {', '.join(SELECTION_METHODS)}"
+                f"classifier head) or pick a selection method: "
+                f"{', '.join(n for n, m in _SPECS.items() if not m.generates_samples)}"
             )
         if X is None:
-            if self.name in ("tomek", "enn"):
+            if _SPECS[self.name].needs_embeddings:
                 raise ConfigError(
                     f"{self.name} finds nearest neighbours, so select_indices needs the embeddings X"
                 )
@@ -327,23 +320,37 @@ def _builder(name: str) -> Callable[..., Resampler]:
     return build
 
 
-_SPECS: dict[str, tuple[str, str, dict[str, Param]]] = {
-    "random-over": (
+@dataclass(frozen=True)
+class _Method:
+    """One imbalanced-learn method as a strategy: its description and declared capabilities."""
+
+    description: str
+    reference: str
+    params: dict[str, Param]
+    generates_samples: bool = False  # rows without a source image: head mode only
+    needs_embeddings: bool = False  # neighbours in embedding space, also when selecting images
+    ratio: bool = True  # has sampling_strategy (a minority/majority ratio)
+
+
+_SPECS: dict[str, _Method] = {
+    "random-over": _Method(
         "Repeat randomly chosen minority samples until the ratio is reached.",
         "imblearn.over_sampling.RandomOverSampler",
         {"sampling_strategy": _RATIO},
     ),
-    "random-under": (
+    "random-under": _Method(
         "Drop randomly chosen majority samples until the ratio is reached.",
         "imblearn.under_sampling.RandomUnderSampler",
         {"sampling_strategy": _RATIO},
     ),
-    "tomek": (
+    "tomek": _Method(
         "Remove majority members of Tomek links (cross-class nearest-neighbour pairs); cleaning.",
         "Tomek 1976; imblearn.under_sampling.TomekLinks",
         {},
+        needs_embeddings=True,
+        ratio=False,
     ),
-    "enn": (
+    "enn": _Method(
         "Remove majority samples that their nearest neighbours misclassify (Edited Nearest Neighbours); cleaning.",
         "Wilson 1972; imblearn.under_sampling.EditedNearestNeighbours",
         {
@@ -355,33 +362,43 @@ _SPECS: dict[str, tuple[str, str, dict[str, Param]]] = {
                 doc="remove when not all (all) or not most (mode) neighbours agree",
             ),
         },
+        needs_embeddings=True,
+        ratio=False,
     ),
-    "smote": (
+    "smote": _Method(
         "Synthesize minority embeddings by interpolating toward minority neighbours.",
         "Chawla et al. 2002; imblearn.over_sampling.SMOTE",
         {"sampling_strategy": _RATIO, "k_neighbors": _K},
+        generates_samples=True,
     ),
-    "adasyn": (
+    "adasyn": _Method(
         "SMOTE weighted toward minority samples with many majority neighbours (falls back to SMOTE when none have any).",
         "He et al. 2008; imblearn.over_sampling.ADASYN",
         {"sampling_strategy": _RATIO, "k_neighbors": _K},
+        generates_samples=True,
     ),
-    "smote-tomek": (
+    "smote-tomek": _Method(
         "SMOTE, then remove both members of every Tomek link.",
         "Batista et al. 2004; imblearn.combine.SMOTETomek",
         {"sampling_strategy": _RATIO, "k_neighbors": _K},
+        generates_samples=True,
     ),
 }
 
-for _name, (_desc, _ref, _params) in _SPECS.items():
+for _name, _m in _SPECS.items():
     register_strategy(
         StrategyRecord(
             name=_name,
             family="resampler",
-            description=_desc,
-            reference=_ref,
-            params=_params,
+            description=_m.description,
+            reference=_m.reference,
+            params=_m.params,
             build=_builder(_name),
-            corrects_prior=_never if _name in ("tomek", "enn") else _ratio_corrects,
+            corrects_prior=_ratio_corrects if _m.ratio else _never,
+            # The rows it leaves are measured by the pipeline: that share is the training prior.
+            prior_shift=keeps_prior,
+            generates_samples=_m.generates_samples,
+            needs_embeddings=_m.needs_embeddings,
+            modes=("head",) if _m.generates_samples else ("head", "finetune"),
         )
     )

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
 
 from ..errors import ConfigError, DataError
-from .registry import Param, StrategyContext, StrategyRecord, register_strategy
+from .registry import Param, StrategyContext, StrategyRecord, TrainingPrior, register_strategy, weight_shift
 
 __all__ = [
     "MODES",
@@ -318,6 +318,21 @@ def _always(_: Mapping[str, Any]) -> bool:
     return True
 
 
+def _sampler_shift(p: Mapping[str, Any], prior: TrainingPrior) -> float | None:
+    """The drawn positive share: per-sample weights ``1/n_c`` (inverse), ``1/sqrt(n_c)`` (sqrt) or
+    ``pos_fraction`` split over the classes, applied to the current prior (Saerens et al. 2002)."""
+    n0, n1 = max(prior.counts[0], 1), max(prior.counts[1], 1)
+    hard = abs(prior.pi - n1 / (n0 + n1)) < 1e-12  # rows with hard labels only: the closed forms
+    f = p.get("pos_fraction")
+    if f is not None:
+        return float(f) if hard else weight_shift(prior.pi, float(f) / n1, (1 - float(f)) / n0)
+    if p.get("mode", "inverse") == "sqrt":
+        if hard:
+            return math.sqrt(n1) / (math.sqrt(n1) + math.sqrt(n0))
+        return weight_shift(prior.pi, 1 / math.sqrt(n1), 1 / math.sqrt(n0))
+    return 0.5 if hard else weight_shift(prior.pi, 1 / n1, 1 / n0)
+
+
 register_strategy(
     StrategyRecord(
         name="balanced-sampler",
@@ -346,5 +361,6 @@ register_strategy(
         },
         build=_build_balanced,
         corrects_prior=_always,
+        prior_shift=_sampler_shift,
     )
 )

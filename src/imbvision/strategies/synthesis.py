@@ -24,6 +24,13 @@ sample on the fly during fine-tuning.
 When a positive has no mask, :func:`propose_mask` segments the object
 automatically; :func:`save_mask_contact_sheet` renders proposals for a person
 to check before trusting them.
+
+Why one file: the two synthesisers share the random-draw helpers, the image
+and mask checks, the automatic mask proposal and the ``_Synthesizer`` base
+(parameter resolution, ``n_to_generate``, ``synthesize``); most of the length
+is their documented geometry (rotation extents, reflection padding, Poisson
+blending). A new synthesiser may live in its own module that registers a
+record declaring ``needs_background``.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import ConfigError, DataError
-from .registry import Param, StrategyContext, StrategyRecord, register_strategy
+from .registry import Param, StrategyContext, StrategyRecord, register_strategy, resolve_params
 
 __all__ = [
     "AugmentOversample",
@@ -273,15 +280,8 @@ class _Synthesizer:
     auto_mask: bool
 
     def _resolve(self, spec: Mapping[str, Param], params: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults filled in, unknown names refused, every value checked against ``spec``."""
-        unknown = [k for k in params if k not in spec]
-        if unknown:
-            raise ConfigError(
-                f"strategy {self.name!r} has no parameter {unknown[0]!r}; valid parameters: {', '.join(spec)}"
-            )
-        full = {k: p.default for k, p in spec.items()}
-        full.update(params)
-        return _validate(self.name, spec, full)
+        """Defaults filled in, unknown names refused, every value checked against ``spec`` (the registry's resolver)."""
+        return _validate(self.name, spec, resolve_params(self.name, spec, params))
 
     def n_to_generate(self, n_pos: int, n_neg: int) -> int:
         """How many new positives reach ``ratio`` positives per negative.
@@ -929,6 +929,7 @@ register_strategy(StrategyRecord(
     reference="seed option 1 (data augmentation oversampling); Shorten & Khoshgoftaar, J. Big Data 2019",
     params=AUGMENT_PARAMS,
     build=_build_augment,
+    needs_background=AugmentOversample.needs_background,
 ))
 
 register_strategy(StrategyRecord(
@@ -938,4 +939,5 @@ register_strategy(StrategyRecord(
     reference="seed option 2 (segment and paste); Dwibedi et al. ICCV 2017; Ghiasi et al. CVPR 2021",
     params=COPY_PASTE_PARAMS,
     build=_build_copy_paste,
+    needs_background=CopyPaste.needs_background,
 ))

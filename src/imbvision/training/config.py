@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "PipelineOptions"]
 
 MODES = ("head", "finetune")
 FEATURES = ("auto", "global", "tiles", "both")
@@ -16,16 +16,11 @@ CALIBRATIONS = ("none", "platt", "isotonic")
 
 
 @dataclass
-class TrainConfig:
-    """Everything a run needs; ``to_dict`` is what ``config.json`` holds.
-
-    Attributes mirror the ``imbvision train`` options.
-    """
+class PipelineOptions:
+    """Options shared by ``train`` and ``compare``: the data, its split, the features and the post-processing."""
 
     data: str = "demo"
     positive: str | None = None
-    strategy: str = "ce"
-    mode: str = "head"
     backbone: str = "efficientnet_lite0"
     weights: str | None = None
     image_size: int = 224
@@ -34,14 +29,47 @@ class TrainConfig:
     threshold: str = "max-f1"
     calibration: str = "none"
     prior_correction: bool = True
-    seed: int = 0
     val: float = 0.2
     test: float = 0.2
     train_positive_rate: float | None = None
     skip_bad: bool = False
     cache_dir: str | None = None
-    n_boot: int = 1000
     max_synthetic: int = 600
+
+    def __post_init__(self) -> None:
+        if self.features not in FEATURES:
+            raise ConfigError(f"--features {self.features!r} invalid; valid: {', '.join(FEATURES)}")
+        if self.calibration not in CALIBRATIONS:
+            raise ConfigError(f"--calibration {self.calibration!r} invalid; valid: {', '.join(CALIBRATIONS)}")
+        if self.train_positive_rate is not None and not 0 < self.train_positive_rate < 1:
+            raise ConfigError(f"--train-positive-rate {self.train_positive_rate} invalid; use a value in (0, 1)")
+        from ..evaluation import parse_threshold_rule
+        parse_threshold_rule(self.threshold)
+
+    @property
+    def feature_kind(self) -> str:
+        if self.features != "auto":
+            if self.features in ("tiles", "both") and self.tiles < 2:
+                raise ConfigError(f"--features {self.features} needs --tiles 2 or more")
+            return self.features
+        return "both" if self.tiles >= 2 else "global"
+
+    def resolved_cache_dir(self) -> Path:
+        from ..data.sources import cache_root
+        return Path(self.cache_dir) if self.cache_dir else cache_root()
+
+
+@dataclass
+class TrainConfig(PipelineOptions):
+    """Everything a run needs; ``to_dict`` is what ``config.json`` holds.
+
+    Attributes mirror the ``imbvision train`` options (the shared ones are :class:`PipelineOptions`).
+    """
+
+    strategy: str = "ce"
+    mode: str = "head"
+    seed: int = 0
+    n_boot: int = 1000
     # fine-tuning
     epochs: int = 10
     batch_size: int = 32
@@ -60,12 +88,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"--mode {self.mode!r} invalid; valid: {', '.join(MODES)}")
-        if self.features not in FEATURES:
-            raise ConfigError(f"--features {self.features!r} invalid; valid: {', '.join(FEATURES)}")
-        if self.calibration not in CALIBRATIONS:
-            raise ConfigError(f"--calibration {self.calibration!r} invalid; valid: {', '.join(CALIBRATIONS)}")
-        if self.train_positive_rate is not None and not 0 < self.train_positive_rate < 1:
-            raise ConfigError(f"--train-positive-rate {self.train_positive_rate} invalid; use a value in (0, 1)")
+        super().__post_init__()
         if self.epochs < 1:
             raise ConfigError(f"--epochs {self.epochs} invalid; use 1 or more")
         if self.batch_size < 2:
@@ -75,16 +98,6 @@ class TrainConfig:
         u = str(self.unfreeze)
         if u != "all" and not (u.isdigit() and int(u) >= 0):
             raise ConfigError(f"--unfreeze {u!r} invalid; use 'all' or a number of last blocks (0 = head only)")
-        from ..evaluation import parse_threshold_rule
-        parse_threshold_rule(self.threshold)
-
-    @property
-    def feature_kind(self) -> str:
-        if self.features != "auto":
-            if self.features in ("tiles", "both") and self.tiles < 2:
-                raise ConfigError(f"--features {self.features} needs --tiles 2 or more")
-            return self.features
-        return "both" if self.tiles >= 2 else "global"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,7 +109,3 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; valid: {sorted(names)}")
         return cls(**d)
-
-    def resolved_cache_dir(self) -> Path:
-        from ..data.sources import cache_root
-        return Path(self.cache_dir) if self.cache_dir else cache_root()

@@ -83,7 +83,7 @@ def make_synthetic_images(records: Sequence[ImageRecord], recipe: Recipe, *, see
     neg_idx = np.flatnonzero(y == 0)
     rng = np.random.default_rng([seed, 104729])
     bg_idx = rng.choice(neg_idx, size=min(n_backgrounds, len(neg_idx)), replace=False)
-    ctx = StrategyContext(class_counts=(int((y == 0).sum()), int((y == 1).sum())), seed=seed)
+    ctx = StrategyContext.from_labels(y, seed=seed)
     g = torch.Generator().manual_seed(seed)
     positives = [load_pixels(r) for r in pos]
     negatives = [load_pixels(records[i], with_mask=False)[0] for i in bg_idx]

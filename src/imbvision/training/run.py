@@ -13,9 +13,9 @@ import numpy as np
 
 from .._io import atomic_write, ensure_output_dir, read_json, write_json
 from ..errors import ConfigError
+from ..evaluation.postprocess import fit_postprocess
 from ..strategies.registry import Recipe, compose
 from .config import TrainConfig
-from .head import Postprocess, fit_head, fit_postprocess
 from .prepare import Prepared, prepare_data
 
 __all__ = ["train", "RunResult", "evaluate_run"]
@@ -35,28 +35,50 @@ class RunResult:
         return self.out / "report.html"
 
 
-def _embed_synthetic(prep: Prepared, recipe: Recipe, cfg: TrainConfig, backbone, out: Path | None,
-                     progress: bool) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, list]]:
-    from ..backbones import embed_arrays
-    from .pixels import make_synthetic_images
+def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, progress: bool) -> tuple:
+    """Head mode through the one cell path (:func:`~imbvision.training.cell.fit_and_score`) that compare uses."""
+    from ..backbones import create_backbone
+    from .cell import FeatureSettings, embed_features, fit_and_score, representation_of, synthetic_features
 
-    if not recipe.synthesis and recipe.mixing is None:
-        return None, None, {}
-    train_recs = [prep.dataset.records[i] for i in prep.split.train]
-    syn = make_synthetic_images(train_recs, recipe, seed=cfg.seed, image_size=cfg.image_size, max_n=cfg.max_synthetic)
-    if not len(syn):
-        return None, None, {}
-    emb = embed_arrays(syn.images, backbone, image_size=cfg.image_size, tiles=cfg.tiles,
-                       cache_dir=cfg.resolved_cache_dir())
+    ds, split, y = prep.dataset, prep.split, prep.dataset.labels
+    backbone = create_backbone(cfg.backbone, weights=cfg.weights)
+    settings = FeatureSettings(cfg.backbone, cfg.weights, cfg.image_size, cfg.tiles, cfg.feature_kind,
+                               cfg.max_synthetic)
+    rep = representation_of(recipe)
+    feats, stats = embed_features(ds.records, backbone, settings, [rep], cache_dir=cfg.resolved_cache_dir(),
+                                  progress=progress)
+    extra = synthetic_features(recipe, ds.records, split.train, seed=cfg.seed, settings=settings,
+                               backbone=lambda: backbone, representation=rep, cache_dir=cfg.resolved_cache_dir())
+    examples = _synthetic_examples(extra, out)
+    cf = fit_and_score(recipe, feats, y, split, seed=cfg.seed, extra=extra, threshold=cfg.threshold,
+                       calibration=cfg.calibration, prior_correction=cfg.prior_correction)
+    fit = cf.fit
+    model_meta: dict[str, Any] = {
+        "mode": "head",
+        "backbone": {"name": backbone.name, "weights": cfg.weights, "weights_id": backbone.weights_id,
+                     "image_size": cfg.image_size, "tiles": cfg.tiles, "features": cfg.feature_kind},
+        "head": {"name": fit.head_name, "params": fit.head_params, "config": fit.head.get_config()},
+    }
+    arrays = {f"head.{k}": np.asarray(v) for k, v in fit.head.to_arrays().items()}
+    train_info = {"rows": fit.train_rows, "counts_after_resampling": list(fit.resampled_counts),
+                  "synthetic_rows": cf.synthetic_rows, "fit_seconds": fit.fit_seconds,
+                  "head": fit.head_name, "embedding": stats}
+    return cf.p_val, cf.p_test, arrays, model_meta, fit.effective_prior, train_info, examples, cf.post
+
+
+def _synthetic_examples(extra: Any, out: Path | None) -> dict[str, list]:
+    """Up to 12 new training images per strategy, saved as grids under ``out/examples`` for the report."""
     examples: dict[str, list] = {}
-    for img, origin, lab in zip(syn.images, syn.origin, syn.labels):
+    if extra is None or extra.images is None:
+        return examples
+    for img, origin, lab in zip(extra.images, extra.origin, extra.y):
         if len(examples.setdefault(origin, [])) < 12:
             examples[origin].append((img, f"{origin} y={lab:.2f}"))
     if out is not None:
         from ..evaluation import save_image_grid
         for origin, items in examples.items():
             save_image_grid(out / "examples" / f"{origin}.png", items, title=f"{origin}: new training images")
-    return emb.features(cfg.feature_kind), np.asarray(syn.labels), examples
+    return examples
 
 
 def _write_scores(path: Path, paths: list[str], y: np.ndarray, p: np.ndarray, t: float) -> None:
@@ -103,28 +125,10 @@ def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, pro
                         progress=progress)
     ds, split = prep.dataset, prep.split
     y = ds.labels
-    examples: dict[str, list] = {}
+    post = None
     if cfg.mode == "head":
-        from ..backbones import create_backbone, embed_dataset
-
-        backbone = create_backbone(cfg.backbone, weights=cfg.weights)
-        emb = embed_dataset(ds, backbone=backbone, image_size=cfg.image_size, tiles=cfg.tiles,
-                            cache_dir=cfg.resolved_cache_dir(), progress=progress)
-        X = emb.features(cfg.feature_kind)
-        ex_X, ex_y, examples = _embed_synthetic(prep, recipe, cfg, backbone, out, progress)
-        fit = fit_head(X[split.train], y[split.train], recipe, seed=cfg.seed, extra_X=ex_X, extra_y=ex_y)
-        p_val_raw, p_test_raw = fit.predict_proba(X[split.val]), fit.predict_proba(X[split.test])
-        arrays = {f"head.{k}": np.asarray(v) for k, v in fit.head.to_arrays().items()}
-        model_meta: dict[str, Any] = {
-            "mode": "head",
-            "backbone": {"name": backbone.name, "weights": cfg.weights, "weights_id": backbone.weights_id,
-                         "image_size": cfg.image_size, "tiles": cfg.tiles, "features": cfg.feature_kind},
-            "head": {"name": fit.head_name, "params": fit.head_params, "config": fit.head.get_config()},
-        }
-        train_prior = fit.effective_prior
-        train_info = {"rows": fit.train_rows, "counts_after_resampling": list(fit.resampled_counts),
-                      "synthetic_rows": 0 if ex_X is None else len(ex_X), "fit_seconds": fit.fit_seconds,
-                      "head": fit.head_name, "embedding": emb.stats}
+        (p_val_raw, p_test_raw, arrays, model_meta, train_prior, train_info, examples,
+         post) = _head_mode(cfg, prep, recipe, out, progress)
     else:
         from .finetune import run_finetune
 
@@ -135,8 +139,10 @@ def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, pro
         p_val_raw, p_test_raw = ft.p_val, ft.p_test
         arrays, model_meta, train_prior, train_info = ft.arrays, ft.meta, ft.effective_prior, ft.info
         examples = ft.examples
-    post = fit_postprocess(p_val_raw, y[split.val], train_prior=train_prior, true_prior=float(y[split.val].mean()),
-                           prior_correction=cfg.prior_correction, calibration=cfg.calibration, threshold=cfg.threshold)
+    if post is None:
+        post = fit_postprocess(p_val_raw, y[split.val], train_prior=train_prior,
+                               true_prior=float(y[split.val].mean()), prior_correction=cfg.prior_correction,
+                               calibration=cfg.calibration, threshold=cfg.threshold)
     from ..model import save_bundle
     save_bundle(out, arrays, {
         **model_meta, "strategy": recipe.to_dict(), "postprocess": post.to_dict(),

@@ -1,0 +1,121 @@
+"""One ``compare`` cell (strategy × seed × fold), computed the same way by every executor.
+
+The local executor (threads) and the Ray executor both import this module, and
+neither imports the other's internals: a cell is :func:`compute_cell` on the
+shared arrays, written by the driver as ``OUT/cells/<cell_id>.json``. The fit
+itself is :func:`imbvision.training.cell.fit_and_score`, the path
+``imbvision train`` takes too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..strategies.registry import compose
+from ..training.cell import FeatureSettings, fit_and_score, representation_of, synthetic_features
+
+__all__ = ["CellSettings", "cell_id", "compute_cell", "cached_backbone"]
+
+
+@dataclass(frozen=True)
+class CellSettings(FeatureSettings):
+    """Everything a cell needs besides its strategy, split and the shared arrays (small, picklable)."""
+
+    threshold: str
+    calibration: str
+    prior_correction: bool
+
+
+def cell_id(strategy: str, seed: int, fold: int | None) -> str:
+    """The file stem of a cell: readable strategy, its hash, seed and fold."""
+    h = hashlib.sha1(strategy.encode()).hexdigest()[:8]
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in strategy)[:60]
+    return f"{safe}-{h}__s{seed}" + (f"_f{fold}" if fold is not None else "")
+
+
+def _weights_stamp(weights: str | None) -> tuple | None:
+    """Identify a weights file by path, size and mtime, so a replaced file is not served from the cache."""
+    if weights is None:
+        return None
+    try:
+        st = Path(weights).stat()
+    except OSError:
+        return None  # "none", a hub name, or a missing file (create_backbone reports it)
+    return (st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=2)
+def _load_backbone(name: str, weights: str | None, _stamp: tuple | None):
+    from ..backbones import create_backbone
+
+    return create_backbone(name, weights=weights)
+
+
+def cached_backbone(name: str, weights: str | None):
+    """``create_backbone(name, weights=weights)``, built once per process (local threads and Ray workers alike)."""
+    return _load_backbone(name, weights, _weights_stamp(weights))
+
+
+def compute_cell(strategy: str, seed: int, fold: int | None, split: Any,
+                 X: np.ndarray | Mapping[str, np.ndarray], y: np.ndarray, records: Sequence,
+                 settings: CellSettings, store: Path | None) -> dict[str, Any]:
+    """One cell, from the shared arrays alone: every executor calls this.
+
+    Parameters
+    ----------
+    X
+        The features of every image: one array (``"global"``) or ``{representation: array}``.
+    records
+        The dataset's records (pixel-space strategies read their training images); the backbone
+        is built here, once per process, only when a strategy needs to embed new images.
+    store
+        Caches those embeddings (``None``: no cache).
+
+    Returns
+    -------
+    dict
+        The cell (metrics, test indices and scores, timing); the caller writes it.
+    """
+    from ..evaluation import ranking_metrics, threshold_metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        recipe = compose(strategy)
+        extra = synthetic_features(recipe, records, split.train, seed=seed, settings=settings,
+                                   backbone=lambda: cached_backbone(settings.backbone, settings.weights),
+                                   representation=representation_of(recipe), store=store)
+        _examples(store, recipe, extra, seed)
+        cf = fit_and_score(recipe, X, y, split, seed=seed, extra=extra, threshold=settings.threshold,
+                           calibration=settings.calibration, prior_correction=settings.prior_correction)
+    s_test = cf.post.apply(cf.p_test)
+    t = cf.post.threshold.threshold
+    rank = ranking_metrics(y[split.test], s_test)
+    at = threshold_metrics(y[split.test], s_test, t)
+    return {
+        "strategy": strategy, "seed": seed, "head": cf.fit.head_name,
+        "ap": rank["ap"], "roc_auc": rank["roc_auc"], "recall_at_p90": rank.get("recall_at_precision"),
+        "threshold": t, "f1": at["f1"], "mcc": at["mcc"], "recall": at["recall"], "precision": at["precision"],
+        "train_rows": cf.fit.train_rows, "synthetic_rows": cf.synthetic_rows,
+        "test_index": split.test.tolist(), "test_score": [round(float(v), 7) for v in s_test],
+        "timing": {"fit_seconds": cf.fit.fit_seconds}, "fold": fold,
+    }
+
+
+def _examples(store: Path | None, recipe: Any, extra: Any, seed: int) -> None:
+    """A grid of the first new images of a pixel-space strategy, for the compare report (once per strategy)."""
+    if store is None or extra is None or extra.images is None:
+        return
+    if (store / "examples").exists() and len(list((store / "examples").glob("*.png"))) >= 12:
+        return
+    from ..evaluation import save_image_grid
+
+    items = [(img, f"y={lab:.2f}") for img, lab in list(zip(extra.images, extra.y))[:12]]
+    name = "+".join(s.name for s in recipe.specs if s.record.family in ("synthesis", "mixing"))
+    save_image_grid(store / "examples" / f"{name}.png", items, title=f"{name}: new training images (seed {seed})")
