@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("imbvision.strategies",),
     ("imbvision.evaluation",),
     ("imbvision.training",),  # head, cell, network, fine-tune: below the saved model
-    ("imbvision.model",),
+    ("imbvision.model", "imbvision.explain"),
     ("imbvision.training.run",),  # writes bundles: above the model
     ("imbvision.experiments", "imbvision.audit"),
     ("imbvision.cli",),

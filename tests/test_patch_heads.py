@@ -172,11 +172,11 @@ def test_patch_pipeline_refuses_feature_resamplers_and_no_positive(tiny):
     ds, _, feats = tiny
     y, masks = _problem(ds, feats)
     with pytest.raises(ConfigError, match="smote resample pooled feature rows"):
-        fit_patch_head(feats, y, masks, compose("smote+patch"))
+        fit_patch_head(feats, y, compose("smote+patch"), masks=masks)
     neg = np.flatnonzero(y == 0)
     with pytest.raises(ConfigError, match="with none use --strategy normality"):
-        fit_patch_head(feats.take(neg), y[neg], None, compose("patch"))
-    fit = fit_patch_head(feats, y, masks, compose("balanced-sampler+patch"), seed=1)
+        fit_patch_head(feats.take(neg), y[neg], compose("patch"))
+    fit = fit_patch_head(feats, y, compose("balanced-sampler+patch"), seed=1, masks=masks)
     assert fit.head.info_["inner"] == "linear" and np.isfinite(fit.predict_proba(feats)).all()
 
 

@@ -33,16 +33,14 @@ def is_patch_model(meta: dict) -> bool:
 
 def patch_model_features(model, images: Sequence[np.ndarray]):
     """Patch features (with the global embedding for ``fusion``) of in-memory images for a saved model."""
-    from .backbones import embed_arrays
-    from .backbones.patches import patch_features_arrays
+    from types import SimpleNamespace
+
+    from .training.patch_fit import patches_from_images
 
     b = model.meta["backbone"]
-    bb = model._get_backbone()
-    feats = patch_features_arrays(list(images), bb, image_size=b["patch_size"], resize=b.get("resize", "stretch"))
-    if model.meta["head"]["name"] == "fusion":
-        feats.global_ = embed_arrays(list(images), bb, image_size=b["image_size"], tiles=b["tiles"],
-                                     resize=b.get("resize", "stretch")).features(b["features"])
-    return feats
+    settings = SimpleNamespace(image_size=b["image_size"], tiles=b["tiles"], kind=b["features"],
+                               resize=b.get("resize", "stretch"))
+    return patches_from_images(list(images), model._get_backbone(), settings)
 
 
 def explain(model, images: Sequence[str | Path | np.ndarray], *, sigma: float = 4.0) -> np.ndarray | list[np.ndarray]:

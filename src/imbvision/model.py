@@ -143,10 +143,22 @@ class Model:
             if self._net is None:
                 self._net = rebuild_network(self.meta, self.arrays)
             return predict_images(self._net, images, int(self.meta["backbone"]["image_size"]))
+        from .explain import is_patch_model, patch_model_features
+        if is_patch_model(self.meta):
+            return self._get_head().predict_proba(patch_model_features(self, images))
         from .backbones import embed_arrays
         b = self.meta["backbone"]
-        emb = embed_arrays(list(images), self._get_backbone(), image_size=b["image_size"], tiles=b["tiles"])
+        emb = embed_arrays(list(images), self._get_backbone(), image_size=b["image_size"], tiles=b["tiles"],
+                           resize=b.get("resize", "stretch"))
         return self._get_head().predict_proba(emb.features(b["features"]))
+
+    def explain(self, images: Sequence[str | Path | np.ndarray]) -> np.ndarray:
+        """``(N, H, W)`` patch-score heat maps at image resolution (patch, normality and fusion heads).
+
+        See :func:`imbvision.explain.explain`; a model whose head sees one pooled vector raises ConfigError.
+        """
+        from .explain import explain
+        return explain(self, images)
 
     def predict_proba(self, images: Sequence[str | Path | np.ndarray]) -> np.ndarray:
         """Probability of the positive class for each image (paths or uint8 arrays).

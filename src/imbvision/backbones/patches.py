@@ -274,9 +274,14 @@ class PatchFeatures:
     settings: dict
     stats: dict | None = None
     global_: np.ndarray | None = None
+    masks: list | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def __getitem__(self, index: Sequence[int] | np.ndarray) -> "PatchFeatures":
+        """``feats[idx]`` for an integer index array: :meth:`take` (so a split indexes it like an array)."""
+        return self.take(index)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -288,9 +293,10 @@ class PatchFeatures:
 
     def take(self, index: Sequence[int] | np.ndarray) -> "PatchFeatures":
         """A subset (no copy of the features)."""
-        idx = np.asarray(index, dtype=np.int64)
+        idx = np.asarray(index, dtype=np.int64).reshape(-1)
         return PatchFeatures(self.store, self.rows[idx], self.boxes[idx], self.sizes[idx], self.image_size,
-                             self.settings, self.stats, None if self.global_ is None else self.global_[idx])
+                             self.settings, self.stats, None if self.global_ is None else self.global_[idx],
+                             None if self.masks is None else [self.masks[int(i)] for i in idx])
 
     def image(self, i: int) -> np.ndarray:
         """``(h, w, C)`` float32 features of image ``i``."""

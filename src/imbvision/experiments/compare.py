@@ -32,7 +32,7 @@ __all__ = ["DEFAULT_STRATEGIES", "CompareResult", "CompareConfig", "CellSettings
 #: The default set: the baseline, one of each kind of remedy.
 DEFAULT_STRATEGIES = (
     "ce", "weighted-ce", "focal", "balanced-sampler", "logit-adjusted", "random-under", "smote",
-    "augment-oversample", "copy-paste", "mixup",
+    "augment-oversample", "copy-paste", "mixup", "patch", "normality", "fusion",
 )
 BASELINE = "ce"
 
@@ -116,6 +116,8 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
              "weights": c.weights, "image_size": c.image_size, "tiles": c.tiles, "features": kind,
              "threshold": c.threshold, "calibration": c.calibration, "prior_correction": c.prior_correction,
              "val": c.val, "test": c.test, "max_synthetic": c.max_synthetic, "n_boot": c.n_boot}
+    if c.resize != "stretch":  # absent for the default, so earlier run folders still match
+        cfg_d["resize"] = c.resize
     cfg_path = out / "config.json"
     if cfg_path.exists():
         old = read_json(cfg_path)
@@ -129,7 +131,7 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
     ds = rep.dataset
     y = ds.labels
     settings = CellSettings(c.backbone, c.weights, c.image_size, c.tiles, kind, c.max_synthetic, c.threshold,
-                            c.calibration, c.prior_correction)
+                            c.calibration, c.prior_correction, resize=c.resize)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # resolve_strategies has validated them; warnings are shown by `train`
         needed = [representation_of(compose(n)) for n in names]

@@ -28,55 +28,17 @@ strategy test and a global embedding still work, without localisation).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from ..errors import BundleError, ConfigError, DataError
+from ._patch_common import PATCH_HEADS, _build, _check_binary, _sigmoid, _valid_rows, as_patches
 from .heads import _HEADS, Head, LinearHead, LogRegHead, head_from_arrays
-from .registry import Param, StrategyContext, StrategyRecord, register_strategy
+from .normality_head import NormalityHead, greedy_coreset
+from .registry import Param, StrategyRecord, register_strategy
 
 __all__ = ["PatchHead", "NormalityHead", "FusionHead", "as_patches", "greedy_coreset", "PATCH_HEADS"]
-
-#: Heads that need patch features (the training pipeline asks this).
-PATCH_HEADS = ("patch", "normality", "fusion")
-
-
-def as_patches(X: Any):
-    """``PatchFeatures`` as given; an ``(N, D)`` array as a 1×1 grid (its rows also as global features)."""
-    from ..backbones.patches import PatchFeatures
-
-    if isinstance(X, PatchFeatures):
-        return X
-    arr = np.asarray(X, dtype=np.float32)
-    if arr.ndim != 2 or not np.all(np.isfinite(arr)):
-        raise DataError(f"patch heads take PatchFeatures or finite (N, D) features; got shape {arr.shape}")
-    n = len(arr)
-    return PatchFeatures(arr[:, None, None, :], np.arange(n), np.tile([0, 0, 8, 8], (n, 1)),
-                         np.tile([8, 8], (n, 1)), 8, {"grid": "1x1"}, None, arr)
-
-
-def _valid_rows(feats, i: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image i's valid patches: ``(P, C)`` float32 features and their flat grid indices."""
-    f = feats.image(i)
-    v = feats.valid(i).reshape(-1)
-    return f.reshape(-1, f.shape[-1])[v], np.flatnonzero(v)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return np.exp(-np.logaddexp(0.0, -np.asarray(z, dtype=np.float64)))
-
-
-def _check_binary(y: Any, n: int) -> np.ndarray:
-    arr = np.asarray(y, dtype=np.float64)
-    if arr.shape != (n,):
-        raise DataError(f"labels must have shape ({n},); got {arr.shape}")
-    if not np.all(np.isin(arr, (0.0, 1.0))):
-        raise DataError("patch heads take hard binary labels 0/1 (mixing's soft labels give no patch labels)")
-    return arr.astype(np.int64)
-
 
 # --------------------------------------------------------------------------- #
 # patch head
@@ -153,6 +115,7 @@ class PatchHead(Head):
         The loss is rebuilt by name at the patch level's class counts (its image-level weights would not fit).
         """
         feats = as_patches(X)
+        masks = feats.masks if masks is None else masks
         yy = _check_binary(y, len(feats))
         if yy.sum() == 0 or (yy == 0).sum() == 0:
             raise DataError("head 'patch' needs positive and negative training images; with no positive use 'normality'")
@@ -224,135 +187,6 @@ class PatchHead(Head):
 
 
 # --------------------------------------------------------------------------- #
-# normality head
-# --------------------------------------------------------------------------- #
-def greedy_coreset(X: np.ndarray, n: int, *, proj_dim: int = 128, seed: int = 0) -> np.ndarray:
-    """Indices of ``n`` rows of ``X`` chosen by greedy k-centre selection (PatchCore's coreset).
-
-    Each step adds the row farthest from the rows chosen so far; distances are
-    computed on a seeded Gaussian random projection to ``proj_dim`` dimensions
-    (Johnson-Lindenstrauss, as PatchCore does). Written here because no
-    maintained library besides anomalib (a whole framework) ships it.
-    """
-    N = len(X)
-    if n >= N:
-        return np.arange(N)
-    g = torch.Generator().manual_seed(int(seed))
-    x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-    if x.shape[1] > proj_dim:
-        x = x @ (torch.randn(x.shape[1], proj_dim, generator=g) / math.sqrt(proj_dim))
-    first = int(torch.randint(N, (1,), generator=g))
-    chosen = np.empty(n, dtype=np.int64)
-    chosen[0] = first
-    best = ((x - x[first]) ** 2).sum(1)
-    for j in range(1, n):
-        i = int(torch.argmax(best))
-        chosen[j] = i
-        torch.minimum(best, ((x - x[i]) ** 2).sum(1), out=best)
-    return np.sort(chosen)
-
-
-class NormalityHead(Head):
-    """Distance to the nearest training-negative patch (PatchCore); needs no positive.
-
-    Parameters
-    ----------
-    ratio
-        Coreset size as a fraction of the training negatives' patches (PatchCore: 0.01–0.1).
-    max_bank
-        Upper bound on the memory bank's size (patches).
-    """
-
-    name = "normality"
-    _param_names = ("ratio", "max_bank")
-
-    def __init__(self, ratio: float = 0.02, max_bank: int = 10000, num_classes: int | None = None,
-                 seed: int = 0) -> None:
-        super().__init__(num_classes, seed)
-        self.ratio, self.max_bank = float(ratio), int(max_bank)
-        self.bank_: np.ndarray | None = None
-        self.loc_, self.scale_d_ = 0.0, 1.0
-        self._index = None
-
-    def fit(self, X: Any, y: Any, *, loss: Any = None, sampler: Any = None, sample_weight: Any = None,
-            loss_name: str = "ce", seed: int | None = None, masks: Any = None) -> "NormalityHead":
-        """Build the memory bank from the negatives' patches (positives are not used)."""
-        feats = as_patches(X)
-        yy = _check_binary(y, len(feats))
-        neg = np.flatnonzero(yy == 0)
-        if len(neg) == 0:
-            raise DataError("head 'normality' needs negative (normal) training images; the training split has none")
-        seed = self.seed if seed is None else int(seed)
-        rng = np.random.default_rng([seed, 23])
-        per = [_valid_rows(feats, int(i))[0] for i in neg]
-        total = sum(len(p) for p in per)
-        target = max(1, min(self.max_bank, int(math.ceil(self.ratio * total))))
-        # Presample at most 10× the target at random (uniform over images) before the greedy selection.
-        cap = min(total, 10 * target)
-        cand = np.concatenate([p[rng.choice(len(p), size=max(1, int(round(cap * len(p) / total))), replace=False)]
-                               if len(p) > 1 else p for p in per])
-        self.bank_ = cand[greedy_coreset(cand, target, seed=seed)].astype(np.float32)
-        self._index = None
-        # Scale: image scores of the training negatives, their own patches' nearest *other* bank entry.
-        own = np.array([self._image_score(p, exclude_self=True) for p in per])
-        self.loc_ = float(np.median(own))
-        self.scale_d_ = float(max(np.std(own), 1e-6))
-        self.num_classes = 2
-        return self
-
-    def _search(self, q: np.ndarray, k: int = 1) -> np.ndarray:
-        import faiss
-
-        if self._index is None:
-            faiss.omp_set_num_threads(max(1, torch.get_num_threads()))
-            self._index = faiss.IndexFlatL2(self.bank_.shape[1])
-            self._index.add(np.ascontiguousarray(self.bank_))
-        d, _ = self._index.search(np.ascontiguousarray(q, dtype=np.float32), k)
-        return np.sqrt(np.maximum(d, 0.0))
-
-    def _image_score(self, f: np.ndarray, exclude_self: bool = False) -> float:
-        d = self._search(f, 2 if exclude_self and len(self.bank_) > 1 else 1)
-        nn = np.where(d[:, 0] <= 1e-6, d[:, -1], d[:, 0]) if exclude_self else d[:, 0]
-        return float(nn.max())
-
-    def patch_scores(self, X: Any) -> np.ndarray:
-        """``(N, h, w)`` standardised nearest-neighbour distances; padding patches get ``-inf``."""
-        if self.bank_ is None:
-            raise ConfigError("head 'normality' is not fitted; call fit first")
-        feats = as_patches(X)
-        out = np.full((len(feats), *feats.grid), -np.inf)
-        for s, block in feats.batches(64):
-            n, h, w, c = block.shape
-            d = self._search(block.reshape(-1, c))[:, 0].reshape(n, h, w)
-            for j in range(n):
-                v = feats.valid(s + j)
-                out[s + j][v] = (d[j][v] - self.loc_) / self.scale_d_
-        return out
-
-    def decision_function(self, X: Any) -> np.ndarray:
-        """Standardised image score: (max patch distance − median of the negatives') / their std."""
-        z = self.patch_scores(X)
-        return z.reshape(len(z), -1).max(axis=1)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "loc": self.loc_, "scale": self.scale_d_}
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        if self.bank_ is None:
-            raise ConfigError("head 'normality' is not fitted")
-        return {"bank": self.bank_.astype(np.float16)}
-
-    @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> "NormalityHead":
-        head = cls(**dict(config.get("params", {})), num_classes=config.get("num_classes"), seed=config.get("seed", 0))
-        if "bank" not in arrays:
-            raise BundleError("head 'normality' arrays lack its memory bank")
-        head.bank_ = np.asarray(arrays["bank"], dtype=np.float32)
-        head.loc_, head.scale_d_ = float(config["loc"]), float(config["scale"])
-        return head
-
-
-# --------------------------------------------------------------------------- #
 # fusion head
 # --------------------------------------------------------------------------- #
 _BASES = ("global", "patch", "normality")
@@ -410,6 +244,7 @@ class FusionHead(Head):
         from sklearn.model_selection import StratifiedKFold
 
         feats = as_patches(X)
+        masks = feats.masks if masks is None else masks
         yy = _check_binary(y, len(feats))
         n_pos = int(yy.sum())
         if n_pos < 2 or (yy == 0).sum() < 2:
@@ -482,12 +317,6 @@ _HEADS.update({"patch": PatchHead, "normality": NormalityHead, "fusion": FusionH
 # --------------------------------------------------------------------------- #
 # registry
 # --------------------------------------------------------------------------- #
-def _build(cls):
-    def build(ctx: StrategyContext, **params: Any) -> Head:
-        return cls(**params, seed=ctx.seed)
-    return build
-
-
 register_strategy(StrategyRecord(
     name="patch", family="head",
     description="Patch classifier on mid-level patch features: mask-labelled patches where a positive has a mask, "
@@ -502,19 +331,7 @@ register_strategy(StrategyRecord(
         "C": Param(0.1, kind="float", low=0.0, low_open=True, doc="inverse L2 strength of the patch logreg"),
     },
     build=_build(PatchHead),
-))
-
-register_strategy(StrategyRecord(
-    name="normality", family="head",
-    description="PatchCore normality model: coreset memory bank of the training negatives' patches, faiss "
-                "nearest-neighbour distance; image score = largest patch distance. Trains with zero positives.",
-    reference="Roth et al. 2022, Towards Total Recall in Industrial Anomaly Detection (PatchCore)",
-    params={
-        "ratio": Param(0.02, kind="float", low=0.0, low_open=True, high=1.0,
-                       doc="coreset size as a fraction of the negatives' patches"),
-        "max_bank": Param(10000, kind="int", low=1, high=1_000_000, doc="largest memory bank (patches)"),
-    },
-    build=_build(NormalityHead),
+    modes=("head",), representation="patches",
 ))
 
 register_strategy(StrategyRecord(
@@ -527,4 +344,5 @@ register_strategy(StrategyRecord(
         "C": Param(1.0, kind="float", low=0.0, low_open=True, doc="inverse L2 strength of the stacker"),
     },
     build=_build(FusionHead),
+    modes=("head",), representation="patches",
 ))

@@ -35,8 +35,11 @@ class PipelineOptions:
     skip_bad: bool = False
     cache_dir: str | None = None
     max_synthetic: int = 600
+    resize: str = "stretch"
 
     def __post_init__(self) -> None:
+        if self.resize not in ("stretch", "keep-aspect"):
+            raise ConfigError(f"--resize {self.resize!r} invalid; valid: stretch, keep-aspect")
         if self.features not in FEATURES:
             raise ConfigError(f"--features {self.features!r} invalid; valid: {', '.join(FEATURES)}")
         if self.calibration not in CALIBRATIONS:

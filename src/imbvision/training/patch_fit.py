@@ -17,9 +17,10 @@ import numpy as np
 from ..errors import BadFileError, ConfigError
 from ..strategies.patch_heads import PATCH_HEADS
 from ..strategies.registry import Recipe, StrategyContext
+from .cell import Representation, register_representation
 from .head import HeadFit
 
-__all__ = ["uses_patches", "patch_inputs", "grid_masks", "fit_patch_head", "concat_features", "PATCH_NOTE"]
+__all__ = ["uses_patches", "grid_masks", "patches_from_images", "fit_patch_head", "concat_features", "PATCH_NOTE"]
 
 PATCH_NOTE = "patch-level head: scores are not prior-corrected (threshold and calibration come from validation)"
 
@@ -27,17 +28,6 @@ PATCH_NOTE = "patch-level head: scores are not prior-corrected (threshold and ca
 def uses_patches(recipe: Recipe) -> bool:
     """Whether the recipe's head needs patch features."""
     return recipe.head.name in PATCH_HEADS
-
-
-def patch_inputs(records: Sequence, *, backbone, patch_size: int, resize: str, cache_dir, global_X=None,
-                 progress: bool = False):
-    """Patch features of ``records`` (cached), with the global embedding attached for ``fusion``."""
-    from ..backbones.patches import patch_features
-
-    feats = patch_features(records, backbone=backbone, image_size=patch_size, resize=resize, cache_dir=cache_dir,
-                           progress=progress)
-    feats.global_ = None if global_X is None else np.asarray(global_X, dtype=np.float32)
-    return feats
 
 
 def grid_masks(records: Sequence, feats, *, skip_bad: bool = False) -> tuple[list[np.ndarray | None], list[tuple[str, str]]]:
@@ -73,7 +63,7 @@ def grid_masks(records: Sequence, feats, *, skip_bad: bool = False) -> tuple[lis
 
 
 def concat_features(a, b):
-    """Rows of ``a`` then ``b`` in one in-memory :class:`PatchFeatures` (float16)."""
+    """Rows of ``a`` then ``b`` in one in-memory :class:`PatchFeatures` (float16; masks and global rows kept)."""
     from ..backbones.patches import PatchFeatures
 
     if a.grid != b.grid or a.dim != b.dim:
@@ -82,46 +72,26 @@ def concat_features(a, b):
     glob = None
     if a.global_ is not None and b.global_ is not None:
         glob = np.concatenate([a.global_, b.global_]).astype(np.float32)
+    masks = (list(a.masks or [None] * len(a)) + list(b.masks or [None] * len(b)))
     return PatchFeatures(store, np.arange(len(store)), np.concatenate([a.boxes, b.boxes]),
-                         np.concatenate([a.sizes, b.sizes]), a.image_size, a.settings, None, glob)
+                         np.concatenate([a.sizes, b.sizes]), a.image_size, a.settings, None, glob, masks)
 
 
-def synthetic_patch_rows(records: Sequence, recipe: Recipe, *, seed: int, backbone, patch_size: int, resize: str,
-                         global_size: int, tiles: int, feature_kind: str, max_n: int):
-    """Patch features, labels and mask grids of the images the recipe's synthesis makes (or ``None``)."""
-    from ..backbones import embed_arrays
-    from ..backbones.patches import mask_to_grid, patch_features_arrays
-    from .pixels import make_synthetic_images
-
-    if not recipe.synthesis:
-        return None
-    syn = make_synthetic_images(list(records), recipe, seed=seed, image_size=patch_size, max_n=max_n)
-    if not len(syn):
-        return None
-    feats = patch_features_arrays(syn.images, backbone, image_size=patch_size, resize=resize)
-    if recipe.head.name == "fusion":
-        feats.global_ = embed_arrays(syn.images, backbone, image_size=global_size, tiles=tiles,
-                                     resize=resize).features(feature_kind).astype(np.float32)
-    masks = [None if m is None or not np.asarray(m).any() else
-             mask_to_grid(np.asarray(m, dtype=bool), feats.boxes[i], patch_size, feats.grid)
-             for i, m in enumerate(syn.masks)]
-    return feats, np.asarray(syn.labels, dtype=np.float64), masks, syn
-
-
-def fit_patch_head(feats, y: np.ndarray, masks: Sequence[np.ndarray | None] | None, recipe: Recipe, *,
-                   seed: int = 0, extra: tuple | None = None) -> HeadFit:
-    """Fit the recipe's patch-level head on training images.
+def fit_patch_head(feats, y: np.ndarray, recipe: Recipe, *, seed: int = 0, extra_X=None, extra_y=None,
+                   masks: Sequence[np.ndarray | None] | None = None) -> HeadFit:
+    """Fit the recipe's patch-level head on training images (``fit_head``'s signature).
 
     Parameters
     ----------
     feats
-        Training images' :class:`~imbvision.backbones.patches.PatchFeatures` (``global_`` set for ``fusion``).
+        Training images' :class:`~imbvision.backbones.patches.PatchFeatures` (``global_`` set for ``fusion``,
+        ``masks`` the per-image ``(h, w)`` mask grids or ``None``).
     y
         Their 0/1 labels.
+    extra_X, extra_y
+        Patch features (with their masks) and labels of synthesised images (e.g. from ``copy-paste``).
     masks
-        Per image ``(h, w)`` mask grid or ``None``.
-    extra
-        ``(feats, labels, masks)`` of synthesised images (e.g. from ``copy-paste``).
+        Overrides ``feats.masks``.
     """
     t0 = time.perf_counter()
     if recipe.resamplers:
@@ -131,12 +101,11 @@ def fit_patch_head(feats, y: np.ndarray, masks: Sequence[np.ndarray | None] | No
         raise ConfigError(f"{recipe.mixing.name} makes soft-labelled mixed images without patch labels; it does not "
                           f"apply to head {recipe.head.name!r}")
     y = np.asarray(y, dtype=np.float64)
-    masks = list(masks) if masks is not None else [None] * len(y)
-    if extra is not None:
-        ex_feats, ex_y, ex_masks = extra[:3]
-        feats = concat_features(feats, ex_feats)
-        y = np.concatenate([y, (np.asarray(ex_y) >= 0.5).astype(np.float64)])
-        masks = masks + list(ex_masks)
+    if masks is not None:
+        feats.masks = list(masks)
+    if extra_X is not None and len(extra_X):
+        feats = concat_features(feats, extra_X)
+        y = np.concatenate([y, (np.asarray(extra_y) >= 0.5).astype(np.float64)])
     n1 = int((y == 1).sum())
     n0 = len(y) - n1
     if recipe.head.name != "normality" and n1 == 0:
@@ -145,7 +114,7 @@ def fit_patch_head(feats, y: np.ndarray, masks: Sequence[np.ndarray | None] | No
     ctx = StrategyContext(class_counts=(n0, max(n1, 1)), seed=seed)
     sampler = recipe.sampler.build(ctx) if recipe.sampler is not None else None
     head = recipe.head.build(ctx)
-    head.fit(feats, y, loss_name=recipe.loss.name, sampler=sampler, seed=seed, masks=masks)
+    head.fit(feats, y, loss_name=recipe.loss.name, sampler=sampler, seed=seed)
     notes = [PATCH_NOTE]
     if recipe.head.name == "normality" and (recipe.loss.name != "ce" or sampler is not None):
         notes.append("normality uses the negatives only: the loss and sampler do not change it")
@@ -162,3 +131,37 @@ def head_summary(head: Any) -> dict[str, Any]:
     if getattr(head, "info_", None):
         out["patch"] = dict(head.info_)
     return out
+
+
+def _patches_from_records(records: Sequence, backbone: Any, settings: Any, cache_dir, progress: bool):
+    """Patch features of the dataset (cached), each positive's mask grid, and the global embedding (fusion)."""
+    from ..backbones import embed_dataset
+    from ..backbones.patches import patch_features
+
+    resize = getattr(settings, "resize", "stretch")
+    feats = patch_features(records, backbone=backbone, image_size=settings.image_size, resize=resize,
+                           cache_dir=cache_dir, progress=progress)
+    feats.masks, _ = grid_masks(records, feats)
+    feats.global_ = embed_dataset(records, backbone=backbone, image_size=settings.image_size, tiles=settings.tiles,
+                                  cache_dir=cache_dir, progress=False, resize=resize).features(settings.kind)
+    return feats, dict(feats.stats or {})
+
+
+def patches_from_images(images: Sequence[np.ndarray], backbone: Any, settings: Any, cache_dir=None, masks=None):
+    """Patch features (with mask grids where a synthesised image has a mask) of new uint8 images."""
+    from ..backbones import embed_arrays
+    from ..backbones.patches import mask_to_grid, patch_features_arrays
+
+    resize = getattr(settings, "resize", "stretch")
+    feats = patch_features_arrays(list(images), backbone, image_size=settings.image_size, resize=resize)
+    masks = masks if masks is not None else [None] * len(feats)
+    feats.masks = [None if m is None or not np.asarray(m).any() else
+                   mask_to_grid(np.asarray(m, dtype=bool), feats.boxes[i], feats.image_size, feats.grid)
+                   for i, m in enumerate(masks)]
+    feats.global_ = embed_arrays(list(images), backbone, image_size=settings.image_size, tiles=settings.tiles,
+                                 resize=resize).features(settings.kind).astype(np.float32)
+    return feats
+
+
+register_representation(Representation("patches", _patches_from_records, patches_from_images, fit=fit_patch_head,
+                                       takes_masks=True))
