@@ -140,6 +140,7 @@ def train(
     weights: Optional[str] = typer.Option(None, help="Local backbone weights file, or 'none' for random init"),
     image_size: int = typer.Option(224),
     tiles: int = typer.Option(0, help="Head mode: add N×N tile features (small objects)"),
+    resize: str = typer.Option("stretch", help="stretch (to a square) or keep-aspect (long side = image size, short side edge-padded)"),
     threshold: str = typer.Option("max-f1", help="Chosen on validation: max-f1 | recall>=0.95 | precision>=0.9 | fbeta:2 | fixed:0.5"),
     calibration: str = typer.Option("none", help="none | platt | isotonic (fitted on validation)"),
     prior_correction: bool = typer.Option(True, help="Undo the prior shift of resampling/weighting analytically"),
@@ -168,7 +169,7 @@ def train(
     from .training.run import train as run_train
 
     cfg = TrainConfig(data=data, positive=positive, strategy=strategy, mode=mode, backbone=backbone, weights=weights,
-                      image_size=image_size, tiles=tiles, threshold=threshold, calibration=calibration,
+                      image_size=image_size, tiles=tiles, resize=resize, threshold=threshold, calibration=calibration,
                       prior_correction=prior_correction, seed=seed, val=val, test=test,
                       train_positive_rate=train_positive_rate, skip_bad=skip_bad, cache_dir=cache_dir, epochs=epochs,
                       batch_size=batch_size, lr=lr, head_lr=head_lr, weight_decay=weight_decay, unfreeze=unfreeze, patience=patience, accelerator=accelerator,
@@ -199,6 +200,7 @@ def predict(
     data: Optional[str] = typer.Option(None, "--data", help="Or a data source (" + DATA_HELP + ")"),
     positive: Optional[str] = typer.Option(None),
     out: Optional[Path] = typer.Option(None, "--out", help="Write predictions CSV here (default: print)"),
+    heatmaps: Optional[Path] = typer.Option(None, "--heatmaps", help="Write heat-map overlays (PNG) here (patch, normality, fusion heads)"),
 ) -> None:
     """Probability and decision (at the stored threshold) per image; unreadable files are listed, not fatal."""
     from ._io import write_text
@@ -212,6 +214,10 @@ def predict(
         paths += [str(r.path) for r in load_source(data, positive=positive).records]
     if not paths:
         raise ConfigError("no images given: pass image files or --data SOURCE")
+    if heatmaps is not None:
+        from .explain import write_heatmaps
+        n_maps = write_heatmaps(model, paths, heatmaps)
+        _err().print(f"{n_maps} heat maps → {heatmaps}")
     rows, bad = model.predict_files(paths)
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -291,6 +297,7 @@ def compare(
     weights: Optional[str] = typer.Option(None),
     image_size: int = typer.Option(224),
     tiles: int = typer.Option(0, help="Add N×N tile features (small objects)"),
+    resize: str = typer.Option("stretch", help="stretch (to a square) or keep-aspect (long side = image size, short side edge-padded)"),
     threshold: str = typer.Option("max-f1", help="Threshold rule, tuned on each validation split"),
     calibration: str = typer.Option("none"),
     skip_bad: bool = typer.Option(False, "--skip-bad"),
@@ -304,7 +311,7 @@ def compare(
 
     res = run_compare(data, strategies=strategies, seeds=seeds, folds=folds, mode=mode, out=out, positive=positive,
                       train_positive_rate=train_positive_rate, backbone=backbone, weights=weights,
-                      image_size=image_size, tiles=tiles, threshold=threshold, calibration=calibration,
+                      image_size=image_size, tiles=tiles, resize=resize, threshold=threshold, calibration=calibration,
                       skip_bad=skip_bad, cache_dir=cache_dir, jobs=jobs, executor=executor,
                       ray_address=ray_address, progress=True)
     print_leaderboard(res, _out())

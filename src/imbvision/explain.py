@@ -21,7 +21,7 @@ import numpy as np
 from .errors import ConfigError
 
 __all__ = ["explain", "overlay_heatmap", "save_overlay", "derive_mask", "derive_masks", "mask_iou",
-           "patch_model_features", "is_patch_model"]
+           "patch_model_features", "is_patch_model", "write_heatmaps"]
 
 
 def is_patch_model(meta: dict) -> bool:
@@ -225,3 +225,31 @@ def derive_masks(model, records: Sequence, out_dir: str | Path, *, rel: float = 
 
 def _maps_list(maps) -> list[np.ndarray]:
     return list(maps) if not isinstance(maps, np.ndarray) else [m for m in maps]
+
+
+def write_heatmaps(model, paths: Sequence[str | Path], out_dir: str | Path, *, batch: int = 32) -> int:
+    """Write one overlay PNG per readable image (``<n>_<stem>.png``) into ``out_dir``; returns how many.
+
+    Raises ConfigError for a model without a patch-level head (before any file is written).
+    """
+    from .data.decode import load_image_array
+    from .errors import BadFileError
+
+    if not is_patch_model(model.meta):
+        explain(model, [])  # raises the explanatory error
+    out = Path(out_dir)
+    n = 0
+    for s in range(0, len(paths), batch):
+        items = []
+        for p in paths[s:s + batch]:
+            try:
+                items.append((p, load_image_array(p)))
+            except BadFileError:
+                continue  # listed by predict's CSV
+        if not items:
+            continue
+        maps = _maps_list(explain(model, [a for _, a in items]))
+        for (p, arr), heat in zip(items, maps):
+            save_overlay(out / f"{n:05d}_{Path(p).stem}.png", arr, heat)
+            n += 1
+    return n
