@@ -73,3 +73,7 @@ def test_compare_shows_patch_heads_beside_the_remedies(tmp_path, tiny_kwargs):
     names = {r["strategy"] for r in res.leaderboard}
     assert names == {"ce", "patch", "normality", "fusion"}
     assert all(0 <= r["ap_mean"] <= 1 for r in res.leaderboard)
+    fusion = next(r for r in res.leaderboard if r["strategy"] == "fusion")
+    assert set(fusion["fusion_weights"]) == {"global", "patch", "normality"}
+    assert fusion["fusion_winner"] == max(fusion["fusion_weights"], key=fusion["fusion_weights"].get)
+    assert "won:" in (res.out / "report.html").read_text()

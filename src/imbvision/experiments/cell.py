@@ -105,7 +105,16 @@ def compute_cell(strategy: str, seed: int, fold: int | None, split: Any,
         "train_rows": cf.fit.train_rows, "synthetic_rows": cf.synthetic_rows,
         "test_index": split.test.tolist(), "test_score": [round(float(v), 7) for v in s_test],
         "timing": {"fit_seconds": cf.fit.fit_seconds}, "fold": fold,
+        **_head_info(cf.fit.head),
     }
+
+
+def _head_info(head: Any) -> dict[str, Any]:
+    """What a patch-level head reports (fusion weights: which representation won)."""
+    from ..training.patch_fit import head_summary
+
+    info = head_summary(head)
+    return {"head_info": info} if info else {}
 
 
 def _examples(store: Path | None, recipe: Any, extra: Any, seed: int) -> None:

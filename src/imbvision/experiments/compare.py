@@ -198,6 +198,7 @@ def _aggregate(names, splits, cells, y, n_boot):
                "f1": float(np.mean([c["f1"] for c in cs])), "mcc": float(np.mean([c["mcc"] for c in cs])),
                "recall": float(np.mean([c["recall"] for c in cs])), "precision": float(np.mean([c["precision"] for c in cs])),
                "roc_auc": float(np.mean([c["roc_auc"] for c in cs])), "head": cs[0]["head"],
+               **_fusion_weights(cs),
                "fit_seconds": float(np.mean([c["timing"]["fit_seconds"] for c in cs])), "cells": len(cs)}
         if n != BASELINE:
             pairs = []
@@ -219,6 +220,15 @@ def _aggregate(names, splits, cells, y, n_boot):
     for i, r in enumerate(rows, 1):
         r["rank"] = i
     return rows, _recommend(rows)
+
+
+def _fusion_weights(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean stacker weight per representation over a fusion head's cells, and the one that won."""
+    ws = [c["head_info"]["fusion_weights"] for c in cells if "fusion_weights" in c.get("head_info", {})]
+    if not ws:
+        return {}
+    mean = {k: float(np.mean([w[k] for w in ws])) for k in ws[0]}
+    return {"fusion_weights": mean, "fusion_winner": max(mean, key=mean.get)}
 
 
 def _recommend(rows: list[dict[str, Any]]) -> str:
@@ -329,7 +339,9 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
             "recall": f"{r['recall']:.2f}", "precision": f"{r['precision']:.2f}",
             "ROC-AUC": f"{r['roc_auc']:.3f}",
             "Wilcoxon p": "—" if r.get("p_wilcoxon") is None else f"{r['p_wilcoxon']:.2g}",
-            "effect dz": "—" if r.get("effect_dz") is None else f"{r['effect_dz']:+.2f}", "head": r["head"],
+            "effect dz": "—" if r.get("effect_dz") is None else f"{r['effect_dz']:+.2f}",
+            "head": r["head"] + (f" (won: {r['fusion_winner']}; " + ", ".join(
+                f"{k} {v:+.2f}" for k, v in r["fusion_weights"].items()) + ")" if r.get("fusion_weights") else ""),
         })
     rep.add_table(table)
     rep.add_heading("At the tuned threshold")

@@ -63,8 +63,15 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
     arrays = {f"head.{k}": np.asarray(v) for k, v in fit.head.to_arrays().items()}
     train_info = {"rows": fit.train_rows, "counts_after_resampling": list(fit.resampled_counts),
                   "synthetic_rows": cf.synthetic_rows, "fit_seconds": fit.fit_seconds,
-                  "head": fit.head_name, "embedding": stats}
+                  "head": fit.head_name, "embedding": stats, **_head_summary(fit.head)}
     return cf.p_val, cf.p_test, arrays, model_meta, fit.effective_prior, train_info, examples, cf.post
+
+
+def _head_summary(head: Any) -> dict[str, Any]:
+    """Fusion weights and MIL counts of a patch-level head (empty for the global heads)."""
+    from .patch_fit import head_summary
+
+    return head_summary(head)
 
 
 def _synthetic_examples(extra: Any, out: Path | None) -> dict[str, list]:
