@@ -77,3 +77,12 @@ def test_compare_shows_patch_heads_beside_the_remedies(tmp_path, tiny_kwargs):
     assert set(fusion["fusion_weights"]) == {"global", "patch", "normality"}
     assert fusion["fusion_winner"] == max(fusion["fusion_weights"], key=fusion["fusion_weights"].get)
     assert "won:" in (res.out / "report.html").read_text()
+
+
+def test_zero_training_positives_train_normality_only(tmp_path, tiny_kwargs):
+    run = imbvision.train(out=tmp_path / "n", strategy="normality", train_positive_rate=0, progress=False,
+                          **tiny_kwargs)
+    res = __import__("json").loads((run.out / "results.json").read_text())
+    assert res["train"]["counts_after_resampling"][1] == 0 and 0 <= run.metrics["ap"] <= 1
+    with pytest.raises(ConfigError, match="no positive; only --strategy normality"):
+        imbvision.train(out=tmp_path / "c", strategy="ce", train_positive_rate=0, progress=False, **tiny_kwargs)
