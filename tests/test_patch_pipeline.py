@@ -86,3 +86,26 @@ def test_zero_training_positives_train_normality_only(tmp_path, tiny_kwargs):
     assert res["train"]["counts_after_resampling"][1] == 0 and 0 <= run.metrics["ap"] <= 1
     with pytest.raises(ConfigError, match="no positive; only --strategy normality"):
         imbvision.train(out=tmp_path / "c", strategy="ce", train_positive_rate=0, progress=False, **tiny_kwargs)
+
+
+def test_derive_masks_writes_a_manifest_copy_paste_can_use(patch_run, tiny_kwargs, tmp_path):
+    import csv
+
+    from imbvision.data.records import ImageRecord
+    ds = load_source(tiny_kwargs["data"])
+    # drop the masks of the positives: they are derived from the heat maps
+    recs = [ImageRecord(r.path, r.label, None, r.group, r.class_name) for r in ds.records]
+    src = tmp_path / "nomask.csv"
+    with open(src, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label"])
+        for r in recs:
+            w.writerow([str(r.path), r.label])
+    res = CliRunner().invoke(app, ["derive-masks", str(patch_run.out), "--data", str(src), "--out", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    derived = load_source(str(tmp_path / "d" / "manifest.csv"))
+    with_mask = [r for r in derived.records if r.mask is not None]
+    assert with_mask and all(r.label == 1 for r in with_mask)  # masks only for positives
+    run = imbvision.train(out=tmp_path / "cp", strategy="copy-paste", progress=False,
+                          **{**tiny_kwargs, "data": str(tmp_path / "d" / "manifest.csv")})
+    assert 0 <= run.metrics["ap"] <= 1

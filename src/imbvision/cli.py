@@ -235,6 +235,23 @@ def predict(
         _err().print(f"[yellow]unreadable[/]: {p}: {reason}")
 
 
+@app.command("derive-masks")
+@_friendly
+def derive_masks_cmd(
+    run: Path = typer.Argument(..., help="Run folder of a patch, normality or fusion model"),
+    data: str = typer.Option(..., "--data", help=DATA_HELP),
+    out: Path = typer.Option(..., "--out", help="Folder for masks/ and manifest.csv"),
+    positive: Optional[str] = typer.Option(None),
+) -> None:
+    """Derive missing masks of positives from heat maps; writes a manifest copy-paste can train on."""
+    from .data.sources import load_source
+    from .explain import derive_masks
+    from .model import Model
+
+    manifest = derive_masks(Model.load(run), load_source(data, positive=positive).records, out)
+    _out().print(f"manifest with derived masks: {manifest} (use --data {manifest})")
+
+
 @app.command()
 @_friendly
 def audit(
