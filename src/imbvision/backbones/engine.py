@@ -20,7 +20,7 @@ from torch import nn
 from .._io import atomic_write
 from .registry import Backbone
 
-__all__ = ["FeatureEngine", "TorchEngine", "OnnxEngine", "make_engine", "EXPORT_TOLERANCE"]
+__all__ = ["FeatureEngine", "TorchEngine", "OnnxEngine", "make_engine", "checked_onnx", "EXPORT_TOLERANCE"]
 
 #: Largest absolute difference allowed between ONNX and PyTorch features at export.
 EXPORT_TOLERANCE = 1e-3
@@ -107,19 +107,29 @@ def make_engine(backbone: Backbone, image_size: int, *, kind: str = "auto", cach
     key = hashlib.sha256(f"{backbone.name}|{backbone.weights_id}|{image_size}|{torch.__version__}|v1".encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "imbvision"
     path = folder / "onnx" / f"{backbone.name}-{image_size}-{key}.onnx"
+    batch = np.random.default_rng(0).integers(0, 256, (4, 3, image_size, image_size), dtype=np.uint8)
+    return checked_onnx(path, lambda p: _export(backbone, image_size, p), lambda p: OnnxEngine(p, threads),
+                        torch_engine, batch, kind=kind, tolerance=EXPORT_TOLERANCE)
+
+
+def checked_onnx(path: Path, export, open_onnx, torch_engine, batch: np.ndarray, *, kind: str, tolerance: float,
+                 what: str = "features"):
+    """The ONNX engine at ``path`` (exported once by ``export(path)``), else the exact PyTorch one.
+
+    A fresh export is checked once against ``torch_engine`` on ``batch``; a difference over
+    ``tolerance`` removes it. Any failure falls back to PyTorch with a warning, or raises when
+    ``kind == "onnx"``.
+    """
     try:
         fresh = not path.exists()
         if fresh:
-            _export(backbone, image_size, path)
-        engine = OnnxEngine(path, threads)
+            export(path)
+        engine = open_onnx(path)
         if fresh:
-            # Check the export once against PyTorch on a real-valued batch.
-            rng = np.random.default_rng(0)
-            batch = rng.integers(0, 256, (4, 3, image_size, image_size), dtype=np.uint8)
             diff = float(np.abs(engine(batch) - torch_engine(batch)).max())
-            if not diff <= EXPORT_TOLERANCE:
+            if not diff <= tolerance:
                 path.unlink(missing_ok=True)
-                raise RuntimeError(f"ONNX features differ from PyTorch by {diff:.2e} > {EXPORT_TOLERANCE}")
+                raise RuntimeError(f"ONNX {what} differ from PyTorch by {diff:.2e} > {tolerance}")
         return engine
     except Exception as exc:  # noqa: BLE001 - any export/runtime failure falls back to exact PyTorch
         if kind == "onnx":

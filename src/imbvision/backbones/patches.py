@@ -49,6 +49,7 @@ from ..data.checks import file_digest
 from ..data.decode import load_image_array
 from ..data.records import Dataset, ImageRecord
 from ..errors import ConfigError
+from .engine import checked_onnx
 from .registry import Backbone, create_backbone
 
 __all__ = ["RESIZE_MODES", "PatchFeatures", "PatchNet", "patch_features", "patch_features_arrays",
@@ -226,27 +227,17 @@ def make_patch_engine(backbone: Backbone, image_size: int, *, kind: str = "auto"
                          .encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "imbvision"
     path = folder / "onnx" / f"patch-{backbone.name}-{image_size}-{key}.onnx"
-    try:
-        fresh = not path.exists()
-        if fresh:
-            x = torch.randint(0, 256, (2, 3, image_size, image_size), dtype=torch.uint8)
-            with warnings.catch_warnings(), atomic_write(path, "wb") as fh:
-                warnings.simplefilter("ignore")
-                torch.onnx.export(net, (x,), fh, input_names=["x"], output_names=["patches"],
-                                  dynamic_axes={"x": {0: "n"}, "patches": {0: "n"}}, opset_version=17, dynamo=False)
-        engine = _OnnxPatchEngine(path)
-        if fresh:
-            batch = np.random.default_rng(0).integers(0, 256, (2, 3, image_size, image_size), dtype=np.uint8)
-            diff = float(np.abs(engine(batch) - torch_engine(batch)).max())
-            if not diff <= EXPORT_TOLERANCE:
-                path.unlink(missing_ok=True)
-                raise RuntimeError(f"ONNX patch features differ from PyTorch by {diff:.2e} > {EXPORT_TOLERANCE}")
-        return engine
-    except Exception as exc:  # noqa: BLE001 - any export/runtime failure falls back to exact PyTorch
-        if kind == "onnx":
-            raise
-        warnings.warn(f"ONNX patch engine unavailable ({exc}); using PyTorch", RuntimeWarning, stacklevel=2)
-        return torch_engine
+
+    def export(p: Path) -> None:
+        x = torch.randint(0, 256, (2, 3, image_size, image_size), dtype=torch.uint8)
+        with warnings.catch_warnings(), atomic_write(p, "wb") as fh:
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (x,), fh, input_names=["x"], output_names=["patches"],
+                              dynamic_axes={"x": {0: "n"}, "patches": {0: "n"}}, opset_version=17, dynamo=False)
+
+    batch = np.random.default_rng(0).integers(0, 256, (2, 3, image_size, image_size), dtype=np.uint8)
+    return checked_onnx(path, export, _OnnxPatchEngine, torch_engine, batch, kind=kind, tolerance=EXPORT_TOLERANCE,
+                        what="patch features")
 
 
 # --------------------------------------------------------------------------- #

@@ -55,3 +55,15 @@ def _build(cls):
     def build(ctx: StrategyContext, **params: Any) -> Head:
         return cls(**params, seed=ctx.seed)
     return build
+
+
+def patch_map(feats, score, batch: int = 128) -> np.ndarray:
+    """``(N, h, w)`` scores of every patch, ``score((M, C) float32) -> (M,)``; padding patches get ``-inf``."""
+    out = np.full((len(feats), *feats.grid), -np.inf)
+    for s, block in feats.batches(batch):
+        n, h, w, c = block.shape
+        z = np.asarray(score(block.reshape(-1, c))).reshape(n, h, w)
+        for j in range(n):
+            v = feats.valid(s + j)
+            out[s + j][v] = z[j][v]
+    return out

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import BundleError, ConfigError, DataError
-from ._patch_common import _build, _check_binary, _valid_rows, as_patches
+from ._patch_common import _build, _check_binary, _valid_rows, as_patches, patch_map
 from .heads import Head
 from .registry import Param, StrategyRecord, register_strategy
 
@@ -138,15 +138,7 @@ class NormalityHead(Head):
         """``(N, h, w)`` standardised nearest-neighbour distances; padding patches get ``-inf``."""
         if self.bank_ is None:
             raise ConfigError("head 'normality' is not fitted; call fit first")
-        feats = as_patches(X)
-        out = np.full((len(feats), *feats.grid), -np.inf)
-        for s, block in feats.batches(64):
-            n, h, w, c = block.shape
-            d = self._search(block.reshape(-1, c))[:, 0].reshape(n, h, w)
-            for j in range(n):
-                v = feats.valid(s + j)
-                out[s + j][v] = (d[j][v] - self.loc_) / self.scale_d_
-        return out
+        return patch_map(as_patches(X), lambda f: (self._search(f)[:, 0] - self.loc_) / self.scale_d_, 64)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Standardised image score: (max patch distance − median of the negatives') / their std."""

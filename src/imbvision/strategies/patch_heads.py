@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import BundleError, ConfigError, DataError
-from ._patch_common import PATCH_HEADS, _build, _check_binary, _sigmoid, _valid_rows, as_patches
+from ._patch_common import PATCH_HEADS, _build, _check_binary, _sigmoid, _valid_rows, as_patches, patch_map
 from .heads import _HEADS, Head, LinearHead, LogRegHead, head_from_arrays
 from .normality_head import NormalityHead, greedy_coreset
 from .registry import Param, StrategyRecord, register_strategy
@@ -149,14 +149,7 @@ class PatchHead(Head):
         """``(N, h, w)`` patch logits; padding patches get ``-inf``."""
         if self.inner is None:
             raise ConfigError("head 'patch' is not fitted; call fit first")
-        feats = as_patches(X)
-        out = np.full((len(feats), *feats.grid), -np.inf)
-        for s, block in feats.batches(256):
-            n, h, w, c = block.shape
-            z = self.inner.decision_function(block.reshape(-1, c)).reshape(n, h, w)
-            for j in range(n):
-                out[s + j][feats.valid(s + j)] = z[j][feats.valid(s + j)]
-        return out
+        return patch_map(as_patches(X), self.inner.decision_function, 256)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Image logit: logit of the mean of the top-``k`` patch probabilities."""
