@@ -364,7 +364,7 @@ class _Views(TorchDataset):
     def __getitem__(self, i: int):
         arr = _decode(self.paths[i], self.size)
         view, box = canvas_view(arr[0], self.size, self.resize)
-        return i, torch.from_numpy(view), torch.tensor(box), torch.tensor(arr[1])
+        return i, torch.from_numpy(view.copy()), torch.tensor(box), torch.tensor(arr[1])
 
 
 def _decode(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
