@@ -109,3 +109,26 @@ def test_derive_masks_writes_a_manifest_copy_paste_can_use(patch_run, tiny_kwarg
     run = imbvision.train(out=tmp_path / "cp", strategy="copy-paste", progress=False,
                           **{**tiny_kwargs, "data": str(tmp_path / "d" / "manifest.csv")})
     assert 0 <= run.metrics["ap"] <= 1
+
+
+def test_empty_mask_is_named_or_skipped_in_train(tmp_path, tiny_kwargs):
+    import csv
+    from PIL import Image
+
+    ds = load_source(tiny_kwargs["data"])
+    pos = next(r for r in ds.records if r.label == 1 and r.mask is not None)
+    w, h = Image.open(pos.path).size
+    empty = tmp_path / "empty_mask.png"
+    Image.fromarray(np.zeros((h, w), np.uint8)).save(empty)
+    src = tmp_path / "m.csv"
+    with open(src, "w", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(["path", "label", "mask"])
+        for r in ds.records:
+            wr.writerow([str(r.path), r.label, str(empty) if r is pos else (str(r.mask) if r.mask else "")])
+    kw = {**tiny_kwargs, "data": str(src)}
+    with pytest.raises(Exception, match="empty_mask.png.*empty"):
+        imbvision.train(out=tmp_path / "a", strategy="patch", progress=False, **kw)
+    run = imbvision.train(out=tmp_path / "b", strategy="patch", progress=False, skip_bad=True, **kw)
+    res = __import__("json").loads((run.out / "results.json").read_text())
+    assert any("empty_mask.png" in b for b in res["train"]["embedding"]["bad_masks"])

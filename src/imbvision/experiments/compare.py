@@ -131,7 +131,7 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
     ds = rep.dataset
     y = ds.labels
     settings = CellSettings(c.backbone, c.weights, c.image_size, c.tiles, kind, c.max_synthetic, c.threshold,
-                            c.calibration, c.prior_correction, resize=c.resize)
+                            c.calibration, c.prior_correction, resize=c.resize, skip_bad=c.skip_bad)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # resolve_strategies has validated them; warnings are shown by `train`
         needed = [representation_of(compose(n)) for n in names]

@@ -48,6 +48,7 @@ class FeatureSettings:
     kind: str  # "global", "tiles" or "both" (see :meth:`imbvision.backbones.Embeddings.features`)
     max_synthetic: int
     resize: str = field(default="stretch", kw_only=True)  # "stretch" or "keep-aspect"
+    skip_bad: bool = field(default=False, kw_only=True)  # a bad mask is dropped (listed) instead of raising
 
 
 @dataclass(frozen=True)

@@ -141,10 +141,10 @@ def _patches_from_records(records: Sequence, backbone: Any, settings: Any, cache
     resize = getattr(settings, "resize", "stretch")
     feats = patch_features(records, backbone=backbone, image_size=settings.image_size, resize=resize,
                            cache_dir=cache_dir, progress=progress)
-    feats.masks, _ = grid_masks(records, feats)
+    feats.masks, bad = grid_masks(records, feats, skip_bad=getattr(settings, "skip_bad", False))
     feats.global_ = embed_dataset(records, backbone=backbone, image_size=settings.image_size, tiles=settings.tiles,
                                   cache_dir=cache_dir, progress=False, resize=resize).features(settings.kind)
-    return feats, dict(feats.stats or {})
+    return feats, {**(feats.stats or {}), "bad_masks": [f"{p}: {why}" for p, why in bad]}
 
 
 def patches_from_images(images: Sequence[np.ndarray], backbone: Any, settings: Any, cache_dir=None, masks=None):

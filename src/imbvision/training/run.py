@@ -43,7 +43,7 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
     ds, split, y = prep.dataset, prep.split, prep.dataset.labels
     backbone = create_backbone(cfg.backbone, weights=cfg.weights)
     settings = FeatureSettings(cfg.backbone, cfg.weights, cfg.image_size, cfg.tiles, cfg.feature_kind,
-                               cfg.max_synthetic, resize=cfg.resize)
+                               cfg.max_synthetic, resize=cfg.resize, skip_bad=cfg.skip_bad)
     rep = representation_of(recipe)
     feats, stats = embed_features(ds.records, backbone, settings, [rep], cache_dir=cfg.resolved_cache_dir(),
                                   progress=progress)
