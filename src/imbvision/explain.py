@@ -206,12 +206,11 @@ def derive_masks(model, records: Sequence, out_dir: str | Path, *, rel: float = 
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["path", "label", "mask", "group"])
-    need = [i for i, r in enumerate(records) if r.label == 1 and r.mask is None]
-    maps = dict(zip(need, _maps_list(explain(model, [records[i].path for i in need]) if need else [])))
+    need = {i for i, r in enumerate(records) if r.label == 1 and r.mask is None}
     for i, r in enumerate(records):
         mask = r.mask
-        if i in maps:
-            m = derive_mask(maps[i], 1, rel=rel)
+        if i in need:  # one image at a time: memory stays bounded
+            m = derive_mask(_maps_list(explain(model, [r.path]))[0], 1, rel=rel)
             if m is not None and m.any():
                 mask = out / "masks" / f"{i:06d}.png"
                 with atomic_write(mask, "wb") as fh:
