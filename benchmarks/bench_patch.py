@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from _common import magnetic_tile, peak_rss_mb, save
+from _common import RESULTS, magnetic_tile, peak_rss_mb, save
 
 
 def _ap(y, s):
@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=0.05)
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "imbv-cache"))
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--more-seeds", type=int, default=0,
+                    help="add this many seeds to an existing bench_patch.json (its seeds and localisation are kept)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
 
@@ -101,9 +103,13 @@ def main() -> None:
     pf.global_ = embed_dataset(ds, cache_dir=args.cache, progress=False).global_
     masks, bad = grid_masks(ds.records, pf, skip_bad=True)  # empty masks: those positives train by MIL
     out["empty_masks"] = [b[0] for b in bad]
-    per_seed = []
-    loc: dict = {}
-    for seed in range(args.seeds):
+    per_seed, loc, first = [], {}, 0
+    if args.more_seeds:
+        old = json.loads((RESULTS / "bench_patch.json").read_text())
+        per_seed, loc = old["per_seed"], old["localisation_seed0"]
+        first = len(per_seed)
+        args.seeds = first + args.more_seeds
+    for seed in range(first, args.seeds):
         sp = limit_train_positives(train_val_test_split(ds, seed=seed), y, args.rate, seed)
         tr, te = sp.train, sp.test
         ftr, fte = pf.take(tr), pf.take(te)
