@@ -4,6 +4,7 @@ a strategy added tomorrow is tested the day it is added."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,3 +196,46 @@ def test_head_only_strategies_are_refused_in_fine_tune_mode(name, ft_prep, tmp_p
     cfg, prep = ft_prep
     with pytest.raises(ConfigError, match="head mode only"):
         run_finetune(TrainConfig(**cfg, strategy=name), prep, compose(name), tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("name", [r.name for r in list_strategies() if r.family in ("synthesis", "mixing")])
+def test_every_pixel_strategy_trains_in_head_mode(name, ft_prep):
+    """Synthesis and mixing through the head-mode cell: new images embedded and added to the training rows."""
+    from imbvision.backbones import create_backbone
+    from imbvision.training.cell import FeatureSettings, embed_features, fit_and_score, synthetic_features
+
+    cfg, prep = ft_prep
+    bb = create_backbone("test_efficientnet", weights="none")
+    settings = FeatureSettings("test_efficientnet", "none", 32, 0, "global", 8)
+    feats, _ = embed_features(prep.dataset.records, bb, settings, cache_dir=Path(cfg["cache_dir"]))
+    recipe = compose(name)
+    extra = synthetic_features(recipe, prep.dataset.records, prep.split.train, seed=0, settings=settings,
+                               backbone=lambda: bb)
+    assert extra is not None and len(extra.X) == len(extra.y) > 0 and extra.X.shape[1] == feats["global"].shape[1]
+    assert set(extra.origin) == {name} and ((extra.y >= 0) & (extra.y <= 1)).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cf = fit_and_score(recipe, feats, prep.dataset.labels, prep.split, seed=0, extra=extra)
+    assert cf.synthetic_rows == len(extra.X) and cf.fit.train_rows == len(prep.split.train) + len(extra.X)
+    assert np.isfinite(cf.post.apply(cf.p_test)).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_record_declares_consistent_capabilities(name):
+    from imbvision.strategies.registry import MODES, TrainingPrior
+    from imbvision.training.cell import get_representation
+
+    rec = get_strategy(name)
+    assert rec.modes and set(rec.modes) <= set(MODES) and "head" in rec.modes
+    if rec.generates_samples:
+        assert "finetune" not in rec.modes  # rows without an image cannot be fine-tuned on
+    if rec.needs_background:
+        assert rec.family == "synthesis"
+    if rec.needs_embeddings:
+        assert rec.family == "resampler"
+    if rec.family == "head":
+        assert get_representation(rec.representation).name == rec.representation
+    shifted = rec.prior_shift(rec.defaults(), TrainingPrior(0.1, (90, 10)))
+    assert shifted is None or 0.0 < shifted < 1.0
+    if rec.family in ("synthesis", "mixing", "resampler", "head"):
+        assert shifted == 0.1  # rows are measured after them; they do not re-weight

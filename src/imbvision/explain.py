@@ -33,12 +33,11 @@ def is_patch_model(meta: dict) -> bool:
 
 def patch_model_features(model, images: Sequence[np.ndarray]):
     """Patch features (with the global embedding for ``fusion``) of in-memory images for a saved model."""
-    from types import SimpleNamespace
-
+    from .training.cell import FeatureSettings
     from .training.patch_fit import patches_from_images
 
     b = model.meta["backbone"]
-    settings = SimpleNamespace(image_size=b["image_size"], tiles=b["tiles"], kind=b["features"],
+    settings = FeatureSettings(b["name"], b.get("weights"), b["image_size"], b["tiles"], b["features"], 0,
                                resize=b.get("resize", "stretch"))
     return patches_from_images(list(images), model._get_backbone(), settings)
 

@@ -143,14 +143,13 @@ class Model:
             if self._net is None:
                 self._net = rebuild_network(self.meta, self.arrays)
             return predict_images(self._net, images, int(self.meta["backbone"]["image_size"]))
-        from .explain import is_patch_model, patch_model_features
-        if is_patch_model(self.meta):
-            return self._get_head().predict_proba(patch_model_features(self, images))
-        from .backbones import embed_arrays
+        from .training.cell import FeatureSettings, get_representation
         b = self.meta["backbone"]
-        emb = embed_arrays(list(images), self._get_backbone(), image_size=b["image_size"], tiles=b["tiles"],
-                           resize=b.get("resize", "stretch"))
-        return self._get_head().predict_proba(emb.features(b["features"]))
+        # The features the head consumes: one global vector per image unless its record named another.
+        rep = get_representation(self.meta["head"].get("representation", "global"))
+        settings = FeatureSettings(b["name"], b.get("weights"), b["image_size"], b["tiles"], b["features"], 0,
+                                   resize=b.get("resize", "stretch"))
+        return self._get_head().predict_proba(rep.from_images(list(images), self._get_backbone(), settings))
 
     def explain(self, images: Sequence[str | Path | np.ndarray]) -> np.ndarray:
         """``(N, H, W)`` patch-score heat maps at image resolution (patch, normality and fusion heads).

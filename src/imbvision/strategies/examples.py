@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -140,8 +140,6 @@ def strategy_examples(
     seed
         Seed of the generator that draws the examples.
     """
-    from torchvision.transforms.v2 import functional as TF
-
     rec = get_strategy(name)
     if rec.family not in ("synthesis", "mixing"):
         raise ConfigError(
@@ -162,33 +160,44 @@ def strategy_examples(
     neg = [i for i, y in enumerate(labels) if y == 0]
 
     if rec.family == "synthesis":
-        if not pos:
-            raise DataError(f"{name} examples need at least one positive (label 1); got none")
-        needs_bg = bool(getattr(obj, "needs_background", False))
-        if needs_bg and not neg:
-            raise DataError(f"{name} examples need at least one negative background; got none")
-        k = min(n_examples, max(len(pos), 1) * 2)
-        srcs, bgs, outs = [], [], []
-        for c in range(k):
-            i = pos[c % len(pos)]
-            bg = images[neg[c % len(neg)]] if needs_bg else None
-            out_img, out_mask = obj(images[i], mask_list[i], generator=g, background=bg)
-            srcs.append(i)
-            bgs.append(bg)
-            outs.append((out_img, out_mask))
-        grid_imgs: list[Tensor] = [images[i] for i in srcs]
-        grid_masks: list[Tensor | None] = [mask_list[i] for i in srcs]
-        grid_titles = [f"positive #{i}" for i in srcs]
-        if needs_bg:
-            grid_imgs += [b for b in bgs if b is not None]
-            grid_masks += [None] * k
-            grid_titles += [f"background #{neg[c % len(neg)]}" for c in range(k)]
-        grid_imgs += [o[0] for o in outs]
-        grid_masks += [o[1] for o in outs]
-        grid_titles += [f"{name} #{c}" for c in range(k)]
-        return save_example_grid(grid_imgs, path, masks=grid_masks, titles=grid_titles, ncols=k)
+        return _synthesis_examples(name, rec.needs_background, obj, g, images, mask_list, pos, neg, path, n_examples)
+    return _mixing_examples(name, obj, g, images, mask_list, labels, pos, neg, path, n_examples, ctx.num_classes)
 
-    # mixing
+
+def _synthesis_examples(name: str, needs_bg: bool, obj: Any, g: torch.Generator, images: list, mask_list: list,
+                        pos: list[int], neg: list[int], path: str | Path, n_examples: int) -> Path:
+    """Per column: the source positive, the background when the record ``needs_background``, the new image."""
+    if not pos:
+        raise DataError(f"{name} examples need at least one positive (label 1); got none")
+    if needs_bg and not neg:
+        raise DataError(f"{name} examples need at least one negative background; got none")
+    k = min(n_examples, max(len(pos), 1) * 2)
+    srcs, bgs, outs = [], [], []
+    for c in range(k):
+        i = pos[c % len(pos)]
+        bg = images[neg[c % len(neg)]] if needs_bg else None
+        out_img, out_mask = obj(images[i], mask_list[i], generator=g, background=bg)
+        srcs.append(i)
+        bgs.append(bg)
+        outs.append((out_img, out_mask))
+    grid_imgs: list[Tensor] = [images[i] for i in srcs]
+    grid_masks: list[Tensor | None] = [mask_list[i] for i in srcs]
+    grid_titles = [f"positive #{i}" for i in srcs]
+    if needs_bg:
+        grid_imgs += [b for b in bgs if b is not None]
+        grid_masks += [None] * k
+        grid_titles += [f"background #{neg[c % len(neg)]}" for c in range(k)]
+    grid_imgs += [o[0] for o in outs]
+    grid_masks += [o[1] for o in outs]
+    grid_titles += [f"{name} #{c}" for c in range(k)]
+    return save_example_grid(grid_imgs, path, masks=grid_masks, titles=grid_titles, ncols=k)
+
+
+def _mixing_examples(name: str, obj: Any, g: torch.Generator, images: list, mask_list: list, labels: list[int],
+                     pos: list[int], neg: list[int], path: str | Path, n_examples: int, num_classes: int) -> Path:
+    """First row a batch (positives first, resized to the first image's size), second row the mixed batch."""
+    from torchvision.transforms.v2 import functional as TF
+
     order = (pos[: max(1, n_examples // 2)] + neg)[: max(n_examples, 2)]
     if len(order) < 2:
         raise DataError(f"{name} examples need at least two images to mix; got {len(order)}")
@@ -210,7 +219,7 @@ def strategy_examples(
         fit(mask_list[i].bool(), True) if mask_list[i] is not None else torch.zeros(H, W, dtype=torch.bool)
         for i in order
     ]) if any(have_masks) else None
-    if ctx.num_classes <= 2:
+    if num_classes <= 2:
         y_in = y.float()
     else:
         y_in = y

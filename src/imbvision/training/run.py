@@ -58,7 +58,8 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
         "backbone": {"name": backbone.name, "weights": cfg.weights, "weights_id": backbone.weights_id,
                      "image_size": cfg.image_size, "tiles": cfg.tiles, "features": cfg.feature_kind,
                      "resize": cfg.resize},
-        "head": {"name": fit.head_name, "params": fit.head_params, "config": fit.head.get_config()},
+        "head": {"name": fit.head_name, "params": fit.head_params, "config": fit.head.get_config(),
+                 **({"representation": rep} if rep != "global" else {})},
     }
     arrays = {f"head.{k}": np.asarray(v) for k, v in fit.head.to_arrays().items()}
     train_info = {"rows": fit.train_rows, "counts_after_resampling": list(fit.resampled_counts),
