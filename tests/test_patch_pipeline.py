@@ -106,6 +106,7 @@ def test_derive_masks_writes_a_manifest_copy_paste_can_use(patch_run, tiny_kwarg
     derived = load_source(str(tmp_path / "d" / "manifest.csv"))
     with_mask = [r for r in derived.records if r.mask is not None]
     assert with_mask and all(r.label == 1 for r in with_mask)  # masks only for positives
+    assert (tmp_path / "d" / "derived_masks.png").stat().st_size > 1000  # the contact sheet to check them
     run = imbvision.train(out=tmp_path / "cp", strategy="copy-paste", progress=False,
                           **{**tiny_kwargs, "data": str(tmp_path / "d" / "manifest.csv")})
     assert 0 <= run.metrics["ap"] <= 1

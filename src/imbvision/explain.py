@@ -192,7 +192,8 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 def derive_masks(model, records: Sequence, out_dir: str | Path, *, rel: float = 0.5) -> Path:
     """Derive masks for the positives without one and write them with a manifest.
 
-    Writes ``out_dir/masks/<n>.png`` (0/255) and ``out_dir/manifest.csv`` (``path,label,mask,group``):
+    Writes ``out_dir/masks/<n>.png`` (0/255), ``out_dir/derived_masks.png`` (a contact sheet of up to 36
+    derived masks outlined on their images) and ``out_dir/manifest.csv`` (``path,label,mask,group``):
     the records as given, a derived mask wherever a positive had none and its heat map peaks above
     the model's decision threshold. Train ``copy-paste`` on that manifest (``--data out_dir/manifest.csv``).
     """
@@ -206,10 +207,13 @@ def derive_masks(model, records: Sequence, out_dir: str | Path, *, rel: float = 
     w = csv.writer(buf)
     w.writerow(["path", "label", "mask", "group"])
     need = {i for i, r in enumerate(records) if r.label == 1 and r.mask is None}
+    sheet: list[tuple[Any, Any, str]] = []
     for i, r in enumerate(records):
         mask = r.mask
         if i in need:  # one image at a time: memory stays bounded
             m = derive_mask(_maps_list(explain(model, [r.path]))[0], 1, rel=rel)
+            if m is not None and m.any() and len(sheet) < 36:
+                sheet.append((r.path, m, Path(r.path).name))
             if m is not None and m.any():
                 mask = out / "masks" / f"{i:06d}.png"
                 with atomic_write(mask, "wb") as fh:
@@ -218,6 +222,13 @@ def derive_masks(model, records: Sequence, out_dir: str | Path, *, rel: float = 
                     r.group or ""])
     with atomic_write(out / "manifest.csv", "w", encoding="utf-8", newline="") as fh:
         fh.write(buf.getvalue())
+    if sheet:  # the derived masks outlined on their images, for a person to check before copy-paste uses them
+        import torch
+
+        from .data.decode import load_image
+        from .strategies.synthesis import save_mask_contact_sheet
+        save_mask_contact_sheet([load_image(p) for p, _, _ in sheet], [torch.from_numpy(m) for _, m, _ in sheet],
+                                out / "derived_masks.png", [t for _, _, t in sheet])
     return out / "manifest.csv"
 
 
