@@ -15,19 +15,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import BadFileError, ConfigError
-from ..strategies.patch_heads import PATCH_HEADS
 from ..strategies.registry import Recipe, StrategyContext
 from .cell import Representation, register_representation
 from .head import HeadFit
 
-__all__ = ["uses_patches", "grid_masks", "patches_from_images", "fit_patch_head", "concat_features", "PATCH_NOTE"]
+__all__ = ["grid_masks", "patches_from_images", "fit_patch_head", "concat_features", "PATCH_NOTE"]
 
 PATCH_NOTE = "patch-level head: scores are not prior-corrected (threshold and calibration come from validation)"
-
-
-def uses_patches(recipe: Recipe) -> bool:
-    """Whether the recipe's head needs patch features."""
-    return recipe.head.name in PATCH_HEADS
 
 
 def grid_masks(records: Sequence, feats, *, skip_bad: bool = False) -> tuple[list[np.ndarray | None], list[tuple[str, str]]]:
