@@ -34,11 +34,11 @@ TOY = textwrap.dedent('''
         def decision_function(self, X):
             return super().decision_function(np.asarray(X).mean(1))
 
-    register_representation(Representation("patches", lambda *a: (None, {}), lambda *a: None))
+    register_representation(Representation("toy-patches", lambda *a: (None, {}), lambda *a: None))
     register_strategy(StrategyRecord(
         name="mean-patch", family="head", description="toy patch head", reference="test",
         params={}, build=lambda ctx: MeanPatchHead(), modes=("head",), any_loss=False, takes_sampler=False,
-        representation="patches"))
+        representation="toy-patches"))
 
     from imbvision.data.splits import Split
     from imbvision.strategies import compose
@@ -46,7 +46,7 @@ TOY = textwrap.dedent('''
     y = (np.arange(60) % 4 == 0).astype(int)
     patches = rng.normal(size=(60, 5, 3)) + y[:, None, None]
     split = Split(np.arange(0, 36), np.arange(36, 48), np.arange(48, 60))
-    cf = fit_and_score(compose("mean-patch"), {"global": np.zeros((60, 2)), "patches": patches}, y, split, seed=0)
+    cf = fit_and_score(compose("mean-patch"), {"global": np.zeros((60, 2)), "toy-patches": patches}, y, split, seed=0)
     print(json.dumps({"seen": MeanPatchHead.seen, "head": cf.fit.head_name, "n_test": len(cf.p_test)}))
 ''')
 

@@ -50,6 +50,7 @@ class _Backbone(_Strict):
     image_size: int = Field(ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)
     tiles: int = Field(ge=0, le=MAX_TILES)
     features: Literal["global", "tiles", "both"]
+    resize: Literal["stretch", "keep-aspect"] = "stretch"
     weights_path: Optional[str] = Field(default=None, max_length=4096)
     weights_file_sha256: Optional[str] = Field(default=None, pattern=_HEX64)
 
@@ -65,6 +66,7 @@ class _Head(_Strict):
     name: str = Field(min_length=1, max_length=100)
     params: dict[str, Any]
     config: Optional[dict[str, Any]] = None
+    representation: Optional[Literal["patches"]] = None  # absent: the global embedding
 
 
 class _Spec(_Strict):

@@ -213,6 +213,7 @@ def train(
     weights: Optional[str] = typer.Option(None, help="Local backbone weights file, or 'none' for random init"),
     image_size: int = typer.Option(224),
     tiles: int = typer.Option(0, help="Head mode: add N×N tile features (small objects)"),
+    resize: str = typer.Option("stretch", help="stretch (to a square) or keep-aspect (long side = image size, short side edge-padded)"),
     threshold: str = typer.Option("max-f1", help="Chosen on validation: max-f1 | recall>=0.95 | precision>=0.9 | fbeta:2 | fixed:0.5"),
     calibration: str = typer.Option("none", help="none | platt | isotonic (fitted on validation)"),
     prior_correction: bool = typer.Option(True, help="Undo the prior shift of resampling/weighting analytically"),
@@ -310,6 +311,7 @@ def predict(
     positive: Optional[str] = typer.Option(None, help=POSITIVE_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write predictions CSV here (default: print)"),
     weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights file, when it has moved since training (checked by SHA-256)"),
+    heatmaps: Optional[Path] = typer.Option(None, "--heatmaps", help="Write heat-map overlays (PNG) here (patch, normality, fusion heads)"),
 ) -> None:
     """Probability and decision (at the stored threshold) per image; unreadable files are listed, not fatal.
 
@@ -338,6 +340,10 @@ def predict(
     for p in paths:
         check_file_name(p)
     split_of = _run_splits(run)
+    if heatmaps is not None:
+        from .explain import write_heatmaps
+        n_maps = write_heatmaps(model, paths, heatmaps)
+        _err().print(f"{n_maps} heat maps → {heatmaps}")
     rows, bad = model.predict_files(paths)
     text = csv_text(["path", "label", "split", "probability", "decision", "error"],
                     [[r["path"], labels.get(r["path"], ""), _split_of(split_of, r["path"]), f"{r['probability']:.6f}",
@@ -374,6 +380,23 @@ def _run_splits(run: Path) -> dict[str, str]:
 
 def _split_of(split_of: dict[str, str], path: str) -> str:
     return split_of.get(path) or split_of.get(str(Path(path).resolve()), "")
+
+
+@app.command("derive-masks")
+@_friendly
+def derive_masks_cmd(
+    run: Path = typer.Argument(..., help="Run folder of a patch, normality or fusion model"),
+    data: str = typer.Option(..., "--data", help=DATA_HELP),
+    out: Path = typer.Option(..., "--out", help="Folder for masks/ and manifest.csv"),
+    positive: Optional[str] = typer.Option(None, help=POSITIVE_HELP),
+) -> None:
+    """Derive missing masks of positives from heat maps; writes a manifest copy-paste can train on."""
+    from .data.sources import load_source
+    from .explain import derive_masks
+    from .model import Model
+
+    manifest = derive_masks(Model.load(run), load_source(data, positive=positive).records, out)
+    _out().print(f"manifest with derived masks: {manifest} (use --data {manifest})")
 
 
 @app.command()
@@ -455,6 +478,7 @@ def compare(
     weights: Optional[str] = typer.Option(None),
     image_size: int = typer.Option(224),
     tiles: int = typer.Option(0, help="Add N×N tile features (small objects)"),
+    resize: str = typer.Option("stretch", help="stretch (to a square) or keep-aspect (long side = image size, short side edge-padded)"),
     threshold: str = typer.Option("max-f1", help="Threshold rule, tuned on each validation split"),
     calibration: str = typer.Option("none"),
     skip_bad: bool = typer.Option(False, "--skip-bad"),
@@ -474,7 +498,7 @@ def compare(
 
     res = run_compare(data, strategies=strategies, seeds=seeds, folds=folds, mode=mode, out=out, positive=positive,
                       train_positive_rate=train_positive_rate, backbone=backbone, weights=weights,
-                      image_size=image_size, tiles=tiles, threshold=threshold, calibration=calibration,
+                      image_size=image_size, tiles=tiles, resize=resize, threshold=threshold, calibration=calibration,
                       skip_bad=skip_bad, cache_dir=cache_dir, jobs=jobs, executor=executor,
                       ray_address=ray_address, progress=not as_json,
                       group_duplicates=group_duplicates)

@@ -174,8 +174,17 @@ class Model:
         b = self.meta["backbone"]
         # The features the head consumes: one global vector per image unless its record named another.
         rep = get_representation(self.meta["head"].get("representation", "global"))
-        settings = FeatureSettings(b["name"], b.get("weights"), b["image_size"], b["tiles"], b["features"], 0)
+        settings = FeatureSettings(b["name"], b.get("weights"), b["image_size"], b["tiles"], b["features"], 0,
+                                   resize=b.get("resize", "stretch"))
         return self._get_head().predict_proba(rep.from_images(list(images), self._get_backbone(), settings))
+
+    def explain(self, images: Sequence[str | Path | np.ndarray]) -> np.ndarray:
+        """``(N, H, W)`` patch-score heat maps at image resolution (patch, normality and fusion heads).
+
+        See :func:`imbvision.explain.explain`; a model whose head sees one pooled vector raises ConfigError.
+        """
+        from .explain import explain
+        return explain(self, images)
 
     def predict_proba(self, images: Sequence[str | Path | np.ndarray]) -> np.ndarray:
         """Probability of the positive class for each image (paths or uint8 arrays).

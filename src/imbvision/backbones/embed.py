@@ -82,14 +82,20 @@ def tile_boxes(width: int, height: int, n: int, overlap: float = TILE_OVERLAP) -
     return boxes
 
 
-def preprocess(arr: np.ndarray, image_size: int, tiles: int = 0) -> np.ndarray:
+def preprocess(arr: np.ndarray, image_size: int, tiles: int = 0, resize: str = "stretch") -> np.ndarray:
     """(H, W, 3) uint8 → (1 + tiles², 3, S, S) uint8: the whole image, then the tiles.
 
     The whole image is resized to a square without cropping, so a small object
-    near the border is never cut away.
+    near the border is never cut away: stretched (``resize="stretch"``) or with its
+    aspect kept and the short side edge-padded (``"keep-aspect"``, see
+    :func:`~imbvision.backbones.patches.canvas_view`).
     """
     im = Image.fromarray(arr)
-    views = [im.resize((image_size, image_size), Image.BILINEAR, reducing_gap=None)]
+    if resize != "stretch":
+        from .patches import canvas_view
+        views = [Image.fromarray(canvas_view(arr, image_size, resize)[0].transpose(1, 2, 0))]
+    else:
+        views = [im.resize((image_size, image_size), Image.BILINEAR, reducing_gap=None)]
     if tiles:
         for box in tile_boxes(im.width, im.height, tiles):
             views.append(im.crop(box).resize((image_size, image_size), Image.BILINEAR))
@@ -97,8 +103,8 @@ def preprocess(arr: np.ndarray, image_size: int, tiles: int = 0) -> np.ndarray:
 
 
 class _Views(TorchDataset):
-    def __init__(self, paths: Sequence[Path], image_size: int, tiles: int) -> None:
-        self.paths, self.size, self.tiles = list(paths), image_size, tiles
+    def __init__(self, paths: Sequence[Path], image_size: int, tiles: int, resize: str = "stretch") -> None:
+        self.paths, self.size, self.tiles, self.resize = list(paths), image_size, tiles, resize
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -108,7 +114,7 @@ class _Views(TorchDataset):
         # raised in a DataLoader worker reaches the caller as a RuntimeError holding a traceback, so
         # the main process raises the same one-line BadFileError whatever the number of workers.
         try:
-            return i, preprocess(load_image_array(self.paths[i]), self.size, self.tiles)
+            return i, preprocess(load_image_array(self.paths[i]), self.size, self.tiles, self.resize)
         except BadFileError as exc:
             return i, (exc.path, exc.reason)
         except OSError as exc:
@@ -126,9 +132,12 @@ def _digest(path: Path) -> str:
         raise BadFileError(path, f"cannot be read ({exc.strerror or exc}); was it changed after the check?") from None
 
 
-def _settings(backbone: Backbone, image_size: int, tiles: int) -> dict:
-    return {"backbone": backbone.name, "weights_id": backbone.weights_id, "image_size": image_size,
-            "tiles": tiles, "tile_overlap": TILE_OVERLAP, "preprocess": PREPROCESS_VERSION}
+def _settings(backbone: Backbone, image_size: int, tiles: int, resize: str = "stretch") -> dict:
+    out = {"backbone": backbone.name, "weights_id": backbone.weights_id, "image_size": image_size,
+           "tiles": tiles, "tile_overlap": TILE_OVERLAP, "preprocess": PREPROCESS_VERSION}
+    if resize != "stretch":  # the stretch key is unchanged, so existing caches stay valid
+        out["resize"] = resize
+    return out
 
 
 class _Cache:
@@ -215,6 +224,7 @@ def embed_dataset(
     workers: int | None = None,
     engine: str = "auto",
     progress: bool = True,
+    resize: str = "stretch",
 ) -> Embeddings:
     """Embed every record with a frozen backbone (cached).
 
@@ -235,11 +245,16 @@ def embed_dataset(
         DataLoader workers for decoding (default: 1 when more than 64 images, else 0).
     engine
         ``auto`` (ONNX when exact, else PyTorch), ``onnx`` or ``torch``.
+    resize
+        ``stretch`` (default) or ``keep-aspect`` (long side = ``image_size``, short side edge-padded).
     """
     records = list(dataset.records if isinstance(dataset, Dataset) else dataset)
     check_embed_settings(image_size=image_size, tiles=tiles, batch_size=batch_size, workers=workers)
+    from .patches import RESIZE_MODES
+    if resize not in RESIZE_MODES:
+        raise ConfigError(f"resize {resize!r} invalid; valid: {', '.join(RESIZE_MODES)}")
     bb = backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights)
-    settings = _settings(bb, image_size, tiles)
+    settings = _settings(bb, image_size, tiles, resize)
     cache = _Cache(Path(cache_dir) if cache_dir else None, settings)
     digests = [_digest(r.path) for r in records]
     todo = sorted({d: i for i, d in reversed(list(enumerate(digests))) if cache.get(d) is None}.values())
@@ -250,7 +265,7 @@ def embed_dataset(
         stats["engine"] = eng.name
         if workers is None:
             workers = 1 if len(todo) > 64 else 0
-        views = _Views([records[i].path for i in todo], image_size, tiles)
+        views = _Views([records[i].path for i in todo], image_size, tiles, resize)
         per_image = 1 + tiles * tiles
         step = max(1, batch_size // per_image)
         loader = DataLoader(views, batch_size=step, num_workers=workers, shuffle=False, collate_fn=_collate,
@@ -285,18 +300,19 @@ def embed_dataset(
 
 
 def embed_arrays(images: Sequence[np.ndarray], backbone: Backbone, *, image_size: int = 224, tiles: int = 0,
-                 engine: str = "auto", cache_dir: Path | None = None, batch_size: int = 32) -> Embeddings:
+                 engine: str = "auto", cache_dir: Path | None = None, batch_size: int = 32,
+                 resize: str = "stretch") -> Embeddings:
     """Embed in-memory (H, W, 3) uint8 images (e.g. synthesised minority images); not cached."""
     eng = make_engine(backbone, image_size, kind=engine, cache_dir=cache_dir)
     per_image = 1 + tiles * tiles
     out = []
     step = max(1, batch_size // per_image)
     for s in range(0, len(images), step):
-        batch = np.stack([preprocess(a, image_size, tiles) for a in images[s:s + step]])
+        batch = np.stack([preprocess(a, image_size, tiles, resize) for a in images[s:s + step]])
         n = batch.shape[0]
         out.append(eng(batch.reshape(n * per_image, *batch.shape[2:])).reshape(n, per_image, -1))
     rows = np.concatenate(out) if out else np.zeros((0, per_image, backbone.num_features), np.float32)
-    return Embeddings(rows[:, 0], rows[:, 1:].max(axis=1) if tiles else None, [], _settings(backbone, image_size, tiles))
+    return Embeddings(rows[:, 0], rows[:, 1:].max(axis=1) if tiles else None, [], _settings(backbone, image_size, tiles, resize))
 
 
 def _progress(enabled: bool, total: int):

@@ -22,7 +22,7 @@ from torch import nn
 from .._io import atomic_write
 from .registry import Backbone
 
-__all__ = ["FeatureEngine", "TorchEngine", "OnnxEngine", "make_engine", "EXPORT_TOLERANCE"]
+__all__ = ["FeatureEngine", "TorchEngine", "OnnxEngine", "make_engine", "checked_onnx", "EXPORT_TOLERANCE"]
 
 #: Largest absolute difference allowed between ONNX and PyTorch features at export.
 EXPORT_TOLERANCE = 1e-3
@@ -91,7 +91,7 @@ def _export(backbone: Backbone, image_size: int, path: Path) -> None:
                           dynamic_axes={"x": {0: "n"}, "features": {0: "n"}}, opset_version=17, dynamo=False)
 
 
-def _module_digest(backbone: Backbone) -> str:
+def module_digest(backbone: Backbone) -> str:
     """SHA-256 of the backbone's parameters and buffers (names, shapes, bytes): the export's content key."""
     h = hashlib.sha256()
     for name, t in sorted(backbone.model.state_dict().items()):
@@ -119,12 +119,6 @@ def _verified(path: Path, key: str) -> bool:
         return False
 
 
-def _check_against_torch(engine: FeatureEngine, torch_engine: FeatureEngine, image_size: int) -> float:
-    rng = np.random.default_rng(0)
-    batch = rng.integers(0, 256, (4, 3, image_size, image_size), dtype=np.uint8)
-    return float(np.abs(engine(batch) - torch_engine(batch)).max())
-
-
 def make_engine(backbone: Backbone, image_size: int, *, kind: str = "auto", cache_dir: Path | None = None,
                 threads: int | None = None) -> FeatureEngine:
     """Return the fastest exact engine: ONNX when it exports and matches PyTorch, else PyTorch.
@@ -145,18 +139,32 @@ def make_engine(backbone: Backbone, image_size: int, *, kind: str = "auto", cach
     torch_engine = TorchEngine(backbone, threads)
     if kind == "torch":
         return torch_engine
-    key = hashlib.sha256(f"{backbone.name}|{_module_digest(backbone)}|{image_size}|{torch.__version__}|v2".encode()).hexdigest()
+    key = hashlib.sha256(f"{backbone.name}|{module_digest(backbone)}|{image_size}|{torch.__version__}|v2".encode()).hexdigest()
     folder = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "imbvision"
     path = folder / "onnx" / f"{backbone.name}-{image_size}-{key[:16]}.onnx"
+    batch = np.random.default_rng(0).integers(0, 256, (4, 3, image_size, image_size), dtype=np.uint8)
+    return checked_onnx(path, key, lambda p: _export(backbone, image_size, p), lambda p: OnnxEngine(p, threads),
+                        torch_engine, batch, kind=kind, tolerance=EXPORT_TOLERANCE)
+
+
+def checked_onnx(path: Path, key: str, export, open_onnx, torch_engine, batch: np.ndarray, *, kind: str,
+                 tolerance: float, what: str = "features"):
+    """The ONNX engine at ``path`` (exported by ``export(path)``), else the exact PyTorch one.
+
+    A cached export is used only when its SHA-256 matches the one recorded beside it (with ``key``,
+    the backbone's content key) when it was checked against ``torch_engine``; a changed, truncated
+    or unchecked export is rebuilt and checked again on ``batch``. A difference over ``tolerance``
+    removes it. Any failure falls back to PyTorch with a warning, or raises when ``kind == "onnx"``.
+    """
     try:
         if path.exists() and _verified(path, key):
-            return OnnxEngine(path, threads)
-        _export(backbone, image_size, path)
-        engine = OnnxEngine(path, threads)
-        diff = _check_against_torch(engine, torch_engine, image_size)
-        if not diff <= EXPORT_TOLERANCE:
+            return open_onnx(path)
+        export(path)
+        engine = open_onnx(path)
+        diff = float(np.abs(engine(batch) - torch_engine(batch)).max())
+        if not diff <= tolerance:
             path.unlink(missing_ok=True)
-            raise RuntimeError(f"ONNX features differ from PyTorch by {diff:.2e} > {EXPORT_TOLERANCE}")
+            raise RuntimeError(f"ONNX {what} differ from PyTorch by {diff:.2e} > {tolerance}")
         import json
 
         from .._fingerprint import content_digest

@@ -112,6 +112,7 @@ def compute_cell(strategy: str, seed: int, fold: int | None, split: Any,
         "test_index": split.test.tolist(), "test_score": np.asarray(s_rank, dtype=np.float64).tolist(),
         "timing": {"fit_seconds": cf.fit.fit_seconds}, "fold": fold,
         "key": cell_key(settings.data_key, strategy, seed, fold, split),
+        **_head_info(cf.fit.head),
     }
 
 
@@ -139,6 +140,14 @@ def ranking_score(fit: Any, X: Any, test_index: np.ndarray, p_test: np.ndarray, 
     if post.prior_correction and a is not None and abs(a - b) > 1e-9:  # as evaluation.postprocess.correct_prior
         z = z + (np.log(b) - np.log1p(-b)) - (np.log(a) - np.log1p(-a))
     return z
+
+
+def _head_info(head: Any) -> dict[str, Any]:
+    """What a patch-level head reports (fusion weights: which representation won)."""
+    from ..training.patch_fit import head_summary
+
+    info = head_summary(head)
+    return {"head_info": info} if info else {}
 
 
 def _examples(store: Path | None, recipe: Any, extra: Any, seed: int) -> None:

@@ -35,7 +35,7 @@ __all__ = ["DEFAULT_STRATEGIES", "CompareResult", "CompareConfig", "CellSettings
 #: The default set: the baseline, one of each kind of remedy.
 DEFAULT_STRATEGIES = (
     "ce", "weighted-ce", "focal", "balanced-sampler", "logit-adjusted", "random-under", "smote",
-    "augment-oversample", "copy-paste", "mixup",
+    "augment-oversample", "copy-paste", "mixup", "patch", "normality", "fusion",
 )
 BASELINE = "ce"
 #: Family-wise error rate of the "beyond noise" decisions.
@@ -126,6 +126,8 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
              "val": c.val, "test": c.test, "max_synthetic": c.max_synthetic, "n_boot": c.n_boot,
              "group_duplicates": c.group_duplicates,
              "cell_scores": "float64 prior-corrected logit"}  # cells of older runs held rounded probabilities
+    if c.resize != "stretch":  # absent for the default, so earlier run folders still match
+        cfg_d["resize"] = c.resize
     cfg_path = out / "config.json"
     if cfg_path.exists():
         old = read_json(cfg_path)
@@ -149,7 +151,7 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
     data_key = combine(records_fingerprint(ds.records), bb.weights_id,
                        {k: v for k, v in cfg_d.items() if k not in ("strategies", "seeds", "n_boot", "data")})
     settings = CellSettings(c.backbone, c.weights, c.image_size, c.tiles, kind, c.max_synthetic, c.threshold,
-                            c.calibration, c.prior_correction, data_key)
+                            c.calibration, c.prior_correction, data_key, resize=c.resize, skip_bad=c.skip_bad)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # resolve_strategies has validated them; warnings are shown by `train`
         needed = [representation_of(compose(n)) for n in names]
@@ -257,6 +259,7 @@ def _aggregate(names, splits, cells, y, n_boot):
                "recall": float(np.mean([c["recall"] for c in cs])),
                "precision": float(np.mean([c["precision"] for c in cs])), "head": cs[0]["head"],
                "brier": float(np.mean([c["brier"] for c in cs])) if all("brier" in c for c in cs) else None,
+               **_fusion_weights(cs),
                "fit_seconds": float(np.mean([c["timing"]["fit_seconds"] for c in cs])), "cells": len(cs)}
         if n != BASELINE:
             t, d = tests[n], deltas[n]
@@ -279,6 +282,15 @@ def _delta_text(r: dict[str, Any]) -> str:
         return f"ΔAP {r['delta_ap']:+.3f}, no interval ({r.get('test_note') or 'no test possible'})"
     return (f"ΔAP {r['delta_ap']:+.3f}, {100 * r['delta_ci_level']:.3g}% CI {ci[0]:+.3f} to {ci[1]:+.3f} "
             f"at Holm's level, Holm-adjusted p = {r['p_holm']:.2g}")
+
+
+def _fusion_weights(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean stacker weight per representation over a fusion head's cells, and the one that won."""
+    ws = [c["head_info"]["fusion_weights"] for c in cells if "fusion_weights" in c.get("head_info", {})]
+    if not ws:
+        return {}
+    mean = {k: float(np.mean([w[k] for w in ws])) for k in ws[0]}
+    return {"fusion_weights": mean, "fusion_winner": max(mean, key=mean.get)}
 
 
 def _recommend(rows: list[dict[str, Any]]) -> str:
@@ -415,7 +427,8 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
             "ROC-AUC": f"{r['roc_auc']:.3f}", "Brier": "—" if r.get("brier") is None else f"{r['brier']:.4f}",
             "p (unadjusted)": "—" if r.get("p") is None else f"{r['p']:.2g}",
             "95% CI of ΔAP": "—" if "delta_ap" not in r else _ci_cell(r.get("delta_ci95"), "{:+.3f}"),
-            "head": r["head"],
+            "head": r["head"] + (f" (won: {r['fusion_winner']}; " + ", ".join(
+                f"{k} {v:+.2f}" for k, v in r["fusion_weights"].items()) + ")" if r.get("fusion_weights") else ""),
         })
     rep.add_table(table)
     rep.add_heading("At the tuned threshold")

@@ -19,6 +19,7 @@ from .resampling import ResampleResult, Resampler
 from .synthesis import AugmentOversample, CopyPaste, propose_mask, save_mask_contact_sheet
 from .mixing import CutMix, MinorityMixUp, MixUp, ObjectCutMix
 from .heads import LinearHead, LogRegHead, MLPHead, head_from_arrays
+from .patch_heads import FusionHead, NormalityHead, PatchHead
 from .examples import save_example_grid, strategy_examples
 
 __all__ = [
@@ -29,5 +30,5 @@ __all__ = [
     "BalancedSampler", "DistributedWeightedSampler", "balanced_sample_weights", "ResampleResult", "Resampler",
     "AugmentOversample", "CopyPaste", "propose_mask", "save_mask_contact_sheet",
     "CutMix", "MinorityMixUp", "MixUp", "ObjectCutMix",
-    "LinearHead", "LogRegHead", "MLPHead", "head_from_arrays", "save_example_grid", "strategy_examples",
+    "LinearHead", "LogRegHead", "MLPHead", "head_from_arrays", "PatchHead", "NormalityHead", "FusionHead", "save_example_grid", "strategy_examples",
 ]

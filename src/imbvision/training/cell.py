@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -47,6 +47,8 @@ class FeatureSettings:
     tiles: int
     kind: str  # "global", "tiles" or "both" (see :meth:`imbvision.backbones.Embeddings.features`)
     max_synthetic: int
+    resize: str = field(default="stretch", kw_only=True)  # "stretch" or "keep-aspect"
+    skip_bad: bool = field(default=False, kw_only=True)  # a bad mask is dropped (listed) instead of raising
 
 
 @dataclass(frozen=True)
@@ -54,12 +56,17 @@ class Representation:
     """What a head consumes, and how to make it from records (cached) and from new images.
 
     ``from_records(records, backbone, settings, cache_dir, progress) -> (array (N, ...), stats)``;
-    ``from_images(images, backbone, settings, cache_dir) -> array (M, ...)`` for uint8 HWC images.
+    ``from_images(images, backbone, settings, cache_dir) -> array (M, ...)`` for uint8 HWC images
+    (with ``masks=`` the synthesised images' masks too when ``takes_masks``).
+    ``fit`` fits a recipe's head on this representation with :func:`~imbvision.training.head.fit_head`'s
+    signature (``None``: ``fit_head`` itself).
     """
 
     name: str
     from_records: Callable[..., tuple[np.ndarray, dict[str, Any]]]
     from_images: Callable[..., np.ndarray]
+    fit: Callable[..., HeadFit] | None = None
+    takes_masks: bool = False
 
 
 _REPRESENTATIONS: dict[str, Representation] = {}
@@ -93,7 +100,7 @@ def _global_from_records(records: Sequence, backbone: Any, settings: FeatureSett
     from ..backbones import embed_dataset
 
     emb = embed_dataset(records, backbone=backbone, image_size=settings.image_size, tiles=settings.tiles,
-                        cache_dir=cache_dir, progress=progress)
+                        cache_dir=cache_dir, progress=progress, resize=settings.resize)
     return emb.features(settings.kind), emb.stats
 
 
@@ -102,7 +109,8 @@ def _global_from_images(images: list[np.ndarray], backbone: Any, settings: Featu
     from ..backbones import embed_arrays
 
     kw = {"cache_dir": cache_dir} if cache_dir is not None else {}
-    emb = embed_arrays(images, backbone, image_size=settings.image_size, tiles=settings.tiles, **kw)
+    emb = embed_arrays(images, backbone, image_size=settings.image_size, tiles=settings.tiles, resize=settings.resize,
+                       **kw)
     return emb.features(settings.kind)
 
 
@@ -181,10 +189,12 @@ def synthetic_features(recipe: Recipe, records: Sequence, train_index: np.ndarra
                                 max_n=settings.max_synthetic)
     if not len(syn):
         return None
-    X = get_representation(representation).from_images(syn.images, backbone(), settings, cache_dir)
-    out = SyntheticFeatures(X.astype(np.float32), np.asarray(syn.labels, dtype=np.float32), syn.images, syn.origin,
+    rep = get_representation(representation)
+    X = rep.from_images(syn.images, backbone(), settings, cache_dir, **({"masks": syn.masks} if rep.takes_masks else {}))
+    X = X.astype(np.float32) if isinstance(X, np.ndarray) else X  # patch grids stay as their own type
+    out = SyntheticFeatures(X, np.asarray(syn.labels, dtype=np.float32), syn.images, syn.origin,
                             list(syn.masks) if syn.masks else None)
-    if path is not None:
+    if path is not None and isinstance(X, np.ndarray):
         from .synthetic_store import save_synthetic
         save_synthetic(path, key, out.X, out.y)
     return out
@@ -225,9 +235,11 @@ def fit_and_score(recipe: Recipe, features: Mapping[str, np.ndarray] | np.ndarra
         fitted on validation only.
     """
     feats = features if isinstance(features, Mapping) else {"global": features}
-    X = feats[representation_of(recipe)]
+    rep = representation_of(recipe)
+    X = feats[rep]
     ex_X, ex_y = (extra.X, extra.y) if isinstance(extra, SyntheticFeatures) else (extra if extra else (None, None))
-    fit = fit_head(X[split.train], y[split.train], recipe, seed=seed, extra_X=ex_X, extra_y=ex_y)
+    fitter = get_representation(rep).fit or fit_head
+    fit = fitter(X[split.train], y[split.train], recipe, seed=seed, extra_X=ex_X, extra_y=ex_y)
     p_val, p_test = fit.predict_proba(X[split.val]), fit.predict_proba(X[split.test])
     post = fit_postprocess(p_val, y[split.val], train_prior=fit.effective_prior,
                            true_prior=float(y[split.val].mean()), prior_correction=prior_correction,

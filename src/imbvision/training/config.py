@@ -36,14 +36,18 @@ class PipelineOptions:
     group_duplicates: bool = True
     cache_dir: str | None = None
     max_synthetic: int = 600
+    resize: str = "stretch"
 
     def __post_init__(self) -> None:
+        if self.resize not in ("stretch", "keep-aspect"):
+            raise ConfigError(f"--resize {self.resize!r} invalid; valid: stretch, keep-aspect")
         if self.features not in FEATURES:
             raise ConfigError(f"--features {self.features!r} invalid; valid: {', '.join(FEATURES)}")
         if self.calibration not in CALIBRATIONS:
             raise ConfigError(f"--calibration {self.calibration!r} invalid; valid: {', '.join(CALIBRATIONS)}")
-        if self.train_positive_rate is not None and not 0 < self.train_positive_rate < 1:
-            raise ConfigError(f"--train-positive-rate {self.train_positive_rate} invalid; use a value in (0, 1)")
+        if self.train_positive_rate is not None and not 0 <= self.train_positive_rate < 1:
+            raise ConfigError(f"--train-positive-rate {self.train_positive_rate} invalid; use a value in [0, 1) "
+                              "(0: no training positive, for --strategy normality)")
         from ..evaluation import parse_threshold_rule
         parse_threshold_rule(self.threshold)
 

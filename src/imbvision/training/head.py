@@ -94,6 +94,8 @@ def fit_head(X: np.ndarray, y: np.ndarray, recipe: Recipe, *, seed: int = 0,
     if extra_X is not None and len(extra_X):
         X = np.concatenate([X, extra_X.astype(X.dtype)])
         y = np.concatenate([y, np.asarray(extra_y, dtype=np.float64)])
+    if not (y >= 0.5).any():
+        raise ConfigError("the training split holds no positive; only --strategy normality learns from negatives alone")
     hard = np.isin(y, (0.0, 1.0))
     ctx0 = StrategyContext.from_labels(y, seed=seed)
     if recipe.resamplers:

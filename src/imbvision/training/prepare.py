@@ -23,9 +23,14 @@ class Prepared:
 
 
 def limit_train_positives(split: Split, y: np.ndarray, rate: float, seed: int) -> Split:
-    """Keep only enough training positives for a positive rate of ``rate`` (validation and test untouched)."""
+    """Keep only enough training positives for a positive rate of ``rate`` (validation and test untouched).
+
+    ``rate=0`` drops every training positive (for the ``normality`` head, which learns from negatives alone).
+    """
     tr = split.train
     pos, neg = tr[y[tr] == 1], tr[y[tr] == 0]
+    if rate == 0:
+        return Split(np.sort(neg), split.val, split.test)
     keep = int(round(rate * len(neg) / (1 - rate)))
     if keep < 2:
         raise DataError(

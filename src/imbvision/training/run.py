@@ -44,7 +44,7 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
     ds, split, y = prep.dataset, prep.split, prep.dataset.labels
     backbone = create_backbone(cfg.backbone, weights=cfg.weights)
     settings = FeatureSettings(cfg.backbone, cfg.weights, cfg.image_size, cfg.tiles, cfg.feature_kind,
-                               cfg.max_synthetic)
+                               cfg.max_synthetic, resize=cfg.resize, skip_bad=cfg.skip_bad)
     rep = representation_of(recipe)
     feats, stats = embed_features(ds.records, backbone, settings, [rep], cache_dir=cfg.resolved_cache_dir(),
                                   progress=progress)
@@ -57,15 +57,23 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
     model_meta: dict[str, Any] = {
         "mode": "head",
         "backbone": {"name": backbone.name, "weights": cfg.weights, "weights_id": backbone.weights_id,
-                     "image_size": cfg.image_size, "tiles": cfg.tiles, "features": cfg.feature_kind},
+                     "image_size": cfg.image_size, "tiles": cfg.tiles, "features": cfg.feature_kind,
+                     "resize": cfg.resize},
         "head": {"name": fit.head_name, "params": fit.head_params, "config": fit.head.get_config(),
                  **({"representation": rep} if rep != "global" else {})},
     }
     arrays = {f"head.{k}": np.asarray(v) for k, v in fit.head.to_arrays().items()}
     train_info = {"rows": fit.train_rows, "counts_after_resampling": list(fit.resampled_counts),
                   "synthetic_rows": cf.synthetic_rows, "fit_seconds": fit.fit_seconds,
-                  "head": fit.head_name, "embedding": stats}
+                  "head": fit.head_name, "embedding": stats, **_head_summary(fit.head)}
     return cf.p_val, cf.p_test, arrays, model_meta, fit.effective_prior, train_info, examples, cf.post
+
+
+def _head_summary(head: Any) -> dict[str, Any]:
+    """Fusion weights and MIL counts of a patch-level head (empty for the global heads)."""
+    from .patch_fit import head_summary
+
+    return head_summary(head)
 
 
 def _synthetic_examples(extra: Any, out: Path | None) -> dict[str, list]:

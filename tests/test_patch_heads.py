@@ -1,0 +1,196 @@
+"""Patch features, the patch / normality / fusion heads, heat maps and derived masks (tiny data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imbvision.backbones import create_backbone
+from imbvision.backbones.patches import (
+    canvas_view, grid_to_image, mask_to_grid, patch_features, patch_features_arrays,
+)
+from imbvision.data.records import ImageRecord
+from imbvision.data.sources import load_source
+from imbvision.errors import BadFileError, ConfigError, DataError
+from imbvision.explain import derive_mask, mask_iou, overlay_heatmap
+from imbvision.strategies import compose
+from imbvision.strategies.heads import head_from_arrays
+from imbvision.strategies.patch_heads import FusionHead, NormalityHead, PatchHead, greedy_coreset
+from imbvision.training.patch_fit import fit_patch_head, grid_masks
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_manifest, cache_dir):
+    ds = load_source(str(tiny_manifest))
+    bb = create_backbone("test_efficientnet", weights="none")
+    feats = patch_features(ds, backbone=bb, image_size=64, cache_dir=cache_dir)
+    return ds, bb, feats
+
+
+def test_patch_features_grid_cache_and_engine(tiny, cache_dir):
+    ds, bb, feats = tiny
+    # test_efficientnet: 32 channels at stride 8 + 48 at stride 16, on a 64/8 = 8x8 grid
+    assert feats.store.dtype == np.float16 and feats.grid == (8, 8) and feats.dim == 32 + 48
+    assert len(feats) == len(ds) and np.isfinite(feats.image(0)).all()
+    again = patch_features(ds, backbone=bb, image_size=64, cache_dir=cache_dir)
+    assert again.stats["from_cache"] == len(ds) and again.stats["computed"] == 0
+    assert isinstance(again.store, np.memmap)  # memory-mapped, not loaded into RAM
+    np.testing.assert_array_equal(again.image(5), feats.image(5))
+    # the in-memory path gives the same features as the cached dataset path (same engine, float16)
+    arr = np.asarray(Image.open(ds.records[5].path).convert("RGB"))
+    mem = patch_features_arrays([arr], bb, image_size=64, cache_dir=cache_dir)
+    np.testing.assert_allclose(mem.image(0), feats.image(5), atol=2e-2)
+
+
+def test_onnx_patch_engine_matches_torch(tiny):
+    from imbvision.backbones.patches import make_patch_engine
+
+    _, bb, _ = tiny
+    batch = np.random.default_rng(1).integers(0, 256, (3, 3, 64, 64), dtype=np.uint8)
+    a = make_patch_engine(bb, 64, kind="torch")(batch)
+    b = make_patch_engine(bb, 64, kind="onnx")(batch)
+    assert a.shape == (3, 8, 8, 80)
+    np.testing.assert_allclose(a, b, atol=2e-3)
+
+
+def test_keep_aspect_pads_the_short_side_and_marks_padding_invalid():
+    tall = np.zeros((200, 50, 3), np.uint8)
+    tall[:, :, 0] = np.arange(50, dtype=np.uint8)[None, :] * 5
+    view, box = canvas_view(tall, 64, "keep-aspect")
+    assert view.shape == (3, 64, 64)
+    assert box == (24, 0, 40, 64)  # long side 200 → 64, short side 50 → 16, centred
+    # edge replication: the padding repeats the first/last image column
+    assert (view[0, :, :24] == view[0, :, 24:25]).all() and (view[0, :, 40:] == view[0, :, 39:40]).all()
+    stretch, box2 = canvas_view(tall, 64, "stretch")
+    assert box2 == (0, 0, 64, 64) and stretch.shape == (3, 64, 64)
+    with pytest.raises(ConfigError, match="resize 'crop' invalid; valid: stretch, keep-aspect"):
+        canvas_view(tall, 64, "crop")
+    from imbvision.backbones.patches import _valid_grid
+    valid = _valid_grid(box, 64, (8, 8))
+    assert valid[:, 3:5].all() and not valid[:, :3].any() and not valid[:, 5:].any()
+
+
+def test_mask_grid_and_heat_map_geometry():
+    mask = np.zeros((40, 80), bool)
+    mask[10:20, 60:70] = True  # right half, upper part
+    view, box = canvas_view(np.zeros((40, 80, 3), np.uint8), 64, "keep-aspect")
+    g = mask_to_grid(mask, box, 64, (8, 8))
+    assert g.shape == (8, 8) and 0 < g.max() <= 1
+    r, c = np.unravel_index(np.argmax(g), g.shape)
+    assert c >= 4 and 2 <= r <= 4  # object on the right, canvas rows 16..48 hold the image
+    heat = grid_to_image(g, box, 64, (80, 40), sigma=0)
+    assert heat.shape == (40, 80)
+    assert heat[15, 65] > heat[30, 10]
+
+
+def test_bad_masks_are_named(tmp_path, tiny):
+    ds, bb, _ = tiny
+    pos = [r for r in ds.records if r.label == 1 and r.mask is not None][0]
+    w, h = Image.open(pos.path).size
+    empty = tmp_path / "empty.png"
+    Image.fromarray(np.zeros((h, w), np.uint8)).save(empty)
+    small = tmp_path / "small.png"
+    Image.fromarray(np.full((h // 2, w), 255, np.uint8)).save(small)
+    for bad, why in ((empty, "empty"), (small, "size of its image")):
+        recs = [ImageRecord(pos.path, 1, bad)]
+        feats = patch_features_arrays([np.asarray(Image.open(pos.path).convert("RGB"))], bb, image_size=64)
+        with pytest.raises(BadFileError, match=why) as info:
+            grid_masks(recs, feats)
+        assert bad.name in str(info.value)
+        masks, skipped = grid_masks(recs, feats, skip_bad=True)
+        assert masks == [None] and skipped[0][0] == str(bad)
+
+
+def _problem(ds, feats, mask_some=True):
+    y = ds.labels
+    masks, _ = grid_masks(ds.records, feats)
+    if mask_some:  # masks for half the positives only: the rest trains by MIL
+        pos = np.flatnonzero(y == 1)
+        for i in pos[::2]:
+            masks[i] = None
+    return y, masks
+
+
+def test_patch_head_mixed_supervision_and_round_trip(tiny):
+    ds, _, feats = tiny
+    y, masks = _problem(ds, feats)
+    head = PatchHead(seed=0).fit(feats, y, masks=masks)
+    n_pos = int(y.sum())
+    assert head.info_["masked_positives"] == n_pos - len(np.flatnonzero(y == 1)[::2])
+    assert head.info_["mil_positives"] == len(np.flatnonzero(y == 1)[::2])
+    s = head.decision_function(feats)
+    assert s.shape == (len(y),) and s[y == 1].mean() > s[y == 0].mean()
+    z = head.patch_scores(feats)
+    assert z.shape == (len(y), 8, 8)
+    back = head_from_arrays(head.to_arrays(), head.get_config())
+    np.testing.assert_allclose(back.decision_function(feats), s)
+    # same seed, same numbers
+    np.testing.assert_array_equal(PatchHead(seed=0).fit(feats, y, masks=masks).decision_function(feats), s)
+    # without any mask (pure MIL) it still fits
+    mil = PatchHead(seed=0).fit(feats, y)
+    assert mil.info_["masked_positives"] == 0 and np.isfinite(mil.decision_function(feats)).all()
+
+
+def test_normality_needs_negatives_not_positives(tiny):
+    ds, _, feats = tiny
+    y = ds.labels
+    neg = np.flatnonzero(y == 0)
+    head = NormalityHead(ratio=0.1, seed=0).fit(feats.take(neg), y[neg])  # zero positives: fine
+    s = head.decision_function(feats)
+    assert np.isfinite(s).all() and s[y == 1].mean() > s[y == 0].mean()
+    back = head_from_arrays(head.to_arrays(), head.get_config())
+    np.testing.assert_allclose(back.decision_function(feats), s, atol=1e-3)  # bank stored as float16
+    pos = np.flatnonzero(y == 1)
+    with pytest.raises(DataError, match="needs negative .*training images"):
+        NormalityHead().fit(feats.take(pos), y[pos])
+
+
+def test_greedy_coreset_covers_every_cluster():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [50, 0], [0, 50], [50, 50]], float)
+    X = np.concatenate([c + rng.normal(0, 1, (200, 2)) for c in centres])
+    idx = greedy_coreset(X, 4, seed=0)
+    assert sorted({int(i) // 200 for i in idx}) == [0, 1, 2, 3]
+    np.testing.assert_array_equal(idx, greedy_coreset(X, 4, seed=0))
+
+
+def test_fusion_reports_weights_and_round_trips(tiny):
+    ds, _, feats = tiny
+    from imbvision.backbones import embed_dataset
+    y, masks = _problem(ds, feats, mask_some=False)
+    feats.global_ = embed_dataset(ds, backbone="test_efficientnet", weights="none", image_size=64,
+                                  progress=False).global_
+    head = FusionHead(seed=0).fit(feats, y, masks=masks)
+    assert set(head.weights) == {"global", "patch", "normality"}
+    s = head.decision_function(feats)
+    back = head_from_arrays(head.to_arrays(), head.get_config())
+    np.testing.assert_allclose(back.decision_function(feats), s, atol=1e-3)
+
+
+def test_patch_pipeline_refuses_feature_resamplers_and_no_positive(tiny):
+    ds, _, feats = tiny
+    y, masks = _problem(ds, feats)
+    with pytest.raises(ConfigError, match="smote resample pooled feature rows"):
+        fit_patch_head(feats, y, compose("smote+patch"), masks=masks)
+    neg = np.flatnonzero(y == 0)
+    with pytest.raises(ConfigError, match="with none use --strategy normality"):
+        fit_patch_head(feats.take(neg), y[neg], compose("patch"))
+    fit = fit_patch_head(feats, y, compose("balanced-sampler+patch"), seed=1, masks=masks)
+    assert fit.head.info_["inner"] == "linear" and np.isfinite(fit.predict_proba(feats)).all()
+
+
+def test_overlay_and_derived_mask():
+    img = np.full((30, 40, 3), 100, np.uint8)
+    heat = np.zeros((30, 40))
+    heat[5:12, 20:30] = 5.0
+    mask = heat > 0
+    out = overlay_heatmap(img, heat, mask)
+    assert out.dtype == np.uint8 and min(out.shape[:2]) >= 256  # enlarged so a small object shows
+    assert ((out == (0, 255, 0)).all(axis=2)).sum() > 0  # the mask outline
+    derived = derive_mask(heat, 1)
+    assert mask_iou(derived, mask) == 1.0
+    assert not derive_mask(heat, 0).any()  # a negative has no object
+    assert derive_mask(heat * 0.1, 1, min_peak=1.0) is None  # model does not see it: no mask
+    with pytest.raises(ConfigError, match="heat map is"):
+        overlay_heatmap(img, heat[:10], None)

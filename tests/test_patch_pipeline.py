@@ -1,0 +1,135 @@
+"""Patch-level heads through ``train``, ``compare``, the saved model, ``predict --heatmaps`` (tiny data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import imbvision
+from imbvision.cli import app
+from imbvision.data.sources import load_source
+from imbvision.errors import ConfigError
+from imbvision.model import Model
+
+
+@pytest.fixture(scope="module")
+def patch_run(tmp_path_factory, tiny_kwargs):
+    out = tmp_path_factory.mktemp("patchrun") / "run"
+    return imbvision.train(out=out, strategy="patch", progress=False, resize="keep-aspect", **tiny_kwargs)
+
+
+def test_train_patch_head_saves_a_model_that_explains(patch_run, tiny_kwargs):
+    model = Model.load(patch_run.out)
+    assert model.meta["head"]["name"] == "patch" and model.meta["backbone"]["resize"] == "keep-aspect"
+    ds = load_source(tiny_kwargs["data"])
+    paths = [str(r.path) for r in ds.records[:4]]
+    p = model.predict_proba(paths)
+    assert p.shape == (4,) and np.all((p >= 0) & (p <= 1))
+    maps = model.explain(paths)
+    assert maps.shape == (4, 64, 64) and np.isfinite(maps).all()
+    # the stored raw test scores are what the saved model gives again
+    import json
+    raw = json.loads((patch_run.out / "raw_scores.json").read_text())
+    from imbvision.data.splits import read_split_csv
+    split = read_split_csv(patch_run.out / "split.csv")
+    again = model.raw_scores([np.asarray(__import__("PIL.Image").Image.open(ds.records[i].path).convert("RGB"))
+                              for i in split.test[:5]])
+    np.testing.assert_allclose(again, raw["test"][:5], atol=2e-3)
+
+
+def test_predict_writes_heatmaps(patch_run, tiny_kwargs, tmp_path):
+    ds = load_source(tiny_kwargs["data"])
+    imgs = [str(r.path) for r in ds.records[:3]]
+    res = CliRunner().invoke(app, ["predict", str(patch_run.out), *imgs, "--heatmaps", str(tmp_path / "maps"),
+                                   "--out", str(tmp_path / "p.csv")])
+    assert res.exit_code == 0, res.output
+    pngs = sorted((tmp_path / "maps").glob("*.png"))
+    assert len(pngs) == 3 and pngs[0].stat().st_size > 500
+
+
+def test_heatmap_on_a_global_model_is_refused(tmp_path, tiny_kwargs):
+    run = imbvision.train(out=tmp_path / "g", strategy="ce", progress=False, **tiny_kwargs)
+    model = Model.load(run.out)
+    with pytest.raises(ConfigError, match="heat maps need a patch-level head.*'logreg'"):
+        model.explain([str(load_source(tiny_kwargs["data"]).records[0].path)])
+
+
+@pytest.mark.parametrize("strategy", ["normality", "fusion", "copy-paste+patch"])
+def test_train_other_patch_heads(strategy, tmp_path, tiny_kwargs):
+    run = imbvision.train(out=tmp_path / "r", strategy=strategy, progress=False, **tiny_kwargs)
+    assert 0 <= run.metrics["ap"] <= 1
+    res = __import__("json").loads((run.out / "results.json").read_text())
+    if strategy == "copy-paste+patch":
+        assert res["train"]["synthetic_rows"] > 0
+
+
+def test_compare_shows_patch_heads_beside_the_remedies(tmp_path, tiny_kwargs):
+    from imbvision.experiments.compare import DEFAULT_STRATEGIES, run_compare
+
+    assert {"patch", "normality", "fusion"} <= set(DEFAULT_STRATEGIES)
+    kw = {k: v for k, v in tiny_kwargs.items() if k not in ("max_synthetic",)}
+    res = run_compare(strategies="ce,patch,normality,fusion", seeds=2, out=tmp_path / "cmp", progress=False, **kw)
+    names = {r["strategy"] for r in res.leaderboard}
+    assert names == {"ce", "patch", "normality", "fusion"}
+    assert all(0 <= r["ap_mean"] <= 1 for r in res.leaderboard)
+    fusion = next(r for r in res.leaderboard if r["strategy"] == "fusion")
+    assert set(fusion["fusion_weights"]) == {"global", "patch", "normality"}
+    assert fusion["fusion_winner"] == max(fusion["fusion_weights"], key=fusion["fusion_weights"].get)
+    assert "won:" in (res.out / "report.html").read_text()
+
+
+def test_zero_training_positives_train_normality_only(tmp_path, tiny_kwargs):
+    run = imbvision.train(out=tmp_path / "n", strategy="normality", train_positive_rate=0, progress=False,
+                          **tiny_kwargs)
+    res = __import__("json").loads((run.out / "results.json").read_text())
+    assert res["train"]["counts_after_resampling"][1] == 0 and 0 <= run.metrics["ap"] <= 1
+    with pytest.raises(ConfigError, match="no positive; only --strategy normality"):
+        imbvision.train(out=tmp_path / "c", strategy="ce", train_positive_rate=0, progress=False, **tiny_kwargs)
+
+
+def test_derive_masks_writes_a_manifest_copy_paste_can_use(patch_run, tiny_kwargs, tmp_path):
+    import csv
+
+    from imbvision.data.records import ImageRecord
+    ds = load_source(tiny_kwargs["data"])
+    # drop the masks of the positives: they are derived from the heat maps
+    recs = [ImageRecord(r.path, r.label, None, r.group, r.class_name) for r in ds.records]
+    src = tmp_path / "nomask.csv"
+    with open(src, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label"])
+        for r in recs:
+            w.writerow([str(r.path), r.label])
+    res = CliRunner().invoke(app, ["derive-masks", str(patch_run.out), "--data", str(src), "--out", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    derived = load_source(str(tmp_path / "d" / "manifest.csv"))
+    with_mask = [r for r in derived.records if r.mask is not None]
+    assert with_mask and all(r.label == 1 for r in with_mask)  # masks only for positives
+    assert (tmp_path / "d" / "derived_masks.png").stat().st_size > 1000  # the contact sheet to check them
+    run = imbvision.train(out=tmp_path / "cp", strategy="copy-paste", progress=False,
+                          **{**tiny_kwargs, "data": str(tmp_path / "d" / "manifest.csv")})
+    assert 0 <= run.metrics["ap"] <= 1
+
+
+def test_empty_mask_is_named_or_skipped_in_train(tmp_path, tiny_kwargs):
+    import csv
+    from PIL import Image
+
+    ds = load_source(tiny_kwargs["data"])
+    pos = next(r for r in ds.records if r.label == 1 and r.mask is not None)
+    w, h = Image.open(pos.path).size
+    empty = tmp_path / "empty_mask.png"
+    Image.fromarray(np.zeros((h, w), np.uint8)).save(empty)
+    src = tmp_path / "m.csv"
+    with open(src, "w", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(["path", "label", "mask"])
+        for r in ds.records:
+            wr.writerow([str(r.path), r.label, str(empty) if r is pos else (str(r.mask) if r.mask else "")])
+    kw = {**tiny_kwargs, "data": str(src)}
+    with pytest.raises(Exception, match="empty_mask.png.*empty"):
+        imbvision.train(out=tmp_path / "a", strategy="patch", progress=False, **kw)
+    run = imbvision.train(out=tmp_path / "b", strategy="patch", progress=False, skip_bad=True, **kw)
+    res = __import__("json").loads((run.out / "results.json").read_text())
+    assert any("empty_mask.png" in b for b in res["train"]["embedding"]["bad_masks"])
