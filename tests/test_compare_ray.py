@@ -144,7 +144,7 @@ def test_ray_equals_local_and_resumes(ray_cleanup, tmp_path, tiny_kwargs, monkey
     bad, y = _one_class_split(tiny_kwargs["data"])
     settings = CellSettings(backbone="test_efficientnet", weights="none", image_size=64, tiles=0, kind="global",
                             max_synthetic=20, threshold="max-f1", calibration="none", prior_correction=True)
-    with pytest.raises(ConfigError, match="one class only") as err:
+    with pytest.raises(ConfigError, match="no positive") as err:
         ray_executor.run_cells_ray([("ce", 7, None, bad)], X=np.zeros((len(y), 4), np.float32), y=y,
                                    records=[], settings=settings, out=tmp_path / "bad")
     assert type(err.value) is ConfigError

@@ -38,6 +38,27 @@ def test_train_patch_head_saves_a_model_that_explains(patch_run, tiny_kwargs):
     np.testing.assert_allclose(again, raw["test"][:5], atol=2e-3)
 
 
+def test_report_thumbnails_get_the_heat_map(patch_run, tiny_kwargs):
+    """Issue 13/15: the report's false-negative/positive thumbnails show the heat map of a patch model."""
+    from imbvision.training.run import _heatmap_hook
+
+    model = Model.load(patch_run.out)
+    hook = _heatmap_hook(model)
+    path = str(load_source(tiny_kwargs["data"]).records[0].path)
+    heat = hook(path)
+    assert heat.shape == (64, 64) and heat.min() >= 0 and heat.max() <= 1
+    np.testing.assert_allclose(heat, 1 / (1 + np.exp(-model.explain([path])[0].astype(np.float64))), rtol=1e-6)
+    from imbvision.htmlreport import thumbnail_jpeg
+    assert thumbnail_jpeg(path, overlay=heat) != thumbnail_jpeg(path)  # drawn over the photo
+
+
+def test_report_of_a_global_model_has_no_heat_map_hook(tmp_path, tiny_kwargs):
+    from imbvision.training.run import _heatmap_hook
+
+    run = imbvision.train(out=tmp_path / "g2", strategy="ce", progress=False, **tiny_kwargs)
+    assert _heatmap_hook(Model.load(run.out)) is None
+
+
 def test_predict_writes_heatmaps(patch_run, tiny_kwargs, tmp_path):
     ds = load_source(tiny_kwargs["data"])
     imgs = [str(r.path) for r in ds.records[:3]]

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
 from typing import Any, Sequence
@@ -199,13 +198,12 @@ def derive_masks(model, records: Sequence, out_dir: str | Path, *, rel: float = 
     """
     from PIL import Image
 
+    from ._csv import write_csv
     from ._io import atomic_write
 
     out = Path(out_dir)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["path", "label", "mask", "group"])
+    rows: list[list[Any]] = []
     need = {i for i, r in enumerate(records) if r.label == 1 and r.mask is None}
     sheet: list[tuple[Any, Any, str]] = []
     for i, r in enumerate(records):
@@ -218,10 +216,9 @@ def derive_masks(model, records: Sequence, out_dir: str | Path, *, rel: float = 
                 mask = out / "masks" / f"{i:06d}.png"
                 with atomic_write(mask, "wb") as fh:
                     Image.fromarray(m.astype(np.uint8) * 255).save(fh, format="PNG")
-        w.writerow([str(Path(r.path).resolve()), r.label, "" if mask is None else str(Path(mask).resolve()),
-                    r.group or ""])
-    with atomic_write(out / "manifest.csv", "w", encoding="utf-8", newline="") as fh:
-        fh.write(buf.getvalue())
+        rows.append([str(Path(r.path).resolve()), r.label, "" if mask is None else str(Path(mask).resolve()),
+                     r.group or ""])
+    write_csv(out / "manifest.csv", ["path", "label", "mask", "group"], rows)  # formula prefixes neutralised
     if sheet:  # the derived masks outlined on their images, for a person to check before copy-paste uses them
         import torch
 

@@ -236,7 +236,7 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
     build_run_report(
         run_dir,
         {"test": {"y": y_test, "score": p_test, "score_uncalibrated": p_test_u, "paths": paths_test,
-                  "masks": masks_for_paths(cfg.data, cfg.positive, paths_test)},
+                  "masks": masks_for_paths(cfg.data, cfg.positive, paths_test), "heatmap": _heatmap_hook(model)},
          "val": {"y": y_val, "score": p_val, "paths": paths_val},
          "threshold": post.threshold,
          "calibration": {"method": post.calibrator.method if hasattr(post.calibrator, "method") else cfg.calibration,
@@ -248,3 +248,25 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
         images=examples or None, n_boot=cfg.n_boot, seed=cfg.seed,
     )
     return RunResult(run_dir, metrics, t, model.meta["strategy"]["name"])
+
+
+def _heatmap_hook(model: Any) -> Any:
+    """``path -> (H, W) map in [0, 1]`` for the report's thumbnails (patch-level heads), else None.
+
+    The map is the logistic of :meth:`~imbvision.model.Model.explain`'s evidence (a patch logit,
+    or a standardised distance for ``normality``), so one colour means the same evidence on every
+    thumbnail (no per-image stretch).
+    """
+    from ..explain import is_patch_model
+
+    if not is_patch_model(model.meta):
+        return None
+    from scipy.special import expit
+
+    def heat(path: str) -> np.ndarray | None:
+        try:
+            return expit(np.asarray(model.explain([path])[0], dtype=np.float64))
+        except Exception:  # noqa: BLE001 - a map that cannot be made must not hide the thumbnail
+            return None
+
+    return heat
