@@ -47,3 +47,29 @@ def test_settings_come_from_the_comparison(tmp_path):
     (tmp_path / "leaderboard.json").write_text("{not json")
     with pytest.raises(ConfigError, match="not a leaderboard"):
         settings_from_compare(tmp_path)
+
+
+def test_options_given_on_the_command_line_override_the_comparison(tmp_path, monkeypatch):
+    """`train --from CMP --strategy X --seed 2`: X and 2 win over what the comparison recommends (tester's bug)."""
+    from typer.testing import CliRunner
+
+    import imbvision.cli as cli
+
+    cfg = {"data": "demo:100", "strategies": ["ce", "focal"], "seeds": 3, "backbone": "b", "image_size": 64,
+           "tiles": 0, "features": "global", "threshold": "max-f1", "calibration": "none", "val": 0.25,
+           "group_duplicates": False}
+    (tmp_path / "cmp").mkdir()
+    (tmp_path / "cmp" / "leaderboard.json").write_text(json.dumps({"config": cfg, "leaderboard": [
+        _row("focal", 0.9, 0.1, 0.01), _row("ce", 0.8)]}))
+    seen = {}
+
+    def fake_train(settings, out, **kw):
+        seen.update(settings)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli, "_train", fake_train)
+    res = CliRunner().invoke(cli.app, ["train", "--from", str(tmp_path / "cmp"), "--out", str(tmp_path / "r"),
+                                       "--strategy", "copy-paste", "--seed", "2", "--threshold", "fixed:0.5"])
+    assert res.exit_code == 0, res.output
+    assert seen["strategy"] == "copy-paste" and seen["seed"] == 2 and seen["threshold"] == "fixed:0.5"
+    assert seen["image_size"] == 64 and seen["val"] == 0.25 and seen["group_duplicates"] is False  # from compare

@@ -252,7 +252,8 @@ def train(
         from .experiments.promote import settings_from_compare
 
         chosen, why = settings_from_compare(from_compare)
-        given = {k for k in settings if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+        # by name: typer and click each define a ParameterSource enum, and ctx may return either
+        given = {k for k in settings if getattr(ctx.get_parameter_source(k), "name", "") == ParameterSource.COMMANDLINE.name}
         settings.update({k: v for k, v in chosen.items() if k not in given})
         settings["extra"] = {"from_compare": str(from_compare), "chosen_because": why}  # kept in config.json
         _err().print(f"training [bold]{settings['strategy']}[/] with the settings of {from_compare}: {why}",
@@ -263,8 +264,14 @@ def train(
                      "metrics": res.metrics, "report": str(res.report), "chosen_because": why})
         return
     _out().print(_metrics_table([{"name": res.recipe, "metrics": res.metrics}],
-                                     f"test metrics at threshold {res.threshold:.3f} (chosen on validation)"))
+                                     f"test metrics at threshold {_fmt_t(res.threshold)} (chosen on validation)"))
     _out().print(f"report: {res.report}")
+
+
+def _fmt_t(t: float) -> str:
+    """A threshold in 4 significant digits, or in full when those would round it to 0 or 1 (as 0.9999999999999997)."""
+    short = f"{t:.4g}"
+    return repr(float(t)) if float(short) in (0.0, 1.0) and float(short) != t else short
 
 
 def _train(settings: dict[str, Any], out: Path, *, resume: bool = False, overwrite: bool = False,
@@ -298,7 +305,7 @@ def evaluate(
                      "metrics": res.metrics, "report": str(res.report)})
         return
     _out().print(_metrics_table([{"name": res.recipe, "metrics": res.metrics}],
-                                     f"test metrics at threshold {res.threshold:.3f}"))
+                                     f"test metrics at threshold {_fmt_t(res.threshold)}"))
     _out().print(f"report: {res.report}")
 
 
@@ -346,7 +353,7 @@ def predict(
         _err().print(f"{n_maps} heat maps → {heatmaps}")
     rows, bad = model.predict_files(paths)
     text = csv_text(["path", "label", "split", "probability", "decision", "error"],
-                    [[r["path"], labels.get(r["path"], ""), _split_of(split_of, r["path"]), f"{r['probability']:.6f}",
+                    [[r["path"], labels.get(r["path"], ""), _split_of(split_of, r["path"]), repr(float(r['probability'])),
                       r["decision"], ""] for r in rows]
                     + [[p, labels.get(p, ""), _split_of(split_of, p), "", "", reason] for p, reason in bad])
     seen = [_split_of(split_of, p) for p in paths]
@@ -362,6 +369,8 @@ def predict(
         sys.stdout.write(text)
     for p, reason in bad:
         _err().print(f"[yellow]unreadable[/]: {p}: {reason}")
+    if bad and not rows:  # nothing could be scored: a script must see the failure (the CSV is still written)
+        raise typer.Exit(code=2)
 
 
 def _run_splits(run: Path) -> dict[str, str]:
@@ -522,7 +531,7 @@ def compare(
                            "metrics": best.metrics, "report": str(best.report), "chosen_because": why}
         if not as_json:
             _out().print(_metrics_table([{"name": best.recipe, "metrics": best.metrics}],
-                                        f"saved model {best.out}: test metrics at threshold {best.threshold:.3f}"))
+                                        f"saved model {best.out}: test metrics at threshold {_fmt_t(best.threshold)}"))
     if as_json:
         _print_json(payload)
 

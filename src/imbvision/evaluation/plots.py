@@ -120,12 +120,15 @@ def plot_pr_curves(
     curves: Mapping[str, tuple[Any, Any]],
     *,
     thresholds: Mapping[str, float] | None = None,
+    shown: Mapping[str, float] | None = None,
     title: str = "Precision–recall curve",
     figsize: tuple[float, float] = (6.4, 5.0),
 ) -> Figure:
     """Overlay PR curves ``{label: (y, score)}``; AP in the legend, positive-rate baseline.
 
-    ``thresholds`` (by label) marks each curve's operating point.
+    ``thresholds`` (by label) marks each curve's operating point; ``shown`` (by label) is the
+    decision threshold the legend names when the curve's scores are on another scale (e.g. the
+    ranking score before calibration, where the point is the lowest flagged score).
     """
     data = _curves_arg(curves)
     thresholds = dict(thresholds or {})
@@ -142,7 +145,7 @@ def plot_pr_curves(
             if label in thresholds:
                 m = threshold_metrics(y, s, thresholds[label])
                 ax.plot([m["recall"]], [m["precision"]], "o", ms=8, color=color, mec="black",
-                        label=f"threshold {m['threshold']:.3g}: P {m['precision']:.2f}, "
+                        label=f"threshold {dict(shown or {}).get(label, m['threshold']):.4g}: P {m['precision']:.2f}, "
                               f"R {m['recall']:.2f}")
             rates[round(float(y.mean()), 6)] = None
         for rate in rates:
@@ -163,11 +166,13 @@ def plot_pr_curve(
     *,
     label: str = "model",
     threshold: float | None = None,
+    shown_threshold: float | None = None,
     title: str = "Precision–recall curve",
 ) -> Figure:
     """One PR curve (see :func:`plot_pr_curves`)."""
     return plot_pr_curves(
-        {label: (y, score)}, thresholds=None if threshold is None else {label: threshold}, title=title
+        {label: (y, score)}, thresholds=None if threshold is None else {label: threshold},
+        shown=None if shown_threshold is None else {label: shown_threshold}, title=title,
     )
 
 
@@ -175,6 +180,7 @@ def plot_roc_curves(
     curves: Mapping[str, tuple[Any, Any]],
     *,
     thresholds: Mapping[str, float] | None = None,
+    shown: Mapping[str, float] | None = None,
     title: str = "ROC curve",
     figsize: tuple[float, float] = (6.4, 5.0),
 ) -> Figure:
@@ -192,7 +198,7 @@ def plot_roc_curves(
             if label in thresholds:
                 m = threshold_metrics(y, s, thresholds[label])
                 ax.plot([1 - m["specificity"]], [m["recall"]], "o", ms=8, color=color,
-                        mec="black", label=f"threshold {m['threshold']:.3g}")
+                        mec="black", label=f"threshold {dict(shown or {}).get(label, m['threshold']):.4g}")
         ax.plot([0, 1], [0, 1], ls="--", lw=1.2, color="grey", label="chance (AUC 0.5)")
         ax.set_xlim(-0.01, 1.01)
         ax.set_ylim(-0.01, 1.03)
@@ -209,11 +215,13 @@ def plot_roc_curve(
     *,
     label: str = "model",
     threshold: float | None = None,
+    shown_threshold: float | None = None,
     title: str = "ROC curve",
 ) -> Figure:
     """One ROC curve (see :func:`plot_roc_curves`)."""
     return plot_roc_curves(
-        {label: (y, score)}, thresholds=None if threshold is None else {label: threshold}, title=title
+        {label: (y, score)}, thresholds=None if threshold is None else {label: threshold},
+        shown=None if shown_threshold is None else {label: shown_threshold}, title=title,
     )
 
 

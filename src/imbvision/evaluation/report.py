@@ -375,8 +375,8 @@ def build_run_report(
     rep.add_heading("Curves")
     sr = s if s_rank is None else s_rank  # the operating point: the lowest ranking score still flagged
     t_r = float(sr[s >= t].min()) if (s >= t).any() else None
-    pr = png(plot_pr_curve(y, sr, label=name, threshold=t_r), "pr_curve")
-    roc = png(plot_roc_curve(y, sr, label=name, threshold=t_r), "roc_curve")
+    pr = png(plot_pr_curve(y, sr, label=name, threshold=t_r, shown_threshold=t), "pr_curve")
+    roc = png(plot_roc_curve(y, sr, label=name, threshold=t_r, shown_threshold=t), "roc_curve")
     rep.add_images(
         [
             (pr, "Precision–recall on test. The dashed line is the positive rate (a random "

@@ -34,7 +34,8 @@ __all__ = ["settings_from_compare", "pick_strategy"]
 BASELINE = "ce"
 ALPHA = 0.05
 _KEYS = ("data", "positive", "backbone", "weights", "image_size", "tiles", "features", "threshold", "calibration",
-         "prior_correction", "val", "test", "train_positive_rate", "max_synthetic", "n_boot")
+         "prior_correction", "val", "test", "train_positive_rate", "max_synthetic", "n_boot", "group_duplicates",
+         "resize")
 
 
 def pick_strategy(leaderboard: list[dict[str, Any]]) -> tuple[str, str]:

@@ -53,6 +53,10 @@ class DoubleCorrectionWarning(UserWarning):
     """Several remedies in one recipe each correct the class prior."""
 
 
+class NoPriorCorrectionWarning(UserWarning):
+    """The recipe shifts the class prior by an amount no formula gives, so no prior correction is applied."""
+
+
 @dataclass(frozen=True)
 class StrategyContext:
     """What a strategy may know about the training data when it is built.

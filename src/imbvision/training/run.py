@@ -96,7 +96,7 @@ def _synthetic_examples(extra: Any, out: Path | None) -> dict[str, list]:
 
 def _write_scores(path: Path, paths: list[str], y: np.ndarray, p: np.ndarray, t: float) -> None:
     write_csv(path, ["path", "label", "probability", "decision"],
-              ([a, int(b), f"{c:.6f}", int(c >= t)] for a, b, c in zip(paths, y, p)))
+              ([a, int(b), repr(float(c)), int(c >= t)] for a, b, c in zip(paths, y, p)))  # full precision: the decision is reproducible
 
 
 @collect_warnings
@@ -175,6 +175,14 @@ def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> R
         p_val_raw, p_test_raw = ft.p_val, ft.p_test
         arrays, model_meta, train_prior, train_info = ft.arrays, ft.meta, ft.effective_prior, ft.info
         examples = ft.examples
+    if cfg.prior_correction and train_prior is None and cfg.calibration == "none":
+        import warnings
+
+        from ..strategies.registry import NoPriorCorrectionWarning
+        warnings.warn(f"{recipe.name}: no analytic prior correction exists for this recipe (e.g. focal with "
+                      "gamma > 0), so its probabilities stay as trained and can over-predict the rare class; the "
+                      "threshold is still tuned on validation. Add --calibration platt for calibrated probabilities",
+                      NoPriorCorrectionWarning, stacklevel=2)
     if post is None:
         post = fit_postprocess(p_val_raw, y[split.val], train_prior=train_prior,
                                true_prior=float(y[split.val].mean()), prior_correction=cfg.prior_correction,
