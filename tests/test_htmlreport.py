@@ -33,6 +33,19 @@ def test_threshold_table_has_no_duplicate_looking_rows():
     assert [float(t.split()[0]) for t in shown] == sorted(float(t.split()[0]) for t in shown)
 
 
+def test_threshold_table_one_format_for_every_row():
+    """A fixed 0.5 reads "0.500 (chosen)" beside "0.400", not "0.5 (chosen)"; a tuned 0.1996 makes every row 4 decimals."""
+    rng = np.random.default_rng(0)
+    y = (rng.random(300) < 0.1).astype(int)
+    s = np.clip(rng.random(300) * 0.6 + 0.4 * y, 0, 1)
+    shown = [r["threshold"] for r in _threshold_rows(y, s, 0.5)]
+    assert "0.500 (chosen)" in shown and "0.400" in shown and "0.5 (chosen)" not in shown
+    assert all(len(t.split()[0]) == 5 for t in shown)
+    shown4 = [r["threshold"] for r in _threshold_rows(y, s, 0.1996)]
+    assert "0.1996 (chosen)" in shown4 and "0.1000" in shown4
+    assert all(len(t.split()[0]) == 6 for t in shown4)
+
+
 def test_config_shows_only_what_applied():
     cfg = {"mode": "head", "strategy": "ce", "tiles": 2, "epochs": 10, "lr": 3e-4, "devices": 1, "extra": {}}
     assert applied_config(cfg) == {"mode": "head", "strategy": "ce", "tiles": 2}

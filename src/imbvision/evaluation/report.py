@@ -191,12 +191,16 @@ def _threshold_rows(y: np.ndarray, s: np.ndarray, t: float) -> list[dict[str, An
 
     Grid points that would print like the chosen one (0.200 next to a chosen
     0.1996) are dropped, and the threshold column is text so the chosen row reads
-    ``0.1996 (chosen)`` rather than a second ``0.200``.
+    ``0.1996 (chosen)`` rather than a second ``0.200``. Every row has the same number of
+    decimals (3, or 4 when the chosen threshold needs them).
     """
     grid = [g for g in DEFAULT_THRESHOLD_GRID if f"{g:.3f}" != f"{t:.3f}" and abs(g - t) > 1e-12]
     table = threshold_table(y, s, [*grid, t])
+    # one format for every row: 3 decimals, or 4 for all when the chosen one needs them
+    # (a fixed 0.5 reads "0.500 (chosen)" beside "0.400", a tuned 0.1996 beside "0.1000")
+    dec = 3 if abs(round(t, 3) - t) <= 1e-12 else 4
     for r in table:
-        r["threshold"] = f"{t:.4g} (chosen)" if r["threshold"] == t else f"{r['threshold']:.3f}"
+        r["threshold"] = f"{t:.{dec}f} (chosen)" if r["threshold"] == t else f"{r['threshold']:.{dec}f}"
     return table
 
 
