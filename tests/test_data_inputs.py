@@ -64,6 +64,23 @@ def test_case_difference_in_class_names_is_an_error_naming_the_near_match(tmp_pa
         read_folder(tmp_path / "tree", positive="defect")
 
 
+def test_near_miss_positive_name_gets_a_suggestion(tmp_path: Path) -> None:
+    """--positive defects with labels defect/ok suggests 'defect' (any near miss, not only case)."""
+    rows = [[str(_img(tmp_path / f"{i}.png", i)), "defect" if i < 3 else "ok"] for i in range(8)]
+    m = _manifest(tmp_path / "m.csv", ["path", "label"], rows)
+    with pytest.raises(DataError, match=r"--positive 'defects' is not a label.*Did you mean 'defect'\?"):
+        read_csv(m, positive="defects")
+    with pytest.raises(DataError, match=r"Did you mean 'defect'\?"):
+        read_csv(m, positive="Defects")
+    with pytest.raises(DataError) as far:  # nothing close: no suggestion
+        read_csv(m, positive="scratch")
+    assert "Did you mean" not in str(far.value)
+    _img(tmp_path / "tree" / "defect" / "a.png", 1)
+    _img(tmp_path / "tree" / "ok" / "b.png", 2)
+    with pytest.raises(DataError, match=r"Did you mean 'defect'\?"):
+        read_folder(tmp_path / "tree", positive="defects")
+
+
 def test_duplicate_manifest_rows_are_an_error_naming_the_lines(tmp_path: Path) -> None:
     a, b = _img(tmp_path / "a.png", 1), _img(tmp_path / "b.png", 2)
     m = _manifest(tmp_path / "m.csv", ["path", "label"], [["a.png", 1], ["b.png", 0], ["./a.png", 1], [str(b), 0]])

@@ -105,6 +105,26 @@ def open_run_dir(out: str | os.PathLike[str], *, overwrite: bool = False, resume
         ``out`` is inside the data; the parent folder is not writable.
     """
     out = Path(out)
+    entries = check_run_dir(out, overwrite=overwrite, resume=resume, source=source)
+    stage = staging_dir(out)
+    if _is_rank0():
+        if resume and stage.is_dir():
+            pass  # an interrupted run: continue where it stopped
+        else:
+            shutil.rmtree(stage.parent, ignore_errors=True)
+            if resume and entries:
+                stage.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(out, stage)
+    return ensure_output_dir(stage)
+
+
+def check_run_dir(out: str | os.PathLike[str], *, overwrite: bool = False, resume: bool = False,
+                  source: str | None = None) -> list[str]:
+    """The refusals of :func:`open_run_dir`, without touching anything (cheap: no torch).
+
+    Returns the names already in ``out``; raises :class:`ConfigError` as :func:`open_run_dir` does.
+    """
+    out = Path(out)
     if source is not None:
         refuse_out_in_data(out, source)
     if out.exists() and not out.is_dir():
@@ -121,15 +141,7 @@ def open_run_dir(out: str | os.PathLike[str], *, overwrite: bool = False, resume
     if not (resume or overwrite) and (stage / "checkpoints" / "last.safetensors").is_file():
         raise ConfigError(f"--out {out} has an interrupted fine-tune run with a checkpoint ({stage.parent}); "
                           "pass --resume to continue it, or --overwrite to start afresh")
-    if _is_rank0():
-        if resume and stage.is_dir():
-            pass  # an interrupted run: continue where it stopped
-        else:
-            shutil.rmtree(stage.parent, ignore_errors=True)
-            if resume and entries:
-                stage.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copytree(out, stage)
-    return ensure_output_dir(stage)
+    return entries
 
 
 def discard_run_dir(out: str | os.PathLike[str]) -> None:

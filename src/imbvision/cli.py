@@ -107,6 +107,11 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         undo = _show_warnings_once()
         try:
+            if kwargs.get("cache_dir"):  # --cache-dir holds everything cached: the demo set too
+                from .data.source_registry import cache_override
+
+                with cache_override(kwargs["cache_dir"]):
+                    return fn(*args, **kwargs)
             return fn(*args, **kwargs)
         except ImbvisionError as exc:
             _err().print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
@@ -284,6 +289,9 @@ def _train(settings: dict[str, Any], out: Path, *, resume: bool = False, overwri
         raise ConfigError("--data is required (the dataset to train on), or --from CMP_DIR to train what a "
                           "comparison recommends")
     precheck_strategies(settings["strategy"])  # a typo fails here, before torch is imported
+    from ._rundir import check_run_dir
+
+    check_run_dir(out, overwrite=overwrite, resume=resume)  # an occupied --out too
     from .training.config import TrainConfig
     from .training.run import train as run_train
 
@@ -325,9 +333,12 @@ def predict(
     Columns: path, label (from --data; empty for loose files), split (train/val/test when the image
     was in the run's data, else empty), probability, decision, error.
     """
+    from .errors import ConfigError
+
+    if not images and not data:  # before the imports below load torch
+        raise ConfigError("no images given: pass image files or --data SOURCE")
     from ._io import write_text
     from .data.sources import load_source
-    from .errors import ConfigError
     from .model import Model
 
     from ._rundir import check_output_file
@@ -461,14 +472,15 @@ def audit(
     from ._progress import step
 
     with step("auditing: hardness, label noise, duplicates", enabled=not as_json):
-        res = run_audit(rep.dataset, feats, out, k=k, seed=seed)
+        res = run_audit(rep.dataset, feats, out, k=k, seed=seed, data_arg=data)
     if as_json:
         _print_json(res.summary)
         return
-    n_sus = len(res.suspects) if hasattr(res, "suspects") else 0
-    _out().print(f"{n_sus} suspect label(s) ranked in {out / 'suspects.csv'}; nothing was deleted. "
-                 f"Fill its 'decision' column (keep/relabel/drop) and run: imbvision audit --data {data} "
-                 f"--review {out / 'suspects.csv'}")
+    from .audit._report import counts_line
+
+    _out().print(counts_line(res.summary), highlight=False, soft_wrap=True)
+    _out().print(f"suspects ranked in {out / 'suspects.csv'}; nothing was deleted. Fill its 'decision' column "
+                 f"(keep/relabel/drop) and run: {res.summary['review_command']}", highlight=False, soft_wrap=True)
     _out().print(f"report: {out / 'audit.html'}")
 
 

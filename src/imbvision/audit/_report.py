@@ -49,6 +49,28 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
+def review_command(data: str, suspects_csv: str | Path) -> str:
+    """The command that applies the decisions in ``suspects_csv``: one text for the page and the terminal."""
+    import shlex
+
+    return f"imbvision audit --data {shlex.quote(str(data))} --review {shlex.quote(str(suspects_csv))}"
+
+
+def counts_line(summary: dict[str, Any]) -> str:
+    """The audit's counts in one line, for the terminal (the same numbers as the page's cards)."""
+    c, d = summary["counts"], summary.get("duplicates", {})
+    acts = summary.get("suggested_actions", {})
+    how = ", ".join(f"{acts[a]} {a}" for a in ("relabel", "review", "keep") if acts.get(a))
+    sets = int(d.get("exact_sets", 0)) + int(d.get("near_sets", 0))
+    return (f"{_plural(c['images'], 'image')} ({c['positive']} positive, {c['negative']} negative, "
+            f"imbalance {c.get('imbalance_ratio_text', '?')}); {_plural(sets, 'duplicate set')}; "
+            f"{_plural(summary['suspects'], 'label suspect')} to review" + (f" ({how})" if how else ""))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _card(value: str, label: str) -> str:
     return f'<div class="card"><b>{_e(value)}</b><span>{_e(label)}</span></div>'
 
@@ -146,7 +168,8 @@ def render_html(summary: dict[str, Any], suspects: list[dict[str, Any]], duplica
     w("<div class='note'><b>Nothing has been deleted or relabelled.</b> Removing minority images makes the "
       "imbalance worse, and an isolated positive is as often a rare genuine variant as a label error. Fill the "
       "<code>decision</code> column of <code>suspects.csv</code> (keep | relabel | drop; blank = keep) and run "
-      f"<code>imbvision audit --data {_e(summary['source'] or 'SOURCE')} --review suspects.csv</code>: it writes a "
+      f"<code>{_e(summary.get('review_command') or review_command(summary['source'] or 'SOURCE', 'suspects.csv'))}"
+      "</code>: it writes a "
       "<i>new</i> manifest and leaves the source untouched.</div>")
     if suspects:
         shown = suspects[:MAX_ROWS]

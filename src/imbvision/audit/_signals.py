@@ -25,6 +25,7 @@ from sklearn.preprocessing import StandardScaler, normalize
 __all__ = [
     "cosine_neighbours", "other_share", "balanced_other_prob", "neighbour_categories", "tomek_minority",
     "oof_probabilities", "OOF", "confident_flags", "minority_isolation", "Isolation", "combine_score",
+    "vote_above_class_median",
 ]
 
 
@@ -76,6 +77,24 @@ def balanced_other_prob(y: np.ndarray, idx: np.ndarray) -> np.ndarray:
     oth = np.where(y == 1, m0, m1)
     tot = own + oth
     return np.where(tot > 0, oth / np.where(tot > 0, tot, 1.0), 0.5)
+
+
+def vote_above_class_median(vote: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The part of each row's other-class vote above its class's median, rescaled to [0, 1].
+
+    ``(v - m_c) / (1 - m_c)`` clipped at 0, with ``m_c`` the median vote of the row's class.
+    When the embedding does not group a class at all (its median member is already
+    surrounded by the other class, ``m_c = 1``), neighbours say nothing about that class's
+    labels and the result is 0 for all of it.
+    """
+    v = np.asarray(vote, dtype=float)
+    out = np.zeros_like(v)
+    for c in np.unique(y):
+        m = y == c
+        med = float(np.median(v[m]))
+        if med < 1.0 - 1e-9:
+            out[m] = np.clip((v[m] - med) / (1.0 - med), 0.0, 1.0)
+    return out
 
 
 def neighbour_categories(share_other: np.ndarray) -> dict[str, int]:

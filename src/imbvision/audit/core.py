@@ -31,6 +31,7 @@ from ..data.records import Dataset
 from ..errors import ConfigError, DataError
 from .checks import (CHECKS, KNN_VOTE, LIST_SCORE, MIN_MINORITY, RELABEL_SCORE, REVIEW_SCORE,  # noqa: F401
                      AuditContext, AuditSettings)
+from ._report import review_command
 from .checks.base import WORD
 
 __all__ = ["run_audit", "AuditResult", "SUSPECT_COLUMNS", "DUPLICATE_COLUMNS", "MIN_MINORITY"]
@@ -176,6 +177,7 @@ def run_audit(
     C: float | str = "auto",
     repeats: int = 2,
     progress: bool = True,
+    data_arg: str | None = None,
 ) -> AuditResult:
     """Audit a dataset's imbalance, duplicates, hardness and minority label noise.
 
@@ -209,6 +211,9 @@ def run_audit(
         Cross-validation repeats averaged into the out-of-fold probabilities.
     progress
         Show progress bars.
+    data_arg
+        The ``--data`` text the user gave (e.g. ``demo:300``); the review command on the
+        page and on the terminal repeats it (default: the dataset's source).
 
     Returns
     -------
@@ -275,6 +280,7 @@ def run_audit(
         **sections,
         "suspects": len(suspects),
         "suggested_actions": dict(Counter(s["suggested_action"] for s in suspects)),
+        "review_command": review_command(data_arg or dataset.source or "SOURCE", out_dir / "suspects.csv"),
         "unreadable_images": ctx.files.problems,
         "skipped": ctx.skipped,
         "notes": ctx.notes,

@@ -8,6 +8,7 @@ would change the labels without a word.
 
 from __future__ import annotations
 
+import difflib
 from collections import Counter
 from typing import Iterable
 
@@ -60,7 +61,11 @@ def check_positive(names: Iterable[str], positive: str, *, where: str, what: str
         binary = {n.strip().lower() for n in counts} <= {"0", "1", "true", "false", "yes", "no", "positive",
                                                           "negative", "pos", "neg", "y", "n", "t", "f"}
         hint = " These are binary labels: leave out --positive (1/true/positive is the positive class)." if binary else ""
-        raise DataError(f"--positive {positive!r} is not a {what} of {where}; {_listing(counts, what)}.{hint}")
+        # any near miss ('defects' for 'defect', 'Defects' too): compared case-folded, shown as spelt
+        by_fold = {str(n).casefold(): str(n) for n in counts}
+        close = difflib.get_close_matches(fold, list(by_fold), n=1, cutoff=0.75)
+        mean = f" Did you mean {by_fold[close[0]]!r}?" if close else ""
+        raise DataError(f"--positive {positive!r} is not a {what} of {where}; {_listing(counts, what)}.{mean}{hint}")
     if near:
         raise DataError(
             f"{where} has {what}s {positive!r} and {', '.join(repr(n) for n in near)} that differ only in case; "

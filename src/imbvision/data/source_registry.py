@@ -7,6 +7,8 @@ definition (timm's ``_registry`` pattern); this module never imports them.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Callable
 from ..registry import Registry
 from .records import Dataset
 
-__all__ = ["SourceSpec", "SOURCES", "register_source", "cache_root", "source_help"]
+__all__ = ["SourceSpec", "SOURCES", "register_source", "cache_root", "cache_override", "source_help"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,32 @@ def source_help() -> str:
     return "a source is " + ", ".join(s.syntax for s in SOURCES)
 
 
+#: A ``--cache-dir`` given to a command, in force while :func:`cache_override` is open.
+_CACHE_OVERRIDE: "contextvars.ContextVar[Path | None]" = contextvars.ContextVar("imbvision_cache", default=None)
+
+
 def cache_root() -> Path:
-    """Folder for generated data and caches (``$IMBVISION_CACHE`` or ``~/.cache/imbvision``)."""
+    """Folder for generated data and caches.
+
+    In order: a :func:`cache_override` in force (a command's ``--cache-dir``),
+    ``$IMBVISION_CACHE``, ``~/.cache/imbvision``. The demo set, the embedding cache and
+    the image-check database all live under it, so one ``--cache-dir`` moves them all.
+    """
+    over = _CACHE_OVERRIDE.get()
+    if over is not None:
+        return over
     env = os.environ.get("IMBVISION_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "imbvision"
+
+
+@contextlib.contextmanager
+def cache_override(folder: "str | os.PathLike[str] | None"):
+    """Make :func:`cache_root` return ``folder`` inside the ``with`` block (``None``: no change)."""
+    if folder is None:
+        yield
+        return
+    token = _CACHE_OVERRIDE.set(Path(folder).expanduser())
+    try:
+        yield
+    finally:
+        _CACHE_OVERRIDE.reset(token)

@@ -132,8 +132,12 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
     if cfg_path.exists():
         old = read_json(cfg_path)
         keep = {k: v for k, v in old.items() if k != "strategies"}
-        if keep != {k: v for k, v in cfg_d.items() if k != "strategies"} and has_cells(out / "cells"):
-            raise ConfigError(f"{out} holds a compare run with other settings ({cfg_path}); use a new --out to start afresh")
+        new = {k: v for k, v in cfg_d.items() if k != "strategies"}
+        if keep != new and has_cells(out / "cells"):
+            diff = "; ".join(f"{k}: {keep.get(k, '(unset)')!r} → {new.get(k, '(unset)')!r}"
+                             for k in sorted(set(keep) | set(new)) if keep.get(k) != new.get(k))
+            raise ConfigError(f"{out} holds a compare run with other settings ({diff}; saved in {cfg_path}); "
+                              "rerun with those settings to continue it, or use a new --out to start afresh")
     cache = Path(c.cache_dir) if c.cache_dir else cache_root()
     bb = cached_backbone(c.backbone, c.weights)
 
