@@ -133,6 +133,15 @@ def test_listing_and_typos_do_not_import_torch(tmp_path):
         exit_code, torch_loaded, text = out.split(" ", 2)
         assert exit_code == code, out
         assert torch_loaded == "False", f"{args} imported torch: {out}"
+    # refusals that need no model: an occupied --out, a predict with no images (checked before torch)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    for args, fragment in ((["train", "--data", "demo", "--out", str(run)], "already holds a run"),
+                           (["predict", str(run)], "no images given")):
+        exit_code, torch_loaded, text = _py(probe.format(args=args), env).split(" ", 2)
+        assert exit_code == "2" and fragment in text, text
+        assert torch_loaded == "False", f"{args} imported torch before refusing: {text}"
     assert "Did you mean 'focal'" in _py(probe.format(args=["train", "--data", "demo", "--out", "x", "--strategy",
                                                                "focall"]), env)
     assert "no parameter 'gama'" in _py(probe.format(args=["train", "--data", "demo", "--out", "x", "--strategy",

@@ -114,7 +114,7 @@ def test_multipage_tiff_says_pages_were_dropped(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", PagesDroppedWarning)
         rep = check_dataset(Dataset([ImageRecord(tmp_path / "mp.tif", 1), ImageRecord(tmp_path / "one.png", 0)]))
-    assert any("1 multi-page file(s): only the first page is used" in n and "mp.tif" in n for n in rep.notes)
+    assert any("1 multi-page file: only the first page is used" in n and "mp.tif" in n for n in rep.notes)
 
 
 def test_truncated_file_refused_even_when_the_caller_allows_truncated_images(tmp_path: Path) -> None:

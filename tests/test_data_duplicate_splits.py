@@ -51,7 +51,7 @@ def test_a_positive_saved_under_three_names_never_lands_in_two_splits(tmp_path: 
     idx = [i for i, r in enumerate(ds.records) if any(str(r.path).endswith(n) for n in names)]
     assert len(idx) == 3
     assert len({ds.records[i].duplicate_set for i in idx}) == 1 and ds.records[idx[0]].duplicate_set is not None
-    assert any("1 duplicate set(s)" in n for n in rep.notes)
+    assert any("1 duplicate set (" in n for n in rep.notes)
     for seed in range(25):
         parts = _part_of(train_val_test_split(ds, seed=seed), len(ds))
         assert len({parts[i] for i in idx}) == 1, seed
@@ -69,7 +69,7 @@ def test_prepare_data_writes_the_group_into_split_csv_and_says_how_many_sets(tmp
     manifest, names = _manifest(tmp_path)
     prep = prepare_data(str(manifest), seed=3, out_dir=tmp_path / "run", progress=True)
     err = capsys.readouterr().err
-    assert "1 duplicate set(s)" in err and "--no-group-duplicates" in err
+    assert "1 duplicate set (" in err and "--no-group-duplicates" in err
     rows = list(csv.DictReader(open(tmp_path / "run" / "split.csv", encoding="utf-8")))
     copies = [r for r in rows if any(r["path"].endswith(n) for n in names)]
     assert len(copies) == 3 and len({r["duplicate_set"] for r in copies}) == 1 and copies[0]["duplicate_set"] == "1"

@@ -109,9 +109,9 @@ def test_hidden_files_and_folders_are_skipped_and_counted(tmp_path: Path, capsys
     (root / "ok" / ".DS_Store").write_bytes(b"junk")
     ds = read_folder(root, positive="defect")
     assert len(ds) == 6 and not any("/." in str(r.path) for r in ds)
-    assert ds.notes == [f"3 hidden file(s)/folder(s) under {root} skipped (names starting with '.')"]
+    assert ds.notes == [f"3 hidden files and folders under {root} skipped (names starting with '.')"]
     rep = load_checked(f"folder:{root}", positive="defect", progress=True)
-    assert len(rep.dataset) == 6 and "3 hidden file(s)/folder(s)" in capsys.readouterr().err
+    assert len(rep.dataset) == 6 and "3 hidden files and folders" in capsys.readouterr().err
 
 
 def test_file_name_with_a_leading_space_is_kept_exactly(tmp_path: Path) -> None:

@@ -488,7 +488,7 @@ def test_skip_bad_all_bad_names_them_in_the_error(tmp_path: Path) -> None:
     with pytest.raises(DataError) as e:
         check_dataset(Dataset(bad, source="s"), skip_bad=True)
     msg = str(e.value)
-    assert "no usable images left" in msg and str(tmp_path / "bad0.png") in msg and "2 file(s) skipped" in msg
+    assert "no usable images left" in msg and str(tmp_path / "bad0.png") in msg and "2 files skipped" in msg
 
 
 # -- the same through the CLI ---------------------------------------------------------------------
@@ -536,3 +536,25 @@ def test_cli_embed_skip_bad_writes_bad_files_and_continues(tmp_path: Path, monke
     assert feats["global"].shape[0] == 6 and list(feats["labels"]) == [1, 1, 1, 0, 0, 0]
     paths = (out / "paths.csv").read_text(encoding="utf-8")
     assert str(bad) not in paths and paths.count("\n") == 7
+
+
+def test_demo_follows_cache_dir_not_the_home_cache(tmp_path: Path) -> None:
+    """--cache-dir (or IMBVISION_CACHE) holds the demo set too; the default cache is not written."""
+    from typer.testing import CliRunner
+
+    from imbvision.cli import app
+    from imbvision.data.source_registry import cache_override, cache_root
+
+    env_cache, flag_cache = tmp_path / "env", tmp_path / "flag"
+    review = tmp_path / "review.csv"
+    review.write_text("path,label,decision\n")
+    res = CliRunner().invoke(app, ["audit", "--data", "demo:20", "--review", str(review), "--manifest-out",
+                                   str(tmp_path / "m.csv"), "--cache-dir", str(flag_cache)],
+                             env={"IMBVISION_CACHE": str(env_cache)})
+    assert (flag_cache / "demo" / "n20-r0.05-s0" / "manifest.csv").is_file(), res.output
+    assert not env_cache.exists()  # the flag wins over the environment, and nothing else was written
+    with cache_override(tmp_path / "lib"):
+        assert cache_root() == tmp_path / "lib"
+        ds = load_source("demo:20")
+    assert str(ds.records[0].path).startswith(str(tmp_path / "lib" / "demo"))
+    assert cache_root() != tmp_path / "lib"  # restored after the block

@@ -62,6 +62,25 @@ def test_reliability_bins_are_merged_until_dense():
     assert np.all(np.diff(rb["lo"]) > 0)
 
 
+def test_reliability_on_60_test_images_keeps_a_curve_and_the_count_panel_shows_its_bins():
+    """60 predictions, most near 0: not one merged dot "n=60" but >= 3 points, and the count panel has the same bins."""
+    rng = np.random.default_rng(3)
+    p = np.concatenate([rng.random(54) * 0.08, [0.2, 0.35, 0.5, 0.7, 0.85, 0.95]])
+    y = (rng.random(60) < p).astype(int)
+    rb = merged_reliability_bins(y, p, n_bins=10, min_count=10)
+    assert len(rb["count"]) >= 3 and rb["count"].sum() == 60
+    assert np.all(np.diff(rb["prob_pred"]) > 0) and np.allclose(rb["hi"][:-1], rb["lo"][1:])
+    fig = plot_reliability(y, p, labels=("model", ""))
+    shown = sorted(int(t.get_text()[2:]) for t in fig.axes[0].texts if t.get_text().startswith("n="))
+    assert shown == sorted(int(c) for c in rb["count"])
+    panel = [pt for pt in fig.axes[1].patches]  # one stairs outline: its heights are the bins' counts
+    heights = panel[0].get_data().values
+    assert list(heights) == list(rb["count"])
+    # no spread: one bin of everything
+    one = merged_reliability_bins(np.array([0, 1, 0]), np.array([0.3, 0.3, 0.3]))
+    assert list(one["count"]) == [3]
+
+
 def test_reliability_draws_one_line_when_calibration_changed_nothing():
     rng = np.random.default_rng(2)
     p = rng.random(300)

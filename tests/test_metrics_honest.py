@@ -27,7 +27,7 @@ def test_few_positives_no_interval_and_why(n_pos):
     m = evaluate_scores(y, s, 0.5, n_boot=200)
     assert m["ap"] == 1.0
     assert "ap_ci" not in m and "roc_auc_ci" not in m
-    assert f"only {n_pos} positive(s)" in m["ap_ci_note"] and str(MIN_POSITIVES_FOR_CI) in m["ap_ci_note"]
+    assert (f"only {n_pos} positive " if n_pos == 1 else f"only {n_pos} positives") in m["ap_ci_note"] and str(MIN_POSITIVES_FOR_CI) in m["ap_ci_note"]
 
 
 def test_perfect_separation_no_zero_width_interval():
@@ -59,7 +59,7 @@ def test_cli_table_says_why_there_is_no_interval():
     con = Console(width=300, record=True)
     con.print(_metrics_table([{"name": "ce", "metrics": m}], "t"))
     text = con.export_text()
-    assert "[1.000, 1.000]" not in text and "only 3 positive(s)" in text
+    assert "[1.000, 1.000]" not in text and "only 3 positives" in text
 
 
 def test_isotonic_calibration_cannot_move_ranking_metrics():

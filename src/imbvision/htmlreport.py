@@ -79,8 +79,10 @@ caption { caption-side: top; text-align: left; color: var(--muted); padding: 0 0
           font-size: 0.95em; }
 th, td { border-bottom: 1px solid var(--line); padding: 5px 12px; text-align: left;
          vertical-align: top; overflow-wrap: anywhere; max-width: 520px; }
-th { background: var(--soft); font-weight: 600; white-space: nowrap; }
+th { background: var(--soft); font-weight: 600; overflow-wrap: normal; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.name { overflow-wrap: normal; min-width: 8em; }
+td.name .tok { white-space: nowrap; }
 tbody tr:nth-child(even) td { background: #fafbfd; }
 tr.hl td { background: #fff3c4 !important; font-weight: 600; }
 figure { margin: 12px 0 18px; }
@@ -149,6 +151,22 @@ def format_value(v: Any, digits: int = 3) -> str:
 
 def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+#: A number with its interval or note as text: "0.812 [0.780, 0.840]", "+0.012 (3/5)", "—".
+_NUMERIC_TEXT = re.compile(r"^\s*(?:[−+\-]?[\d.,/]+%?|—)(?:\s*[\[(][^\])]*[\])])?\s*\*?\s*$")
+
+
+def _is_numeric_text(v: Any) -> bool:
+    """A text cell that reads as one number (maybe with an interval): kept on one line, right-aligned."""
+    return isinstance(v, str) and bool(_NUMERIC_TEXT.match(v))
+
+
+def _name_cell(text: str) -> str:
+    """A one-word cell (a strategy such as ``focal:gamma=2+copy-paste``): it may wrap between the
+    ``+``-joined parts, never inside one (a hyphen is not a place to cut a name)."""
+    parts = str(text).split("+")
+    return "+<wbr>".join(f'<span class="tok">{_e(p)}</span>' for p in parts)
 
 
 _INLINE_CODE = re.compile(r"`([^`]+)`")
@@ -294,7 +312,9 @@ class Report:
         for k, r in enumerate(body):
             cls = ' class="hl"' if k in hl else ""
             cells = "".join(
-                f'<td class="num">{_e(format_value(v, digits))}</td>' if _is_num(v) or v is None
+                f'<td class="num">{_e(format_value(v, digits))}</td>' if _is_num(v) or v is None or _is_numeric_text(v)
+                else f'<td class="name">{_name_cell(format_value(v, digits))}</td>'
+                if isinstance(v, str) and " " not in v and "/" not in v and 0 < len(v) <= 60
                 else f"<td>{_e(format_value(v, digits))}</td>"
                 for v in r
             )

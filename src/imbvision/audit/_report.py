@@ -8,6 +8,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from .._text import plural
 from ..data.records import Dataset
 from ..htmlreport import Report, data_uri, thumbnail_jpeg
 
@@ -62,13 +63,9 @@ def counts_line(summary: dict[str, Any]) -> str:
     acts = summary.get("suggested_actions", {})
     how = ", ".join(f"{acts[a]} {a}" for a in ("relabel", "review", "keep") if acts.get(a))
     sets = int(d.get("exact_sets", 0)) + int(d.get("near_sets", 0))
-    return (f"{_plural(c['images'], 'image')} ({c['positive']} positive, {c['negative']} negative, "
-            f"imbalance {c.get('imbalance_ratio_text', '?')}); {_plural(sets, 'duplicate set')}; "
-            f"{_plural(summary['suspects'], 'label suspect')} to review" + (f" ({how})" if how else ""))
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
+    return (f"{plural(c['images'], 'image')} ({c['positive']} positive, {c['negative']} negative, "
+            f"imbalance {c.get('imbalance_ratio_text', '?')}); {plural(sets, 'duplicate set')}; "
+            f"{plural(summary['suspects'], 'label suspect')} to review" + (f" ({how})" if how else ""))
 
 
 def _card(value: str, label: str) -> str:
@@ -103,7 +100,7 @@ def render_html(summary: dict[str, Any], suspects: list[dict[str, Any]], duplica
     w(_card(c["imbalance_ratio_text"], "imbalance ratio (majority : minority)"))
     w(_card(f"{100 * c['always_negative_accuracy']:.1f}%", "accuracy of always saying 'negative'"))
     if "cv_average_precision" in h:
-        w(_card(f"{h['cv_average_precision']:.3f}", f"cross-validated AP, mean of {h.get('cv_repeats', 1)} repeat(s) "
+        w(_card(f"{h['cv_average_precision']:.3f}", f"cross-validated AP, mean of {plural(h.get('cv_repeats', 1), 'repeat')} "
                 f"(chance {h['cv_ap_chance_level']:.3f})"))
         w(_card(f"{100 * h['minority_mostly_majority_share']:.0f}%", "minority with mostly-majority neighbours"))
         w(_card(str(h["tomek_links"]), "Tomek links"))

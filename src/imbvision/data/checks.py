@@ -23,6 +23,7 @@ import numpy as np
 from .._csv import write_csv
 from .._digest import sha256_file
 from .._progress import track
+from .._text import plural
 from ..errors import BadFileError, DataError
 from .decode import PagesDroppedWarning, load_image_and_size, load_mask
 from .duplicates import COSINE_THRESHOLD, HASH_THRESHOLD, find_duplicates, phash
@@ -125,7 +126,7 @@ def _check_record(rec: ImageRecord) -> tuple[str, int]:
 def _bad_summary(bad: list[tuple[str, str]], limit: int = 3) -> str:
     shown = "; ".join(f"{p}: {r}" for p, r in bad[:limit])
     more = f"; and {len(bad) - limit} more" if len(bad) > limit else ""
-    return f"{len(bad)} file(s) skipped as bad ({shown}{more})"
+    return f"{plural(len(bad), 'file')} skipped as bad ({shown}{more})"
 
 
 def check_dataset(dataset: Dataset, *, skip_bad: bool = False, require_both_classes: bool = True,
@@ -172,7 +173,7 @@ def check_dataset(dataset: Dataset, *, skip_bad: bool = False, require_both_clas
         if not skip_bad:
             names = "; ".join(f"{good[i].path} (label {good[i].label})" for i in clash[0])
             raise DataError(
-                f"{len(clash)} image(s) appear under both labels, e.g. the same content in {names}. "
+                f"{plural(len(clash), 'image')} {'appears' if len(clash) == 1 else 'appear'} under both labels, e.g. the same content in {names}. "
                 "Fix the labels, or pass --skip-bad to drop them into bad_files.csv"
             )
         drop = {i for idx in clash for i in idx}
@@ -181,7 +182,7 @@ def check_dataset(dataset: Dataset, *, skip_bad: bool = False, require_both_clas
         good, hashes = [good[i] for i in keep], [hashes[i] for i in keep]
     notes = list(dataset.notes)
     if paged:
-        notes.append(f"{len(paged)} multi-page file(s): only the first page is used (e.g. {paged[0]})")
+        notes.append(f"{plural(len(paged), 'multi-page file')}: only the first page is used (e.g. {paged[0]})")
     out = Dataset(good, dataset.source, dataset.positive_name, dataset.negative_name, list(dataset.notes))
     if require_both_classes:
         y = out.labels
@@ -231,7 +232,8 @@ def link_duplicates(report: CheckReport, features: np.ndarray | None = None, *,
     kinds = "exact and near" if features is not None else "exact (near duplicates need embeddings)"
     pos = len({int(s) for s, r in zip(dup.set_id, records) if s and r.label == 1})
     report.notes.append(
-        f"{dup.sets} duplicate set(s) ({kinds}; {dup.images_in_sets} images, {pos} set(s) with a positive) kept "
+        f"{plural(dup.sets, 'duplicate set')} ({kinds}; {plural(dup.images_in_sets, 'image')}, "
+        f"{plural(pos, 'set')} with a positive) kept "
         "together when splitting; --no-group-duplicates turns this off"
     )
     return report
@@ -270,5 +272,5 @@ def load_checked(source: str | Dataset, *, positive: str | None = None, skip_bad
         for note in report.notes:
             say(note)
         if written:
-            say(f"{len(report.bad)} bad file(s) skipped: see {written}")
+            say(f"{plural(len(report.bad), 'bad file')} skipped: see {written}")
     return report

@@ -16,6 +16,7 @@ from .decode import IMAGE_SUFFIXES
 from .labels import check_positive
 from .records import Dataset, ImageRecord
 from .source_registry import register_source, source_help
+from .._text import plural
 
 __all__ = ["read_folder", "read_magnetic_tile", "images_under"]
 
@@ -37,7 +38,7 @@ def images_under(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> tu
 
 
 def _hidden_note(hidden: int, root: Path) -> list[str]:
-    return [f"{hidden} hidden file(s)/folder(s) under {root} skipped (names starting with '.')"] if hidden else []
+    return [f"{plural(hidden, 'hidden file or folder', 'hidden files and folders')} under {root} skipped (names starting with '.')"] if hidden else []
 
 
 @register_source("folder", syntax="folder:PATH (or a folder, with --positive CLASS)",

@@ -25,6 +25,7 @@ from sklearn.metrics import (
 )
 
 from ..errors import ConfigError, DataError
+from .._text import plural
 
 __all__ = [
     "average_precision",
@@ -411,7 +412,7 @@ def interval_or_reason(
     y_i, s = check_binary_scores(y, score)
     n_pos = int(y_i.sum())
     if n_pos < min_positives:
-        return None, (f"no interval: only {n_pos} positive(s) in this split, fewer than the "
+        return None, (f"no interval: only {plural(n_pos, 'positive')} in this split, fewer than the "
                       f"{min_positives} a bootstrap interval needs")
     _, lo, hi = bootstrap_ci(y_i, s, metric, n_boot=n_boot, alpha=alpha, seed=seed)
     if not hi > lo:

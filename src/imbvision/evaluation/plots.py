@@ -273,44 +273,48 @@ def plot_score_histograms(
 
 # --------------------------------------------------------------------------- calibration
 def merged_reliability_bins(y: Any, p: Any, n_bins: int = 10, min_count: int = 10) -> dict[str, np.ndarray]:
-    """Uniform probability bins, neighbours merged until each holds ``min_count`` predictions.
+    """Quantile probability bins with about ``min_count`` predictions or more each.
 
-    A bin of one image has an observed rate of 0 or 1 and makes the curve zig-zag;
-    merging sparse bins (left to right, a short tail joins the last full bin) keeps
-    every point an average of enough images. Empty bins are dropped.
+    Uniform bins on a small test set leave most images in the lowest bin and a few
+    lone ones elsewhere; merging those collapses the curve to one dot. Quantile bins
+    (equal counts, as ``sklearn.calibration.calibration_curve(strategy="quantile")``)
+    keep every point an average of about the same number of images: ``min(n_bins,
+    N // min_count)`` bins, but never fewer than 3 while there are 3 distinct
+    predictions (a curve needs points to show a slope). Tied predictions stay in
+    one bin. Written here rather than calling sklearn because the counts and edges
+    of the bins are needed for the count panel, which sklearn does not return.
 
     Returns
     -------
     dict
         ``prob_pred`` (mean prediction), ``prob_true`` (observed positive rate),
-        ``count`` and ``lo``/``hi`` (merged bin edges), one entry per merged bin.
+        ``count`` and ``lo``/``hi`` (bin edges: the lowest and highest prediction in
+        the bin's range, adjacent bins touching), one entry per non-empty bin, in
+        increasing order of prediction.
     """
     y_i = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
-    ids = np.clip(np.searchsorted(edges[1:-1], p, side="right"), 0, int(n_bins) - 1)
-    groups: list[list[int]] = []
-    cur: list[int] = []
-    for b in range(int(n_bins)):
-        if not (ids == b).any():
-            continue
-        cur.append(b)
-        if int(np.isin(ids, cur).sum()) >= min_count:
-            groups.append(cur)
-            cur = []
-    if cur:
-        if groups:
-            groups[-1].extend(cur)
-        else:
-            groups.append(cur)
     out: dict[str, list[float]] = {"prob_pred": [], "prob_true": [], "count": [], "lo": [], "hi": []}
-    for g in groups:
-        sel = np.isin(ids, g)
+    if p.size == 0:
+        return {k: np.asarray(v) for k, v in out.items()}
+    distinct = np.unique(p)
+    k = int(min(int(n_bins), max(p.size // max(int(min_count), 1), min(3, distinct.size)), distinct.size))
+    k = max(k, 1)
+    srt = np.sort(p)
+    # cut points at the k-quantiles, as predictions: a prediction equal to a cut opens the next bin
+    cuts = np.unique(srt[[int(round(j * p.size / k)) for j in range(1, k)]]) if k > 1 else np.array([])
+    cuts = cuts[cuts > srt[0]]
+    ids = np.searchsorted(cuts, p, side="right")
+    bounds = np.concatenate([[srt[0]], cuts, [srt[-1]]])
+    for b in range(len(cuts) + 1):
+        sel = ids == b
+        if not sel.any():
+            continue
         out["prob_pred"].append(float(p[sel].mean()))
         out["prob_true"].append(float(y_i[sel].mean()))
         out["count"].append(int(sel.sum()))
-        out["lo"].append(float(edges[min(g)]))
-        out["hi"].append(float(edges[max(g) + 1]))
+        out["lo"].append(float(bounds[b]))
+        out["hi"].append(float(bounds[b + 1]))
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -327,9 +331,10 @@ def plot_reliability(
 ) -> Figure:
     """Reliability diagram of one or two sets of probabilities, Brier and ECE in the legend.
 
-    Sparse bins are merged (:func:`merged_reliability_bins`, at least ``min_count``
-    predictions per point) and each point is labelled with its count; a lower panel
-    shows how many predictions fall in each bin (log scale). When ``p_after`` equals
+    Bins hold equal shares of the predictions (:func:`merged_reliability_bins`:
+    about ``min_count`` or more per point, at least 3 points when the predictions
+    spread) and each point is labelled with its count; a lower panel shows how many
+    predictions fall in each of those same bins (log scale). When ``p_after`` equals
     ``p_before`` (calibration ``none``) one line is drawn and the legend says so.
     """
     series = [(labels[0], _check_probs(p_before))]
@@ -342,7 +347,6 @@ def plot_reliability(
     y_i, _ = check_binary_scores(y, series[0][1], require_both=False, what="probabilities")
     for _, p in series[1:]:
         check_binary_scores(y_i, p, require_both=False, what="probabilities")
-    edges = np.linspace(0, 1, int(n_bins) + 1)
     with _style():
         fig = _new_figure(figsize)
         gs = fig.add_gridspec(2, 1, height_ratios=(3, 1))
@@ -359,7 +363,9 @@ def plot_reliability(
             for x, yy, c in zip(rb["prob_pred"], rb["prob_true"], rb["count"]):
                 ax.annotate(f"n={int(c)}", (x, yy), textcoords="offset points", xytext=(6, -12 - 12 * k),
                             fontsize=8.5, color=color)
-            axh.hist(p, bins=edges, color=color, histtype="step", lw=1.6)
+            # the count panel shows the very bins of the curve above (not a separate uniform histogram)
+            axh.stairs(rb["count"], np.concatenate([rb["lo"], rb["hi"][-1:]]) if len(rb["lo"]) else [0, 1],
+                       color=color, lw=1.6, baseline=0.7)
         ax.set_xlim(0, 1)
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("Observed positive rate")
@@ -368,7 +374,7 @@ def plot_reliability(
         ax.tick_params(labelbottom=False)
         axh.set_yscale("log")
         axh.set_ylim(bottom=0.7)
-        axh.set_xlabel(f"Mean predicted probability (bins with < {min_count} merged)")
+        axh.set_xlabel(f"Mean predicted probability (quantile bins)")
         axh.set_ylabel("Count")
     return fig
 

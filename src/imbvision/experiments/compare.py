@@ -27,6 +27,7 @@ from ..training.cell import embed_features, representation_of
 from .cell import CellSettings, cached_backbone, cell_id, compute_cell
 from .cellstore import cell_key, has_cells, load_cell
 from .config import CompareConfig
+from .._text import plural
 from .stats import compare_to_baseline, few_splits_note, mean_ci, min_exact_p
 
 __all__ = ["DEFAULT_STRATEGIES", "CompareResult", "CompareConfig", "CellSettings", "run_compare", "resolve_strategies",
@@ -168,7 +169,7 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
     todo = [(n, s, f, sp) for n in names for s, f, sp in splits
             if load_cell(cells_dir / f"{cell_id(n, s, f)}.json", cell_key(data_key, n, s, f, sp)) is None]
     _run_cells(todo, c, X, y, ds.records, settings, out, len(names) * len(splits),
-               f"compare: {len(names)} strategies × {len(splits)} splits")
+               f"compare: {plural(len(names), 'strategy', 'strategies')} × {plural(len(splits), 'split')}")
     cells = {}
     for n in names:
         for s, f, _ in splits:
@@ -308,12 +309,12 @@ def _recommend(rows: list[dict[str, Any]]) -> str:
     if better:
         b = better[0]  # the highest AP among those beyond noise (same baseline, so also the largest ΔAP)
         lines.append(f"Use {b['strategy']} (rank {b['rank']}): AP {b['ap_mean']:.3f} vs {base['ap_mean']:.3f} for the "
-                     f"plain baseline {BASELINE}, {_delta_text(b)}, over {k} paired splits.")
+                     f"plain baseline {BASELINE}, {_delta_text(b)}, over {plural(k, 'paired split')}.")
         if len(better) > 1:
             lines.append("Also better than the baseline beyond noise: "
                          + ", ".join(r["strategy"] for r in better[1:]) + ".")
     else:
-        msg = f"No remedy beats the baseline beyond noise over {k} paired splits"
+        msg = f"No remedy beats the baseline beyond noise over {plural(k, 'paired split')}"
         if others:
             top = others[0]
             if base["rank"] < top["rank"]:
@@ -391,10 +392,11 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
             ss.append(np.asarray(c["test_score"], dtype=np.float64))
         curves[r["strategy"]] = (np.concatenate(ys), np.concatenate(ss))
     rep = Report(f"imbvision compare — {cfg['data']}",
-                 subtitle=f"{len(res.leaderboard)} strategies × {len(splits)} splits ({cfg['seeds']} seeds"
-                          + (f" × {cfg['folds']} folds" if cfg.get("folds") else "") + "), head mode")
+                 subtitle=f"{plural(len(res.leaderboard), 'strategy', 'strategies')} × {plural(len(splits), 'split')} "
+                          f"({plural(cfg['seeds'], 'seed')}"
+                          + (f" × {plural(cfg['folds'], 'fold')}" if cfg.get("folds") else "") + "), head mode")
     rep.add_callout(res.recommendation, kind="note")
-    if st["few_splits"]:
+    if st["few_splits"] and st["few_splits"] not in res.recommendation:  # said once: the recommendation holds it
         rep.add_callout(st["few_splits"], kind="warning")
     for note in run_warnings(out):  # double prior correction, few positives... (imbvision.notices)
         rep.add_callout(note, kind="warning")
@@ -403,7 +405,7 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
                    ("wall time", f"{res.wall_seconds:.0f} s")])
     rep.add_heading("Leaderboard")
     rep.add_text(
-        f"The split is the unit of evidence: every strategy is fitted and tested on the same {k} splits. AP is the "
+        f"The split is the unit of evidence: every strategy is fitted and tested on the same {plural(k, 'split')}. AP is the "
         "test average precision (ranking on the prior-corrected, uncalibrated score, so calibration cannot move "
         f"it), mean over splits. ΔAP is the mean of the per-split differences against the plain `{BASELINE}` "
         "baseline, tested with the corrected resampled t-test of Nadeau & Bengio (2003): overlapping splits "
@@ -444,7 +446,9 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
     rep.add_table(table2)
     if k <= 30:
         rep.add_heading("ΔAP on each split")
-        rep.add_table([{"strategy": r["strategy"], **{f"split {i + 1}": f"{v:+.3f}"
+        # columns named as in "Test AP per split" below (seed, and fold with --folds): one naming
+        names = [f"seed {s}" + (f" fold {f}" if f is not None else "") for s, f, _ in splits]
+        rep.add_table([{"strategy": r["strategy"], **{names[i] if i < len(names) else f"split {i + 1}": f"{v:+.3f}"
                                                        for i, v in enumerate(r["delta_per_split"])}}
                        for r in res.leaderboard if "delta_per_split" in r])
     rep.add_heading("Precision-recall curves (test, pooled over splits)")
@@ -466,7 +470,7 @@ def print_leaderboard(res: CompareResult, console) -> None:
     from rich.table import Table
 
     k = res.leaderboard[0]["cells"]
-    t = Table(title=f"test AP over {k} splits · ΔAP vs {BASELINE}: corrected resampled t-test over splits, "
+    t = Table(title=f"test AP over {plural(k, 'split')} · ΔAP vs {BASELINE}: corrected resampled t-test over splits, "
                     "interval at Holm's level · * beyond noise (Holm p < 0.05)",
               box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     t.add_column("strategy", no_wrap=True)

@@ -27,6 +27,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .._text import plural
 from ..errors import ConfigError
 
 __all__ = ["settings_from_compare", "pick_strategy"]
@@ -54,11 +55,11 @@ def pick_strategy(leaderboard: list[dict[str, Any]]) -> tuple[str, str]:
         lo, hi = b.get("delta_ci") or (float("nan"), float("nan"))
         return b["strategy"], (
             f"{b['strategy']} beats the plain baseline beyond noise: ΔAP {b['delta_ap']:+.3f} "
-            f"(95% CI {lo:+.3f} to {hi:+.3f}, Holm-adjusted p = {b['p_holm']:.3g}, {cells} paired splits), "
+            f"(95% CI {lo:+.3f} to {hi:+.3f}, Holm-adjusted p = {b['p_holm']:.3g}, {plural(cells, 'paired split')}), "
             f"the largest gain among {len(better)} such strateg{'y' if len(better) == 1 else 'ies'}."
         )
     return BASELINE, (
-        f"no remedy beats the plain baseline beyond noise over {cells} paired splits "
+        f"no remedy beats the plain baseline beyond noise over {plural(cells, 'paired split')} "
         f"(Holm-adjusted p < {ALPHA} and ΔAP > 0), so the simplest model is kept."
     )
 

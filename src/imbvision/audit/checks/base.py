@@ -20,6 +20,7 @@ import numpy as np
 from ..._digest import sha256_file
 from ..._progress import progress_bar
 from ...data.records import Dataset
+from ..._text import plural
 
 __all__ = ["AuditSettings", "AuditContext", "Check", "LearnedCheck", "FilePass", "Learned", "WORD", "MIN_MINORITY"]
 
@@ -161,7 +162,7 @@ class AuditContext:
         if self.n_min >= MIN_MINORITY:
             return None
         w = WORD[self.minority]
-        return (f"only {self.n_min} {w} image(s); neighbour statistics, Tomek links, cross-validated AP "
+        return (f"only {plural(self.n_min, w + ' image')}; neighbour statistics, Tomek links, cross-validated AP "
                 f"and the label-noise audit need at least {MIN_MINORITY} -- collect or label more {w} images first")
 
 
