@@ -318,3 +318,30 @@ def test_apply_review_relabel_drops_the_stale_mask(tmp_path):
     review.write_text(f"path,decision\n{tmp_path / 'elsewhere.png'},drop\n")
     with pytest.raises(DataError, match="not an image of the source dataset"):
         apply_review(review, ds, tmp_path / "new3.csv")
+
+
+def test_clean_rare_class_the_model_vouches_for_is_not_a_suspect(tmp_path):
+    """Clean labels, a rare class the linear head finds but the neighbours do not (a small object on a
+    large background, as in the demo set): positives the model scores high are not suspects, every
+    listed image is suggested for review or relabelling, and the list is short."""
+    rng = np.random.default_rng(0)
+    n_neg, n_pos, dim = 285, 15, 48
+    y = np.array([0] * n_neg + [1] * n_pos)
+    X = rng.normal(size=(n_neg + n_pos, dim))
+    X[:, 0] += np.where(y == 1, 5.0, 0.0)  # one direction among 48: separable, yet neighbours stay negative
+    X[:, 1] += 3.0
+    paths = _write_images(tmp_path / "images", len(y), rng)
+    ds = Dataset([ImageRecord(p, int(lab)) for p, lab in zip(paths, y)], "clean", "1", "0")
+    res = run_audit(ds, X, tmp_path / "out", k=10, seed=0, folds=5, progress=False, data_arg="demo:300")
+    nz = res.summary["label_noise"]
+    t_pos = nz["thresholds"]["t_positive"]
+    listed = [s["_index"] for s in res.suspects]
+    # the kind of fault: a positive with a high out-of-fold P(positive) listed because of its neighbours
+    assert not [i for i in listed if y[i] == 1 and res.p_oof[i] >= t_pos]
+    assert {s["suggested_action"] for s in res.suspects} <= {"review", "relabel"}  # listed means "look at it"
+    assert len(listed) <= 0.05 * len(y) and sum(y[i] for i in listed) <= 3
+    assert (res.signals["knn_flag"] & (y == 1)).sum() == 0  # surrounded is the norm for this class: no evidence
+    # one review command, on the page and in audit.json, naming the --data the user gave
+    cmd = res.summary["review_command"]
+    assert cmd == f"imbvision audit --data demo:300 --review {tmp_path / 'out' / 'suspects.csv'}"
+    assert cmd in (tmp_path / "out" / "audit.html").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 from typer.testing import CliRunner
@@ -77,6 +78,11 @@ def test_audit_then_review_writes_a_new_manifest(tmp_path, tiny_kwargs):
     res = runner.invoke(app, ["audit", *opts, "--out", str(out)], env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
     assert "nothing was deleted" in res.output
+    # the counts on the terminal, and the very review command the page shows
+    summary = json.loads((out / "audit.json").read_text())
+    assert f"{summary['counts']['images']} images (" in res.output and "label suspect" in res.output
+    cmd = f"imbvision audit --data {tiny_kwargs['data']} --review {out / 'suspects.csv'}"
+    assert cmd in res.output and cmd in (out / "audit.html").read_text()
     rows = list(csv.DictReader(open(out / "suspects.csv")))
     assert rows, "the audit ranks at least one suspect on a noisy tiny set"
     rows[0]["decision"] = "drop"
