@@ -15,7 +15,7 @@ PKG = SRC / "imbvision"
 #: Lowest first. A module may import from its own layer and the layers below it, never above.
 #: The most specific prefix decides a module's layer.
 LAYERS: list[tuple[str, ...]] = [
-    ("imbvision._version", "imbvision.errors", "imbvision.registry", "imbvision._io", "imbvision._csv",
+    ("imbvision._version", "imbvision.errors", "imbvision.registry", "imbvision._io", "imbvision._csv", "imbvision._text",
      "imbvision._digest", "imbvision._progress", "imbvision._fingerprint", "imbvision._limits",
      "imbvision.notices"),
     ("imbvision.data",),
