@@ -55,6 +55,11 @@ def test_outputs_and_leaderboard(compared):
             assert len(r["delta_per_split"]) == 2 and r["delta_ci"][0] < r["delta_ap"] < r["delta_ci"][1]
     assert "baseline" in compared.recommendation
     assert "Only 2 paired splits" in compared.recommendation  # said plainly
+    page = (out / "report.html").read_text()
+    assert page.count("Only 2 paired splits") == 1  # once: in the recommendation, not again in a warning box
+    # one naming of the per-split columns in every table: the seed (as in "Test AP per split")
+    assert "<th>seed 0</th><th>seed 1</th>" in page and "<th>split 1</th>" not in page
+    assert '<span class="tok">weighted-ce</span>' in page  # a strategy name is never cut at its hyphen
 
 
 def test_one_set_of_full_precision_scores(compared):

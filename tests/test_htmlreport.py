@@ -46,6 +46,20 @@ def test_threshold_table_one_format_for_every_row():
     assert all(len(t.split()[0]) == 6 for t in shown4)
 
 
+def test_names_and_intervals_do_not_break_mid_token():
+    from imbvision.htmlreport import Report
+    from imbvision._text import plural
+
+    html = Report("t").add_table([{"strategy": "focal:gamma=2+copy-paste", "AP [CI]": "0.833 [0.31, 1.00]",
+                                   "note": "free text wraps"}]).to_html()
+    # wrap only between the '+'-joined parts; the interval stays on one line (td.num is nowrap)
+    assert '<span class="tok">focal:gamma=2</span>+<wbr><span class="tok">copy-paste</span>' in html
+    assert '<td class="num">0.833 [0.31, 1.00]</td>' in html and "<td>free text wraps</td>" in html
+    assert "td.name .tok { white-space: nowrap; }" in html
+    assert plural(1, "paired split") == "1 paired split" and plural(3, "paired split") == "3 paired splits"
+    assert plural(2, "strategy", "strategies") == "2 strategies" and plural("?", "split") == "? splits"
+
+
 def test_config_shows_only_what_applied():
     cfg = {"mode": "head", "strategy": "ce", "tiles": 2, "epochs": 10, "lr": 3e-4, "devices": 1, "extra": {}}
     assert applied_config(cfg) == {"mode": "head", "strategy": "ce", "tiles": 2}
