@@ -157,3 +157,15 @@ def test_grouping_note_reaches_the_run_report(tmp_path, cache_dir):
     grouped = [n for n in notes if "duplicate set" in n]
     assert len(grouped) == 1 and grouped[0].startswith("1 duplicate set")
     assert grouped[0] in (res.out / "report.html").read_text(encoding="utf-8")
+
+
+def test_no_note_when_there_is_no_duplicate(tmp_path):
+    """A clean dataset gets no "0 duplicate sets" remark (nothing to warn about in the report)."""
+    (tmp_path / "img").mkdir()
+    rows = []
+    for i in range(12):
+        Image.fromarray(_noise(100 + i)).save(tmp_path / "img" / f"{i}.png")
+        rows.append(f"img/{i}.png,{int(i < 4)}")
+    (tmp_path / "m.csv").write_text("path,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    rep = load_checked(str(tmp_path / "m.csv"), progress=False)
+    assert not any("duplicate set" in n for n in rep.notes)

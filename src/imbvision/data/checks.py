@@ -231,11 +231,12 @@ def link_duplicates(report: CheckReport, features: np.ndarray | None = None, *,
     report.dataset = Dataset(records, ds.source, ds.positive_name, ds.negative_name, list(ds.notes))
     kinds = "exact and near" if features is not None else "exact (near duplicates need embeddings)"
     pos = len({int(s) for s, r in zip(dup.set_id, records) if s and r.label == 1})
-    report.notes.append(
-        f"{plural(dup.sets, 'duplicate set')} ({kinds}; {plural(dup.images_in_sets, 'image')}, "
-        f"{plural(pos, 'set')} with a positive) kept "
-        "together when splitting; --no-group-duplicates turns this off"
-    )
+    if dup.sets:  # nothing to say (or to warn about in the report) when there are none
+        report.notes.append(
+            f"{plural(dup.sets, 'duplicate set')} ({kinds}; {plural(dup.images_in_sets, 'image')}, "
+            f"{plural(pos, 'set')} with a positive) kept together when splitting; "
+            "--no-group-duplicates turns this off"
+        )
     return report
 
 
