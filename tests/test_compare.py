@@ -111,8 +111,10 @@ def test_resume_recomputes_only_missing_cells(compared, tmp_path, tiny_kwargs):
     victim = sorted((out / "cells").glob("*.json"))[0]
     victim.unlink()
     others = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
-    run_compare(strategies=STRATS, seeds=2, out=out, n_boot=200, progress=False, **_kw(tiny_kwargs))
+    res = run_compare(strategies=STRATS, seeds=2, out=out, n_boot=200, progress=False, **_kw(tiny_kwargs))
     assert victim.exists()
+    assert res.cells_reused == len(others)  # the report's wall time says the run was resumed
+    assert f"resumed: {len(others)} cells reused" in (out / "report.html").read_text(encoding="utf-8")
     assert all(p.stat().st_mtime_ns == t for p, t in others.items())
     assert _board(out) == _board(compared.out)
 

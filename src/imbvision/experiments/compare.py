@@ -71,6 +71,7 @@ class CompareResult:
     leaderboard: list[dict[str, Any]]
     recommendation: str
     wall_seconds: float
+    cells_reused: int = 0  # finished cells of an earlier run of the same data and settings (resume)
 
     @property
     def report(self) -> Path:
@@ -176,7 +177,7 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
             cells[(n, s, f)] = read_json(cells_dir / f"{cell_id(n, s, f)}.json")
     board, rec = _aggregate(names, splits, cells, y, c.n_boot)
     wall = time.perf_counter() - t0
-    result = CompareResult(out, board, rec, wall)
+    result = CompareResult(out, board, rec, wall, len(names) * len(splits) - len(todo))
     _write_outputs(result, cfg_d, cells, splits, y, ds, embed_stats)
     return result
 
@@ -402,7 +403,8 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
         rep.add_callout(note, kind="warning")
     npos = int(y.sum())
     rep.add_cards([("images", len(y)), ("positive", npos), ("positive rate", f"{npos / len(y):.1%}"),
-                   ("wall time", f"{res.wall_seconds:.0f} s")])
+                   ("wall time", f"{res.wall_seconds:.0f} s"
+                    + (f" (resumed: {res.cells_reused} cells reused)" if res.cells_reused else ""))])
     rep.add_heading("Leaderboard")
     rep.add_text(
         f"The split is the unit of evidence: every strategy is fitted and tested on the same {plural(k, 'split')}. AP is the "
