@@ -40,16 +40,20 @@ def test_train_patch_head_saves_a_model_that_explains(patch_run, tiny_kwargs):
 
 def test_report_thumbnails_get_the_heat_map(patch_run, tiny_kwargs):
     """Issue 13/15: the report's false-negative/positive thumbnails show the heat map of a patch model."""
+    from imbvision.data.decode import load_image_array
+    from imbvision.explain import overlay_heatmap
     from imbvision.training.run import _heatmap_hook
 
     model = Model.load(patch_run.out)
     hook = _heatmap_hook(model)
     path = str(load_source(tiny_kwargs["data"]).records[0].path)
-    heat = hook(path)
-    assert heat.shape == (64, 64) and heat.min() >= 0 and heat.max() <= 1
-    np.testing.assert_allclose(heat, 1 / (1 + np.exp(-model.explain([path])[0].astype(np.float64))), rtol=1e-6)
+    img = load_image_array(path)
+    shown = hook(path)
+    assert shown.shape == img.shape and shown.dtype == np.uint8
+    np.testing.assert_array_equal(shown, overlay_heatmap(img, model.explain([img])[0], min_side=1))
+    assert np.abs(shown.astype(int) - img.astype(int)).mean() > 1  # the colours are really drawn in
     from imbvision.htmlreport import thumbnail_jpeg
-    assert thumbnail_jpeg(path, overlay=heat) != thumbnail_jpeg(path)  # drawn over the photo
+    assert thumbnail_jpeg(path, overlay=shown) != thumbnail_jpeg(path)
 
 
 def test_report_of_a_global_model_has_no_heat_map_hook(tmp_path, tiny_kwargs):

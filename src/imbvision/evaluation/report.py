@@ -489,6 +489,9 @@ def build_run_report(
         note = "Click an image to enlarge it, click again to close."
         if test.get("masks") is not None:
             note += " Red outline: the object's mask."
+        if test.get("heatmap") is not None:
+            note += (" Colours: the model's patch evidence, scaled per image (bright = the patches it found most "
+                     "object-like in that image); the score under each image is the image's probability.")
         rep.add_text(note)
 
     # ---- examples

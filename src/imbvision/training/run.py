@@ -179,8 +179,9 @@ def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> R
         import warnings
 
         from ..strategies.registry import NoPriorCorrectionWarning
-        warnings.warn(f"{recipe.name}: no analytic prior correction exists for this recipe (e.g. focal with "
-                      "gamma > 0), so its probabilities stay as trained and can over-predict the rare class; the "
+        warnings.warn(f"{recipe.name}: no analytic prior correction exists for this recipe (its loss or head, "
+                      "e.g. focal with gamma > 0 or a patch-level head, shifts the class prior by no known formula), "
+                      "so its probabilities stay as trained and can over-predict the rare class; the "
                       "threshold is still tuned on validation. Add --calibration platt for calibrated probabilities",
                       NoPriorCorrectionWarning, stacklevel=2)
     if post is None:
@@ -259,21 +260,25 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
 
 
 def _heatmap_hook(model: Any) -> Any:
-    """``path -> (H, W) map in [0, 1]`` for the report's thumbnails (patch-level heads), else None.
+    """``path -> (H, W, 3)`` photo with its heat map blended in, for the report's thumbnails; None for global heads.
 
-    The map is the logistic of :meth:`~imbvision.model.Model.explain`'s evidence (a patch logit,
-    or a standardised distance for ``normality``), so one colour means the same evidence on every
-    thumbnail (no per-image stretch).
+    The map is :meth:`~imbvision.model.Model.explain`'s patch evidence scaled *per image* (1st to
+    99.5th percentile, :func:`imbvision.explain.overlay_heatmap`): bright = the patches the model found
+    most object-like in that image, so a missed object shows whether the model looked in the right place.
+    The report says so beside the thumbnails; the image's score is printed under each.
     """
     from ..explain import is_patch_model
 
     if not is_patch_model(model.meta):
         return None
-    from scipy.special import expit
 
     def heat(path: str) -> np.ndarray | None:
+        from ..data.decode import load_image_array
+        from ..explain import overlay_heatmap
+
         try:
-            return expit(np.asarray(model.explain([path])[0], dtype=np.float64))
+            img = load_image_array(path)
+            return overlay_heatmap(img, np.asarray(model.explain([img])[0], dtype=np.float64), min_side=1)
         except Exception:  # noqa: BLE001 - a map that cannot be made must not hide the thumbnail
             return None
 
