@@ -3,8 +3,8 @@
 Checking decodes every image and mask (10-20 s for a few hundred real
 images) and hashes every file; every command checks its data first. A file
 whose path, size and modification time (and its mask's) are unchanged gives
-the same answer, so the answer -- passed, or the reason it failed -- and the
-file's SHA-256 are kept in ``<cache>/image_checks.sqlite`` under that key.
+the same answer, so the answer -- passed with the file's SHA-256 and perceptual hash, or the reason it
+failed -- is kept in ``<cache>/image_checks.sqlite`` under that key.
 An edited, replaced or truncated file has a new size or time and is checked
 again. Set ``IMBVISION_CHECK_CACHE=0`` to always decode.
 
@@ -25,7 +25,7 @@ from typing import Any, Callable
 from ..errors import BadFileError
 from .records import ImageRecord
 
-__all__ = ["cached_check", "cached_digest", "cache_path"]
+__all__ = ["cached_check", "cache_path"]
 
 _LOCK = threading.Lock()
 _CONN: dict[str, sqlite3.Connection | None] = {}
@@ -50,7 +50,6 @@ def _conn() -> sqlite3.Connection | None:
                 c.execute("PRAGMA synchronous=OFF")
                 c.execute("CREATE TABLE IF NOT EXISTS checks_v2 (key TEXT PRIMARY KEY, bad_path TEXT, reason TEXT, "
                           "result TEXT)")
-                c.execute("CREATE TABLE IF NOT EXISTS digests (key TEXT PRIMARY KEY, sha256 TEXT)")
                 _CONN[path] = c
             except (OSError, sqlite3.Error):
                 _CONN[path] = None
@@ -124,16 +123,3 @@ def cached_check(rec: ImageRecord, check: Callable[[ImageRecord], Any]) -> Any:
         raise
     _store("INSERT OR REPLACE INTO checks_v2 VALUES (?, NULL, NULL, ?)", (key, json.dumps(result)))
     return result
-
-
-def cached_digest(path: str | os.PathLike[str], digest: Callable[[Path], str]) -> str:
-    """``digest(path)`` (a SHA-256), remembered by (path, size, modification time)."""
-    key = _stamp(path)
-    if key is None:
-        return digest(Path(path))
-    hit = _query("SELECT sha256 FROM digests WHERE key = ?", (key,))
-    if hit is not None:
-        return hit[0]
-    value = digest(Path(path))
-    _store("INSERT OR REPLACE INTO digests VALUES (?, ?)", (key, value))
-    return value
