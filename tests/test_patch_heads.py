@@ -24,7 +24,8 @@ from imbvision.training.patch_fit import fit_patch_head, grid_masks
 def tiny(tiny_manifest, cache_dir):
     ds = load_source(str(tiny_manifest))
     bb = create_backbone("test_efficientnet", weights="none")
-    feats = patch_features(ds, backbone=bb, image_size=64, cache_dir=cache_dir)
+    # the finer pair keeps an 8x8 grid at 64 px, enough for the localisation checks below
+    feats = patch_features(ds, backbone=bb, image_size=64, cache_dir=cache_dir, layers="s8+s16")
     return ds, bb, feats
 
 
@@ -33,14 +34,28 @@ def test_patch_features_grid_cache_and_engine(tiny, cache_dir):
     # test_efficientnet: 32 channels at stride 8 + 48 at stride 16, on a 64/8 = 8x8 grid
     assert feats.store.dtype == np.float16 and feats.grid == (8, 8) and feats.dim == 32 + 48
     assert len(feats) == len(ds) and np.isfinite(feats.image(0)).all()
-    again = patch_features(ds, backbone=bb, image_size=64, cache_dir=cache_dir)
+    again = patch_features(ds, backbone=bb, image_size=64, cache_dir=cache_dir, layers="s8+s16")
     assert again.stats["from_cache"] == len(ds) and again.stats["computed"] == 0
     assert isinstance(again.store, np.memmap)  # memory-mapped, not loaded into RAM
     np.testing.assert_array_equal(again.image(5), feats.image(5))
     # the in-memory path gives the same features as the cached dataset path (same engine, float16)
     arr = np.asarray(Image.open(ds.records[5].path).convert("RGB"))
-    mem = patch_features_arrays([arr], bb, image_size=64, cache_dir=cache_dir)
+    mem = patch_features_arrays([arr], bb, image_size=64, cache_dir=cache_dir, layers="s8+s16")
     np.testing.assert_allclose(mem.image(0), feats.image(5), atol=2e-2)
+
+
+def test_default_patch_layers_are_strides_16_and_32(tiny, tmp_path):
+    ds, bb, fine = tiny
+    cache_dir = tmp_path
+    patch_features(ds, backbone=bb, image_size=64, cache_dir=cache_dir, layers="s8+s16")
+    coarse = patch_features(ds, backbone=bb, image_size=64, cache_dir=cache_dir)
+    # test_efficientnet: 48 channels at stride 16 + 64 at stride 32, on a 64/16 = 4x4 grid
+    assert coarse.settings["layers"] == "s16+s32" and coarse.grid == (4, 4) and coarse.dim == 48 + 64
+    assert coarse.stats["computed"] == len(ds)  # another settings key: never read from the finer pair's cache
+    # the stride-16 block is the coarse part of the finer pair and the fine part of this one
+    assert np.isfinite(coarse.image(0)).all() and not np.shares_memory(coarse.store, fine.store)
+    with pytest.raises(ConfigError, match="patch layers 's4\\+s8' invalid; valid: s16\\+s32, s8\\+s16"):
+        patch_features(ds, backbone=bb, image_size=64, cache_dir=cache_dir, layers="s4+s8")
 
 
 def test_onnx_patch_engine_matches_torch(tiny):
@@ -48,10 +63,11 @@ def test_onnx_patch_engine_matches_torch(tiny):
 
     _, bb, _ = tiny
     batch = np.random.default_rng(1).integers(0, 256, (3, 3, 64, 64), dtype=np.uint8)
-    a = make_patch_engine(bb, 64, kind="torch")(batch)
-    b = make_patch_engine(bb, 64, kind="onnx")(batch)
-    assert a.shape == (3, 8, 8, 80)
-    np.testing.assert_allclose(a, b, atol=2e-3)
+    for layers, shape in (("s8+s16", (3, 8, 8, 80)), ("s16+s32", (3, 4, 4, 112))):
+        a = make_patch_engine(bb, 64, kind="torch", layers=layers)(batch)
+        b = make_patch_engine(bb, 64, kind="onnx", layers=layers)(batch)
+        assert a.shape == shape
+        np.testing.assert_allclose(a, b, atol=2e-3)
 
 
 def test_keep_aspect_pads_the_short_side_and_marks_padding_invalid():
@@ -205,3 +221,43 @@ def test_overlay_and_derived_mask():
     assert derive_mask(heat * 0.1, 1, min_peak=1.0) is None  # model does not see it: no mask
     with pytest.raises(ConfigError, match="heat map is"):
         overlay_heatmap(img, heat[:10], None)
+
+
+def test_greedy_coreset_matches_a_plain_k_centre_reference():
+    # Reference: the textbook greedy k-centre on exact distances (no projection: 8 dims < proj_dim).
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 8)).astype(np.float32)
+    first = int(torch_first_index(300, seed=5))
+    chosen = [first]
+    best = ((X - X[first]) ** 2).sum(1)
+    for _ in range(24):
+        i = int(np.argmax(best))
+        chosen.append(i)
+        best = np.minimum(best, ((X - X[i]) ** 2).sum(1))
+    np.testing.assert_array_equal(greedy_coreset(X, 25, seed=5), np.sort(chosen))
+    # the selection covers the data: every row lies within the k-centre radius of a chosen one
+    d = ((X[:, None] - X[np.sort(chosen)][None]) ** 2).sum(-1).min(1)
+    assert d.max() <= best.max() + 1e-4
+
+
+def torch_first_index(n: int, seed: int) -> int:
+    import torch
+    return int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)))
+
+
+@pytest.mark.parametrize("search", ["ivf", "hnsw"])
+def test_approximate_search_agrees_with_exact_and_is_repeatable(tiny, search):
+    ds, _, feats = tiny
+    y = ds.labels
+    neg = np.flatnonzero(y == 0)
+    exact = NormalityHead(ratio=1.0, search="exact", seed=0).fit(feats.take(neg), y[neg])
+    approx = NormalityHead(ratio=1.0, search=search, seed=0).fit(feats.take(neg), y[neg])
+    q = np.concatenate([feats.image(i)[feats.valid(i)] for i in range(len(feats))])
+    d_exact, d_approx = exact._search(q)[:, 0], approx._search(q)[:, 0]
+    # an approximate neighbour is never nearer than the true one, and on a small bank it is mostly the same
+    assert np.all(d_approx >= d_exact - 1e-3)
+    assert np.mean(np.isclose(d_approx, d_exact, atol=1e-3)) >= 0.8
+    again = NormalityHead(ratio=1.0, search=search, seed=0).fit(feats.take(neg), y[neg])
+    np.testing.assert_array_equal(again.decision_function(feats), approx.decision_function(feats))
+    with pytest.raises(ConfigError, match="search='kd' invalid; valid: auto, exact, ivf, hnsw"):
+        NormalityHead(search="kd")

@@ -38,6 +38,24 @@ def test_train_patch_head_saves_a_model_that_explains(patch_run, tiny_kwargs):
     np.testing.assert_allclose(again, raw["test"][:5], atol=2e-3)
 
 
+def test_patch_layers_travel_into_the_model_and_old_bundles_keep_theirs(patch_run, tiny_kwargs, tmp_path):
+    """The finer stride-8 + 16 pair is a run setting; the bundle records it, and prediction uses it."""
+    ds = load_source(tiny_kwargs["data"])
+    paths = [str(r.path) for r in ds.records[:3]]
+    assert Model.load(patch_run.out).meta["backbone"]["patch_layers"] == "s16+s32"
+    fine = imbvision.train(out=tmp_path / "fine", strategy="normality", progress=False, patch_layers="s8+s16",
+                           **tiny_kwargs)
+    model = Model.load(fine.out)
+    assert model.meta["backbone"]["patch_layers"] == "s8+s16"
+    assert model.explain(paths).shape == (3, 64, 64)
+    # a bundle saved before the setting existed (no "patch_layers") was made with s8+s16 features
+    meta = dict(model.meta, backbone={k: v for k, v in model.meta["backbone"].items() if k != "patch_layers"})
+    legacy = Model(meta, model.arrays, model.run_dir)
+    np.testing.assert_allclose(legacy.predict_proba(paths), model.predict_proba(paths))
+    with pytest.raises(ConfigError, match="--patch-layers 's4' invalid"):
+        imbvision.train(out=tmp_path / "bad", strategy="normality", progress=False, patch_layers="s4", **tiny_kwargs)
+
+
 def test_report_thumbnails_get_the_heat_map(patch_run, tiny_kwargs):
     """Issue 13/15: the report's false-negative/positive thumbnails show the heat map of a patch model."""
     from imbvision.data.decode import load_image_array
@@ -102,6 +120,10 @@ def test_compare_shows_patch_heads_beside_the_remedies(tmp_path, tiny_kwargs):
     assert set(fusion["fusion_weights"]) == {"global", "patch", "normality"}
     assert fusion["fusion_winner"] == max(fusion["fusion_weights"], key=fusion["fusion_weights"].get)
     assert "won:" in (res.out / "report.html").read_text()
+    # the patch features are a run setting: another --patch-layers in the same folder is refused by name
+    with pytest.raises(ConfigError, match=r"other settings \(patch_layers: '\(unset\)' → 's8\+s16'"):
+        run_compare(strategies="ce,normality", seeds=2, out=tmp_path / "cmp", progress=False,
+                    patch_layers="s8+s16", **kw)
 
 
 def test_zero_training_positives_train_normality_only(tmp_path, tiny_kwargs):

@@ -51,6 +51,7 @@ class _Backbone(_Strict):
     tiles: int = Field(ge=0, le=MAX_TILES)
     features: Literal["global", "tiles", "both"]
     resize: Literal["stretch", "keep-aspect"] = "stretch"
+    patch_layers: Optional[Literal["s16+s32", "s8+s16"]] = None  # patch-level heads; bundles saved before this field used s8+s16
     weights_path: Optional[str] = Field(default=None, max_length=4096)
     weights_file_sha256: Optional[str] = Field(default=None, pattern=_HEX64)
 

@@ -219,6 +219,7 @@ def train(
     image_size: int = typer.Option(224),
     tiles: int = typer.Option(0, help="Head mode: add N×N tile features (small objects)"),
     resize: str = typer.Option("stretch", help="stretch (to a square) or keep-aspect (long side = image size, short side edge-padded)"),
+    patch_layers: str = typer.Option("s16+s32", "--patch-layers", help="Patch heads: backbone strides of the patch features: s16+s32 (default) or s8+s16 (finer grid, for objects of a few pixels)"),
     threshold: str = typer.Option("max-f1", help="Chosen on validation: max-f1 | recall>=0.95 | precision>=0.9 | fbeta:2 | fixed:0.5"),
     calibration: str = typer.Option("none", help="none | platt | isotonic (fitted on validation)"),
     prior_correction: bool = typer.Option(True, help="Undo the prior shift of resampling/weighting analytically"),
@@ -500,6 +501,7 @@ def compare(
     image_size: int = typer.Option(224),
     tiles: int = typer.Option(0, help="Add N×N tile features (small objects)"),
     resize: str = typer.Option("stretch", help="stretch (to a square) or keep-aspect (long side = image size, short side edge-padded)"),
+    patch_layers: str = typer.Option("s16+s32", "--patch-layers", help="Patch heads: backbone strides of the patch features: s16+s32 (default) or s8+s16 (finer grid, for objects of a few pixels)"),
     threshold: str = typer.Option("max-f1", help="Threshold rule, tuned on each validation split"),
     calibration: str = typer.Option("none"),
     skip_bad: bool = typer.Option(False, "--skip-bad"),
@@ -519,7 +521,8 @@ def compare(
 
     res = run_compare(data, strategies=strategies, seeds=seeds, folds=folds, mode=mode, out=out, positive=positive,
                       train_positive_rate=train_positive_rate, backbone=backbone, weights=weights,
-                      image_size=image_size, tiles=tiles, resize=resize, threshold=threshold, calibration=calibration,
+                      image_size=image_size, tiles=tiles, resize=resize, patch_layers=patch_layers,
+                      threshold=threshold, calibration=calibration,
                       skip_bad=skip_bad, cache_dir=cache_dir, jobs=jobs, executor=executor,
                       ray_address=ray_address, progress=not as_json,
                       group_duplicates=group_duplicates)

@@ -37,7 +37,7 @@ def patch_model_features(model, images: Sequence[np.ndarray]):
 
     b = model.meta["backbone"]
     settings = FeatureSettings(b["name"], b.get("weights"), b["image_size"], b["tiles"], b["features"], 0,
-                               resize=b.get("resize", "stretch"))
+                               resize=b.get("resize", "stretch"), patch_layers=b.get("patch_layers", "s8+s16"))
     return patches_from_images(list(images), model._get_backbone(), settings)
 
 

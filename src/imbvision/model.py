@@ -175,7 +175,7 @@ class Model:
         # The features the head consumes: one global vector per image unless its record named another.
         rep = get_representation(self.meta["head"].get("representation", "global"))
         settings = FeatureSettings(b["name"], b.get("weights"), b["image_size"], b["tiles"], b["features"], 0,
-                                   resize=b.get("resize", "stretch"))
+                                   resize=b.get("resize", "stretch"), patch_layers=b.get("patch_layers", "s8+s16"))
         return self._get_head().predict_proba(rep.from_images(list(images), self._get_backbone(), settings))
 
     def explain(self, images: Sequence[str | Path | np.ndarray]) -> np.ndarray:

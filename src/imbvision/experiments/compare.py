@@ -130,6 +130,8 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
              "cell_scores": "float64 prior-corrected logit"}  # cells of older runs held rounded probabilities
     if c.resize != "stretch":  # absent for the default, so earlier run folders still match
         cfg_d["resize"] = c.resize
+    if c.patch_layers != "s16+s32":
+        cfg_d["patch_layers"] = c.patch_layers
     cfg_path = out / "config.json"
     if cfg_path.exists():
         old = read_json(cfg_path)
@@ -154,13 +156,18 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
     y = ds.labels
     # Written once the data and backbone are known good, so a failed start leaves nothing that blocks a fix.
     write_json(cfg_path, cfg_d)
-    data_key = combine(records_fingerprint(ds.records), bb.weights_id,
-                       {k: v for k, v in cfg_d.items() if k not in ("strategies", "seeds", "n_boot", "data")})
-    settings = CellSettings(c.backbone, c.weights, c.image_size, c.tiles, kind, c.max_synthetic, c.threshold,
-                            c.calibration, c.prior_correction, data_key, resize=c.resize, skip_bad=c.skip_bad)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # resolve_strategies has validated them; warnings are shown by `train`
         needed = [representation_of(compose(n)) for n in names]
+    # Cells of patch-level heads are kept only while the patch features are the same kind.
+    from ..backbones.patches import PATCH_VERSION
+    patch_key = {"patch_features": f"{PATCH_VERSION}|{c.patch_layers}"} if "patches" in needed else {}
+    data_key = combine(records_fingerprint(ds.records), bb.weights_id,
+                       {k: v for k, v in cfg_d.items() if k not in ("strategies", "seeds", "n_boot", "data")},
+                       *([patch_key] if patch_key else []))
+    settings = CellSettings(c.backbone, c.weights, c.image_size, c.tiles, kind, c.max_synthetic, c.threshold,
+                            c.calibration, c.prior_correction, data_key, resize=c.resize, skip_bad=c.skip_bad,
+                            patch_layers=c.patch_layers)
     X, embed_stats = embed_features(ds.records, bb, settings, needed, cache_dir=cache, progress=c.progress)
     if set(X) == {"global"}:
         X = X["global"]  # one array travels to the workers as before

@@ -36,7 +36,7 @@ BASELINE = "ce"
 ALPHA = 0.05
 _KEYS = ("data", "positive", "backbone", "weights", "image_size", "tiles", "features", "threshold", "calibration",
          "prior_correction", "val", "test", "train_positive_rate", "max_synthetic", "n_boot", "group_duplicates",
-         "resize")
+         "resize", "patch_layers")
 
 
 def pick_strategy(leaderboard: list[dict[str, Any]]) -> tuple[str, str]:

@@ -49,6 +49,7 @@ class FeatureSettings:
     max_synthetic: int
     resize: str = field(default="stretch", kw_only=True)  # "stretch" or "keep-aspect"
     skip_bad: bool = field(default=False, kw_only=True)  # a bad mask is dropped (listed) instead of raising
+    patch_layers: str = field(default="s16+s32", kw_only=True)  # see imbvision.backbones.patches.PATCH_LAYERS
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,13 @@ class PipelineOptions:
     cache_dir: str | None = None
     max_synthetic: int = 600
     resize: str = "stretch"
+    patch_layers: str = "s16+s32"
 
     def __post_init__(self) -> None:
         if self.resize not in ("stretch", "keep-aspect"):
             raise ConfigError(f"--resize {self.resize!r} invalid; valid: stretch, keep-aspect")
+        if self.patch_layers not in ("s16+s32", "s8+s16"):
+            raise ConfigError(f"--patch-layers {self.patch_layers!r} invalid; valid: s16+s32, s8+s16")
         if self.features not in FEATURES:
             raise ConfigError(f"--features {self.features!r} invalid; valid: {', '.join(FEATURES)}")
         if self.calibration not in CALIBRATIONS:

@@ -127,6 +127,11 @@ def head_summary(head: Any) -> dict[str, Any]:
     return out
 
 
+def _layers_of(settings: Any) -> str:
+    from ..backbones.patches import DEFAULT_PATCH_LAYERS
+    return getattr(settings, "patch_layers", DEFAULT_PATCH_LAYERS)
+
+
 def _patches_from_records(records: Sequence, backbone: Any, settings: Any, cache_dir, progress: bool):
     """Patch features of the dataset (cached), each positive's mask grid, and the global embedding (fusion)."""
     from ..backbones import embed_dataset
@@ -134,7 +139,7 @@ def _patches_from_records(records: Sequence, backbone: Any, settings: Any, cache
 
     resize = getattr(settings, "resize", "stretch")
     feats = patch_features(records, backbone=backbone, image_size=settings.image_size, resize=resize,
-                           cache_dir=cache_dir, progress=progress)
+                           cache_dir=cache_dir, progress=progress, layers=_layers_of(settings))
     feats.masks, bad = grid_masks(records, feats, skip_bad=getattr(settings, "skip_bad", False))
     feats.global_ = embed_dataset(records, backbone=backbone, image_size=settings.image_size, tiles=settings.tiles,
                                   cache_dir=cache_dir, progress=False, resize=resize).features(settings.kind)
@@ -147,7 +152,8 @@ def patches_from_images(images: Sequence[np.ndarray], backbone: Any, settings: A
     from ..backbones.patches import mask_to_grid, patch_features_arrays
 
     resize = getattr(settings, "resize", "stretch")
-    feats = patch_features_arrays(list(images), backbone, image_size=settings.image_size, resize=resize)
+    feats = patch_features_arrays(list(images), backbone, image_size=settings.image_size, resize=resize,
+                                  layers=_layers_of(settings))
     masks = masks if masks is not None else [None] * len(feats)
     feats.masks = [None if m is None or not np.asarray(m).any() else
                    mask_to_grid(np.asarray(m, dtype=bool), feats.boxes[i], feats.image_size, feats.grid)

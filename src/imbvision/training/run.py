@@ -44,7 +44,8 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
     ds, split, y = prep.dataset, prep.split, prep.dataset.labels
     backbone = create_backbone(cfg.backbone, weights=cfg.weights)
     settings = FeatureSettings(cfg.backbone, cfg.weights, cfg.image_size, cfg.tiles, cfg.feature_kind,
-                               cfg.max_synthetic, resize=cfg.resize, skip_bad=cfg.skip_bad)
+                               cfg.max_synthetic, resize=cfg.resize, skip_bad=cfg.skip_bad,
+                               patch_layers=cfg.patch_layers)
     rep = representation_of(recipe)
     feats, stats = embed_features(ds.records, backbone, settings, [rep], cache_dir=cfg.resolved_cache_dir(),
                                   progress=progress)
@@ -58,7 +59,7 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
         "mode": "head",
         "backbone": {"name": backbone.name, "weights": cfg.weights, "weights_id": backbone.weights_id,
                      "image_size": cfg.image_size, "tiles": cfg.tiles, "features": cfg.feature_kind,
-                     "resize": cfg.resize},
+                     "resize": cfg.resize, **({"patch_layers": settings.patch_layers} if rep == "patches" else {})},
         "head": {"name": fit.head_name, "params": fit.head_params, "config": fit.head.get_config(),
                  **({"representation": rep} if rep != "global" else {})},
     }
