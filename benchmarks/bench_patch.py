@@ -63,12 +63,40 @@ def speed(ds, cache: str, n: int = 1024) -> dict:
             "load_avg_before": load0}
 
 
+def scoring_speed(ds, cache: str) -> dict:
+    """Warm scoring speed of the heads on seed 0's test split (cached features; one warm-up call first)."""
+    from imbvision.backbones.patches import patch_features
+    from imbvision.data.splits import train_val_test_split
+    from imbvision.strategies.patch_heads import NormalityHead, PatchHead
+    from imbvision.training.prepare import limit_train_positives
+
+    pf = patch_features(ds, image_size=224, resize="keep-aspect", cache_dir=cache)
+    y = ds.labels
+    sp = limit_train_positives(train_val_test_split(ds, seed=0), y, 0.05, 0)
+    out = {}
+    for name, head in (("normality", NormalityHead(seed=0)), ("patch", PatchHead(seed=0))):
+        t = time.perf_counter()
+        head.fit(pf.take(sp.train), y[sp.train])
+        fit_s = time.perf_counter() - t
+        head.decision_function(pf.take(sp.test[:8]))
+        t = time.perf_counter()
+        head.decision_function(pf.take(sp.test))
+        out[f"{name}_score_img_per_s"] = len(sp.test) / (time.perf_counter() - t)
+        out[f"{name}_fit_s"] = fit_s
+        if name == "normality":
+            out["normality_bank"] = int(len(head.bank_))
+            out["normality_index"] = type(head._index).__name__
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--rate", type=float, default=0.05)
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "imbv-cache"))
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="measure only the speeds (on a quiet machine) into the existing bench_patch.json")
     ap.add_argument("--more-seeds", type=int, default=0,
                     help="add this many seeds to an existing bench_patch.json (its seeds and localisation are kept)")
     args = ap.parse_args()
@@ -100,8 +128,16 @@ def main() -> None:
                  "normality_defaults": _NH().params(),
                  "load_avg_start": os.getloadavg()}
     speed_file = os.path.join(args.cache, "bench_patch_speed.json")
+    if args.speed_only:
+        old = json.loads((RESULTS / "bench_patch.json").read_text())
+        old["speed"] = {**speed(ds, args.cache), **scoring_speed(ds, args.cache)}
+        old["speed"]["load_avg_after"] = os.getloadavg()
+        print(old["speed"])
+        old.pop("machine", None)
+        save("bench_patch", old)
+        return
     if not args.skip_speed or not os.path.exists(speed_file):
-        out["speed"] = speed(ds, args.cache)
+        out["speed"] = {**speed(ds, args.cache), **scoring_speed(ds, args.cache)}
         with open(speed_file, "w") as fh:
             json.dump(out["speed"], fh)
     else:  # measured by an earlier run of this script (same cache folder)

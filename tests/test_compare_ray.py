@@ -237,3 +237,19 @@ def test_unreachable_address_is_a_quick_config_error(tmp_path):
 ])
 def test_address_parsing(address, expected):
     assert ray_executor._host_port(address) == expected
+
+
+def test_ray_runs_patch_level_heads_like_local(ray_cleanup, tmp_path, tiny_kwargs):
+    """Patch features (a memory-mapped store) travel to Ray workers; every cell equals the local one."""
+    kw = _kw(tiny_kwargs)
+    strats = "ce,normality,patch"
+    local = run_compare(strategies=strats, seeds=2, out=tmp_path / "local", n_boot=200, progress=False, **kw)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    res = run_compare(strategies=strats, seeds=2, out=tmp_path / "ray", n_boot=200, progress=False,
+                      executor="ray", **kw)
+    assert len(_cells(res.out)) == 6
+    assert _cells(res.out) == _cells(local.out)
+    assert _board(res.out) == _board(local.out)
+    started = _descendants(os.getpid())
+    ray.shutdown()
+    _assert_all_exit(started)

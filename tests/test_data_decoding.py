@@ -150,3 +150,31 @@ def test_nan_mask_is_refused_naming_the_file(tmp_path: Path, fill: str) -> None:
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "i.png")
     with pytest.raises(BadFileError, match=r"m\.tif.*mask of"):
         check_dataset(Dataset([ImageRecord(tmp_path / "i.png", 1, mask=tmp_path / "m.tif")]), require_both_classes=False)
+
+
+def test_large_jpeg_decodes_in_draft_mode_but_never_below_the_input(tmp_path):
+    """Issue 15: a camera-sized JPEG decodes at a reduced DCT scale that keeps both sides >= min_side."""
+    from PIL import Image as _Image
+
+    from imbvision.data.decode import load_image_and_size, load_image_array
+
+    yy, xx = np.mgrid[0:800, 0:1000] / 40.0  # a smooth photo-like picture (noise is JPEG's worst case)
+    pic = np.stack([128 + 100 * np.sin(xx), 128 + 100 * np.cos(yy), 128 + 60 * np.sin(xx + yy)], -1)
+    big = tmp_path / "big.jpg"
+    _Image.fromarray(pic.astype(np.uint8)).save(big, quality=90)
+    full = load_image_array(big)
+    assert full.shape == (800, 1000, 3)
+    arr, size = load_image_and_size(big, min_side=224)
+    # 1/2 keeps 400 x 500; 1/4 would give 200 < 224 on the short side
+    assert arr.shape == (400, 500, 3) and size == (1000, 800)
+    assert load_image_array(big, min_side=300).shape == (400, 500, 3)
+    assert load_image_array(big, min_side=100).shape == (100, 125, 3)  # 1/8: 100 >= 100
+    # close to the full decode shrunk by the same factor (DCT scaling, not a different picture)
+    from PIL import Image as PILImage
+    shrunk = np.asarray(PILImage.fromarray(full).resize((500, 400), PILImage.BOX), dtype=float)
+    assert np.abs(arr.astype(float) - shrunk).mean() < 3
+    # a PNG of the same size, or a JPEG under twice min_side, decodes in full
+    png = tmp_path / "big.png"
+    _Image.fromarray(full).save(png)
+    assert load_image_array(png, min_side=224).shape == (800, 1000, 3)
+    assert load_image_array(big, min_side=450).shape == (800, 1000, 3)

@@ -180,3 +180,25 @@ def test_empty_mask_is_named_or_skipped_in_train(tmp_path, tiny_kwargs):
     run = imbvision.train(out=tmp_path / "b", strategy="patch", progress=False, skip_bad=True, **kw)
     res = __import__("json").loads((run.out / "results.json").read_text())
     assert any("empty_mask.png" in b for b in res["train"]["embedding"]["bad_masks"])
+
+
+def test_files_are_scored_from_the_pixels_training_saw(patch_run, tiny_kwargs, tmp_path):
+    """A large JPEG is decoded in draft mode in training, so prediction and heat maps decode it the same way."""
+    from PIL import Image
+
+    from imbvision.data.decode import load_image_array
+
+    model = Model.load(patch_run.out)
+    assert model.decode_min_side() == 64  # the input size (head mode, no tiles)
+    yy, xx = np.mgrid[0:300, 0:260] / 9.0
+    pic = np.stack([128 + 90 * np.sin(xx), 128 + 90 * np.cos(yy), 128 + 50 * np.sin(xx + yy)], -1).astype(np.uint8)
+    path = tmp_path / "large.jpg"
+    Image.fromarray(pic).save(path, quality=90)
+    drafted = load_image_array(path, min_side=64)
+    assert drafted.shape[:2] == (75, 65)  # 1/4 of 300 x 260: both sides still >= 64
+    np.testing.assert_array_equal(model.predict_proba([str(path)]), model.predict_proba([drafted]))
+    heat = model.explain([str(path)])
+    assert heat.shape == (1, 300, 260)  # the map comes at the file's full size
+    # bundles saved before draft decoding (no "preprocess" entry) keep decoding files in full
+    meta = dict(model.meta, backbone={k: v for k, v in model.meta["backbone"].items() if k != "preprocess"})
+    assert Model(meta, model.arrays, model.run_dir).decode_min_side() is None

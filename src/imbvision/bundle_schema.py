@@ -52,6 +52,7 @@ class _Backbone(_Strict):
     features: Literal["global", "tiles", "both"]
     resize: Literal["stretch", "keep-aspect"] = "stretch"
     patch_layers: Optional[Literal["s16+s32", "s8+s16"]] = None  # patch-level heads; bundles saved before this field used s8+s16
+    preprocess: Optional[Literal["draft"]] = None  # "draft": large JPEGs were decoded in draft mode (head mode)
     weights_path: Optional[str] = Field(default=None, max_length=4096)
     weights_file_sha256: Optional[str] = Field(default=None, pattern=_HEX64)
 

@@ -63,7 +63,7 @@ def explain(model, images: Sequence[str | Path | np.ndarray], *, sigma: float = 
         The model's head sees one pooled vector per image (no patches to map).
     """
     from .backbones.patches import grid_to_image
-    from .data.decode import load_image_array
+    from .data.decode import load_image_and_size
 
     if not is_patch_model(model.meta):
         head = model.meta.get("head", {}).get("name", model.meta.get("mode"))
@@ -71,7 +71,10 @@ def explain(model, images: Sequence[str | Path | np.ndarray], *, sigma: float = 
             f"heat maps need a patch-level head (patch, normality or fusion); the model in {model.run_dir} uses "
             f"{head!r}, which sees one pooled vector per image. Train with e.g. --strategy patch or fusion."
         )
-    arrays = [load_image_array(x) if not isinstance(x, np.ndarray) else x for x in images]
+    side = model.decode_min_side()
+    decoded = [load_image_and_size(x, min_side=side) if not isinstance(x, np.ndarray) else (x, (x.shape[1], x.shape[0]))
+               for x in images]  # a large JPEG decodes as in training (draft mode); maps come at its full size
+    arrays, sizes = [a for a, _ in decoded], [s for _, s in decoded]
     if not arrays:
         return np.zeros((0, 0, 0), np.float32)
     feats = patch_model_features(model, arrays)
@@ -80,7 +83,7 @@ def explain(model, images: Sequence[str | Path | np.ndarray], *, sigma: float = 
     for i, a in enumerate(arrays):
         g = np.where(np.isfinite(z[i]), z[i], np.nan)
         g = np.where(np.isnan(g), np.nanmin(g), g)
-        maps.append(grid_to_image(g, feats.boxes[i], feats.image_size, (a.shape[1], a.shape[0]), sigma=sigma))
+        maps.append(grid_to_image(g, feats.boxes[i], feats.image_size, sizes[i], sigma=sigma))
     if len({m.shape for m in maps}) == 1:
         return np.stack(maps)
     return maps

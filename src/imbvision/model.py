@@ -186,6 +186,15 @@ class Model:
         from .explain import explain
         return explain(self, images)
 
+    def decode_min_side(self) -> int | None:
+        """The ``min_side`` training decoded files with (a large JPEG in draft mode), so files are scored
+        from the same pixels: the input size (per tile) in head mode; ``None`` (full decode) for fine-tuned
+        models and bundles saved before draft decoding."""
+        b = self.meta.get("backbone", {})
+        if self.meta.get("mode") != "head" or b.get("preprocess") != "draft":
+            return None
+        return int(b["image_size"]) * max(1, int(b.get("tiles") or 0))
+
     def predict_proba(self, images: Sequence[str | Path | np.ndarray]) -> np.ndarray:
         """Probability of the positive class for each image (paths or uint8 arrays).
 
@@ -193,7 +202,8 @@ class Model:
         :meth:`predict_files` to get them listed instead.
         """
         from .data.decode import load_image_array
-        arrays = [load_image_array(x) if not isinstance(x, np.ndarray) else x for x in images]
+        side = self.decode_min_side()
+        arrays = [load_image_array(x, min_side=side) if not isinstance(x, np.ndarray) else x for x in images]
         if not arrays:
             return np.zeros(0)
         return self.postprocess.apply(self.raw_scores(arrays))
@@ -210,7 +220,7 @@ class Model:
             good, arrays = [], []
             for p in paths[s:s + batch]:
                 try:
-                    arrays.append(load_image_array(p))
+                    arrays.append(load_image_array(p, min_side=self.decode_min_side()))
                     good.append(str(p))
                 except BadFileError as exc:
                     bad.append((str(p), exc.reason))

@@ -35,7 +35,8 @@ from .registry import Backbone, create_backbone
 
 __all__ = ["Embeddings", "embed_dataset", "check_embed_settings", "embed_arrays", "tile_boxes", "preprocess", "PREPROCESS_VERSION"]
 
-PREPROCESS_VERSION = "resize-bilinear-aa-v1"
+#: v2: JPEGs at least twice the input size are decoded in draft mode (reduced DCT scale) before resizing.
+PREPROCESS_VERSION = "resize-bilinear-aa-v2-draft"
 TILE_OVERLAP = 0.25
 
 
@@ -114,7 +115,9 @@ class _Views(TorchDataset):
         # raised in a DataLoader worker reaches the caller as a RuntimeError holding a traceback, so
         # the main process raises the same one-line BadFileError whatever the number of workers.
         try:
-            return i, preprocess(load_image_array(self.paths[i]), self.size, self.tiles, self.resize)
+            # a large JPEG decodes at reduced scale, still >= the input size (per tile with tiles)
+            arr = load_image_array(self.paths[i], min_side=self.size * max(1, self.tiles))
+            return i, preprocess(arr, self.size, self.tiles, self.resize)
         except BadFileError as exc:
             return i, (exc.path, exc.reason)
         except OSError as exc:

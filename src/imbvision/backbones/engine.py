@@ -75,6 +75,8 @@ class OnnxEngine(FeatureEngine):
         so.intra_op_num_threads = threads or (os.cpu_count() or 1)
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
+        # Idle engine threads sleep instead of spin-waiting, leaving the CPU to the decoding worker.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
 

@@ -51,13 +51,12 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 
 from .._io import atomic_write
 from ..data.checks import file_digest
-from ..data.decode import load_image_array
+from ..data.decode import load_image_and_size
 from ..data.records import Dataset, ImageRecord
 from ..errors import ConfigError
 from .engine import checked_onnx, module_digest
@@ -157,6 +156,7 @@ class _OnnxPatchEngine:
         so.intra_op_num_threads = torch.get_num_threads()
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # leave idle CPU to the decoder
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
 
@@ -240,6 +240,14 @@ class PatchFeatures:
                              self.settings, self.stats, None if self.global_ is None else self.global_[idx],
                              None if self.masks is None else [self.masks[int(i)] for i in idx])
 
+    def compact(self) -> "PatchFeatures":
+        """A copy holding only this set's rows, in memory (``rows`` becomes ``0..N-1``), for shipping to
+        other processes or machines; the cache file may hold many more images."""
+        return PatchFeatures(np.ascontiguousarray(self.store[self.rows]), np.arange(len(self.rows)), self.boxes.copy(),
+                             self.sizes.copy(), self.image_size, dict(self.settings), self.stats,
+                             None if self.global_ is None else np.ascontiguousarray(self.global_),
+                             None if self.masks is None else list(self.masks))
+
     def image(self, i: int) -> np.ndarray:
         """``(h, w, C)`` float32 features of image ``i``."""
         return np.asarray(self.store[int(self.rows[i])], dtype=np.float32)
@@ -319,19 +327,8 @@ class _Views(TorchDataset):
 
 
 def _decode(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode; a JPEG far larger than needed decodes at a reduced scale (Pillow's draft mode, DCT scaling)."""
-    with Image.open(path) as im:
-        full, big_jpeg = im.size, im.format == "JPEG" and min(im.size) > 2 * size
-    if not big_jpeg:
-        arr = load_image_array(path)
-        return arr, (arr.shape[1], arr.shape[0])
-    return _draft_array(path, size), full
-
-
-def _draft_array(path: Path, size: int) -> np.ndarray:
-    with Image.open(path) as im:
-        im.draft("RGB", (size, size))
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    """Decode (checked); a JPEG far larger than needed decodes at a reduced scale (Pillow's draft mode)."""
+    return load_image_and_size(path, min_side=size)
 
 
 def patch_features(

@@ -162,7 +162,8 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
     # Cells of patch-level heads are kept only while the patch features are the same kind.
     from ..backbones.patches import PATCH_VERSION
     patch_key = {"patch_features": f"{PATCH_VERSION}|{c.patch_layers}"} if "patches" in needed else {}
-    data_key = combine(records_fingerprint(ds.records), bb.weights_id,
+    from ..backbones.embed import PREPROCESS_VERSION
+    data_key = combine(records_fingerprint(ds.records), bb.weights_id, PREPROCESS_VERSION,
                        {k: v for k, v in cfg_d.items() if k not in ("strategies", "seeds", "n_boot", "data")},
                        *([patch_key] if patch_key else []))
     settings = CellSettings(c.backbone, c.weights, c.image_size, c.tiles, kind, c.max_synthetic, c.threshold,

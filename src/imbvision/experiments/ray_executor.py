@@ -158,6 +158,14 @@ def _ray_cell(strategy: str, seed: int, fold: int | None, split, X: np.ndarray, 
         return compute_cell(strategy, seed, fold, split, X, y, records, settings, use)
 
 
+def _shippable(x: Any) -> Any:
+    """An array as a contiguous array; patch features with only this run's rows, in memory (a worker on
+    another machine cannot open the local memory-mapped cache)."""
+    if hasattr(x, "compact"):
+        return x.compact()
+    return np.ascontiguousarray(x)
+
+
 def run_cells_ray(
     items: Sequence[tuple[str, int, int | None, Any]],
     *,
@@ -202,7 +210,7 @@ def run_cells_ray(
     owned = _connect(ray, address, num_cpus)
     pending: list = []
     try:
-        feats = {k: np.ascontiguousarray(v) for k, v in X.items()} if isinstance(X, dict) else np.ascontiguousarray(X)
+        feats = {k: _shippable(v) for k, v in X.items()} if isinstance(X, dict) else np.ascontiguousarray(X)
         x_ref, y_ref, rec_ref = ray.put(feats), ray.put(np.asarray(y)), ray.put(_absolute(records))
         task = ray.remote(num_cpus=1)(_ray_cell)
         store = str(out / "synthetic")

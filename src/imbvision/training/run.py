@@ -59,7 +59,8 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
         "mode": "head",
         "backbone": {"name": backbone.name, "weights": cfg.weights, "weights_id": backbone.weights_id,
                      "image_size": cfg.image_size, "tiles": cfg.tiles, "features": cfg.feature_kind,
-                     "resize": cfg.resize, **({"patch_layers": settings.patch_layers} if rep == "patches" else {})},
+                     "resize": cfg.resize, **({"patch_layers": settings.patch_layers} if rep == "patches" else {}),
+                     "preprocess": "draft"},  # files were decoded with min_side (Model.decode_min_side)
         "head": {"name": fit.head_name, "params": fit.head_params, "config": fit.head.get_config(),
                  **({"representation": rep} if rep != "global" else {})},
     }
