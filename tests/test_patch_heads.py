@@ -261,3 +261,39 @@ def test_approximate_search_agrees_with_exact_and_is_repeatable(tiny, search):
     np.testing.assert_array_equal(again.decision_function(feats), approx.decision_function(feats))
     with pytest.raises(ConfigError, match="search='kd' invalid; valid: auto, exact, ivf, hnsw"):
         NormalityHead(search="kd")
+
+
+def test_patch_cell_i_sits_on_canvas_pixel_stride_times_i():
+    """Symmetric padding centres grid cell i on canvas pixel s*i (issue 15 trial: maps were shifted)."""
+    size, g = 64, 4  # stride 16
+    heat = np.zeros((g, g), np.float32)
+    heat[1, 2] = 1.0
+    up = grid_to_image(heat, (0, 0, size, size), size, (size, size), sigma=0)
+    assert np.unravel_index(np.argmax(up), up.shape) == (16, 32)
+    assert up[16, 32] == pytest.approx(1.0) and up[16 + 16, 32] == pytest.approx(0.0)
+    # a mask covering exactly the window centred on pixel (16, 32) fills that one cell
+    mask = np.zeros((size, size), bool)
+    mask[16 - 8:16 + 8, 32 - 8:32 + 8] = True
+    grid = mask_to_grid(mask, (0, 0, size, size), size, (g, g))
+    assert grid[1, 2] == pytest.approx(1.0) and grid.sum() == pytest.approx(1.0)
+
+
+def test_coarse_half_of_a_patch_is_aligned_on_the_fine_cells(tiny):
+    """Fine cell 2j reads the coarse (stride-2s) map exactly at its cell j."""
+    import torch
+    import torch.nn.functional as F
+
+    from imbvision.backbones.patches import PatchNet
+
+    _, bb, _ = tiny
+    net = PatchNet(bb, "s8+s16").eval()
+    x = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        out = net(x)
+        f = net.body((x.float() - net.mean) * net.inv_std)
+        coarse = F.avg_pool2d(f["s16"], 3, stride=1, padding=1, count_include_pad=False)
+    c_fine = f["s8"].shape[1]
+    np.testing.assert_allclose(out[:, c_fine:, ::2, ::2].numpy(), coarse.numpy(), atol=1e-5)
+    # odd fine cells lie halfway between two coarse cells
+    np.testing.assert_allclose(out[:, c_fine:, 1:-1:2, ::2].numpy(),
+                               ((coarse[:, :, :-1] + coarse[:, :, 1:]) / 2).numpy(), atol=1e-5)

@@ -91,6 +91,26 @@ def test_predict_writes_heatmaps(patch_run, tiny_kwargs, tmp_path):
     assert len(pngs) == 3 and pngs[0].stat().st_size > 500
 
 
+
+def test_predict_heatmaps_outline_the_masks_the_source_has(patch_run, tiny_kwargs, tmp_path):
+    from PIL import Image
+
+    res = CliRunner().invoke(app, ["predict", str(patch_run.out), "--data", tiny_kwargs["data"],
+                                   "--heatmaps", str(tmp_path / "maps"), "--out", str(tmp_path / "p.csv")])
+    assert res.exit_code == 0, res.output
+    ds = load_source(tiny_kwargs["data"])
+    pngs = sorted((tmp_path / "maps").glob("*.png"))
+    assert len(pngs) == len(ds)
+
+    def green(png):
+        a = np.asarray(Image.open(png).convert("RGB")).astype(int)
+        return int(((a[..., 1] == 255) & (a[..., 0] == 0) & (a[..., 2] == 0)).sum())
+
+    with_mask = [green(p) for p, r in zip(pngs, ds.records) if r.mask is not None]
+    without = [green(p) for p, r in zip(pngs, ds.records) if r.mask is None]
+    assert with_mask and min(with_mask) > 0 and max(without) == 0
+
+
 def test_heatmap_on_a_global_model_is_refused(tmp_path, tiny_kwargs):
     run = imbvision.train(out=tmp_path / "g", strategy="ce", progress=False, **tiny_kwargs)
     model = Model.load(run.out)
@@ -127,8 +147,15 @@ def test_compare_shows_patch_heads_beside_the_remedies(tmp_path, tiny_kwargs):
 
 
 def test_zero_training_positives_train_normality_only(tmp_path, tiny_kwargs):
-    run = imbvision.train(out=tmp_path / "n", strategy="normality", train_positive_rate=0, progress=False,
-                          **tiny_kwargs)
+    import warnings
+
+    from imbvision.notices import DataWarning
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        run = imbvision.train(out=tmp_path / "n", strategy="normality", train_positive_rate=0, progress=False,
+                              **tiny_kwargs)
+    # zero training positives is the normality head's normal use, not a data problem to warn about
+    assert not [w for w in seen if issubclass(w.category, DataWarning) and "positive images to train on" in str(w.message)]
     res = __import__("json").loads((run.out / "results.json").read_text())
     assert res["train"]["counts_after_resampling"][1] == 0 and 0 <= run.metrics["ap"] <= 1
     with pytest.raises(ConfigError, match="no positive; only --strategy normality"):
@@ -163,6 +190,8 @@ def test_empty_mask_is_named_or_skipped_in_train(tmp_path, tiny_kwargs):
     import csv
     from PIL import Image
 
+    from imbvision.notices import DataWarning
+
     ds = load_source(tiny_kwargs["data"])
     pos = next(r for r in ds.records if r.label == 1 and r.mask is not None)
     w, h = Image.open(pos.path).size
@@ -172,14 +201,20 @@ def test_empty_mask_is_named_or_skipped_in_train(tmp_path, tiny_kwargs):
     with open(src, "w", newline="") as fh:
         wr = csv.writer(fh)
         wr.writerow(["path", "label", "mask"])
-        for r in ds.records:
-            wr.writerow([str(r.path), r.label, str(empty) if r is pos else (str(r.mask) if r.mask else "")])
+        for r in ds.records:  # every positive's mask is empty: some of them are in the training split
+            wr.writerow([str(r.path), r.label, str(empty) if r.mask is not None else ""])
     kw = {**tiny_kwargs, "data": str(src)}
-    with pytest.raises(Exception, match="empty_mask.png.*empty"):
+    with pytest.raises(Exception, match="empty_mask.png.*empty.*--skip-bad"):
         imbvision.train(out=tmp_path / "a", strategy="patch", progress=False, **kw)
-    run = imbvision.train(out=tmp_path / "b", strategy="patch", progress=False, skip_bad=True, **kw)
+    # a head that never reads masks is not stopped by them
+    norm = imbvision.train(out=tmp_path / "n", strategy="normality", progress=False, **kw)
+    assert 0 <= norm.metrics["ap"] <= 1
+    with pytest.warns(DataWarning, match=r"--skip-bad: \d+ positive mask\(s\) dropped .*empty_mask.png: mask of a "
+                                         r"positive image is empty"):
+        run = imbvision.train(out=tmp_path / "b", strategy="patch", progress=False, skip_bad=True, **kw)
     res = __import__("json").loads((run.out / "results.json").read_text())
-    assert any("empty_mask.png" in b for b in res["train"]["embedding"]["bad_masks"])
+    assert res["train"]["embedding"]["bad_masks"][0].endswith("empty_mask.png: mask of a positive image is empty")
+    assert "--skip-bad" not in " ".join(res["train"]["embedding"]["bad_masks"])
 
 
 def test_files_are_scored_from_the_pixels_training_saw(patch_run, tiny_kwargs, tmp_path):

@@ -350,10 +350,12 @@ def predict(
     model = Model.load(run, weights=weights)
     paths = [str(p) for p in images or []]
     labels: dict[str, int] = {}
+    mask_of: dict[str, str] = {}
     if data:
         recs = load_source(data, positive=positive).records
         paths += [str(r.path) for r in recs]
         labels = {str(r.path): int(r.label) for r in recs}
+        mask_of = {str(r.path): str(r.mask) for r in recs if r.mask is not None}
     if not paths:
         raise ConfigError("no images given: pass image files or --data SOURCE")
     for p in paths:
@@ -361,7 +363,7 @@ def predict(
     split_of = _run_splits(run)
     if heatmaps is not None:
         from .explain import write_heatmaps
-        n_maps = write_heatmaps(model, paths, heatmaps)
+        n_maps = write_heatmaps(model, paths, heatmaps, masks=mask_of)
         _err().print(f"{n_maps} heat maps → {heatmaps}")
     rows, bad = model.predict_files(paths)
     text = csv_text(["path", "label", "split", "probability", "decision", "error"],

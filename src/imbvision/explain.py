@@ -236,12 +236,16 @@ def _maps_list(maps) -> list[np.ndarray]:
     return list(maps) if not isinstance(maps, np.ndarray) else [m for m in maps]
 
 
-def write_heatmaps(model, paths: Sequence[str | Path], out_dir: str | Path, *, batch: int = 32) -> int:
+def write_heatmaps(model, paths: Sequence[str | Path], out_dir: str | Path, *, batch: int = 32,
+                   masks: dict[str, str | Path] | None = None) -> int:
     """Write one overlay PNG per readable image (``<n>_<stem>.png``) into ``out_dir``; returns how many.
 
+    ``masks`` maps an image path to its mask file, outlined in green (a mask that cannot be read
+    is left out; the image is still written). Files are decoded as the model decoded them in
+    training (:meth:`Model.decode_min_side`), so a large JPEG's overlay comes at its draft size.
     Raises ConfigError for a model without a patch-level head (before any file is written).
     """
-    from .data.decode import load_image_array
+    from .data.decode import load_image_array, load_mask
     from .errors import BadFileError
 
     if not is_patch_model(model.meta):
@@ -252,13 +256,22 @@ def write_heatmaps(model, paths: Sequence[str | Path], out_dir: str | Path, *, b
         items = []
         for p in paths[s:s + batch]:
             try:
-                items.append((p, load_image_array(p)))
+                items.append((p, load_image_array(p, min_side=model.decode_min_side())))
             except BadFileError:
                 continue  # listed by predict's CSV
         if not items:
             continue
         maps = _maps_list(explain(model, [a for _, a in items]))
         for (p, arr), heat in zip(items, maps):
-            save_overlay(out / f"{n:05d}_{Path(p).stem}.png", arr, heat)
+            mask = None
+            if masks and masks.get(str(p)):
+                try:
+                    mask = load_mask(masks[str(p)]).numpy()
+                    if mask.shape != arr.shape[:2]:  # a large JPEG decoded at draft size
+                        from PIL import Image
+                        mask = np.asarray(Image.fromarray(mask).resize((arr.shape[1], arr.shape[0]), Image.NEAREST))
+                except (BadFileError, OSError, ValueError):
+                    mask = None  # a mask that does not fit is not drawn; the data check reports it
+            save_overlay(out / f"{n:05d}_{Path(p).stem}.png", arr, heat, mask)
             n += 1
     return n

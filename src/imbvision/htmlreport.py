@@ -556,7 +556,7 @@ def thumbnail_jpeg(
     mask: Any = None,
     overlay: Any = None,
     max_side: int = 640,
-    outline_rgb: tuple[int, int, int] = (255, 40, 40),
+    outline_rgb: tuple[int, int, int] | None = None,
     quality: int = 85,
 ) -> bytes | None:
     """A JPEG of an image for a report, with the mask outline and an optional heat map.
@@ -567,7 +567,8 @@ def thumbnail_jpeg(
         Image file path, or an ``(H, W, 3)`` / ``(H, W)`` uint8 array.
     mask
         Mask file path or ``(H, W)`` bool array (same size as the image), or None.
-        Its outline is drawn in ``outline_rgb``, about 1/200 of the image side thick.
+        Its outline is drawn in ``outline_rgb``, about 1/200 of the image side thick (default: red on
+        a plain image, green on a heat map, whose colour map is red where it is hot).
     overlay
         Hook for heat maps (e.g. from ``Model.explain``): an ``(h, w)`` float array
         in [0, 1] at any resolution (resized to the image and blended with the
@@ -609,7 +610,8 @@ def thumbnail_jpeg(
                 m = np.asarray(mask, dtype=bool)
             if m.shape == (h, w):
                 width = max(1, int(round(max(h, w) / max(1, max_side) * 1.5)), max(h, w) // 200)
-                arr = draw_outline(arr, m, width=width, rgb=outline_rgb)
+                rgb = outline_rgb or ((0, 255, 0) if overlay is not None else (255, 40, 40))
+                arr = draw_outline(arr, m, width=width, rgb=rgb)
         except Exception:  # a bad mask must not hide the image; the audit reports bad masks
             pass
     im = Image.fromarray(arr)

@@ -72,7 +72,7 @@ PATCH_LAYERS = {"s16+s32": (16, 32), "s8+s16": (8, 16)}
 DEFAULT_PATCH_LAYERS = "s16+s32"
 #: Bundles saved before the choice existed used this pair.
 LEGACY_PATCH_LAYERS = "s8+s16"
-PATCH_VERSION = "patch-avg3-v2"
+PATCH_VERSION = "patch-avg3-v3-aligned"  # v3: coarse map aligned on the fine cells' centres
 #: Largest absolute difference allowed between the ONNX export and PyTorch.
 EXPORT_TOLERANCE = 2e-3
 
@@ -129,7 +129,13 @@ class PatchNet(nn.Module):
         f = self.body((x.float() - self.mean) * self.inv_std)
         a = F.avg_pool2d(f["s8"], 3, stride=1, padding=1, count_include_pad=False)
         b = F.avg_pool2d(f["s16"], 3, stride=1, padding=1, count_include_pad=False)
-        b = F.interpolate(b, size=a.shape[-2:], mode="bilinear", align_corners=False)
+        # The coarse cell j sits on canvas pixel 2s·j and the fine cell i on s·i (symmetric padding; see
+        # patch_geometry), so fine cell i reads the coarse map at j = i/2: an edge-padded map resized with
+        # align_corners=True from n+1 to 2n+1 cells has exactly that scale. (Plain bilinear resizing with
+        # align_corners=False would read j = i/2 − 1/4 and shift the coarse half by a quarter cell.)
+        hb, wb = b.shape[-2:]
+        b = F.interpolate(F.pad(b, (0, 1, 0, 1), mode="replicate"), size=(2 * hb + 1, 2 * wb + 1), mode="bilinear",
+                          align_corners=True)[..., :a.shape[-2], :a.shape[-1]]
         return torch.cat([a, b], 1)
 
 

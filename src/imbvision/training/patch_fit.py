@@ -19,18 +19,35 @@ from ..strategies.registry import Recipe, StrategyContext
 from .cell import Representation, register_representation
 from .head import HeadFit
 
-__all__ = ["grid_masks", "patches_from_images", "fit_patch_head", "concat_features", "PATCH_NOTE"]
+__all__ = ["grid_masks", "patches_from_images", "fit_patch_head", "concat_features", "PATCH_NOTE", "BadMask",
+           "MASK_HEADS"]
 
 PATCH_NOTE = "patch-level head: scores are not prior-corrected (threshold and calibration come from validation)"
+#: Heads that learn from masks; only they are stopped by a bad one (``normality`` never reads masks).
+MASK_HEADS = ("patch", "fusion")
 
 
-def grid_masks(records: Sequence, feats, *, skip_bad: bool = False) -> tuple[list[np.ndarray | None], list[tuple[str, str]]]:
+class BadMask:
+    """Placeholder in ``PatchFeatures.masks`` for a positive's unusable mask, kept until a head that reads
+    masks is fitted on that image (then it raises, naming the file) — so a bad mask never stops a head
+    that does not use it."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path, self.reason = path, reason
+
+    def error(self) -> BadFileError:
+        return BadFileError(self.path, self.reason)
+
+
+def grid_masks(records: Sequence, feats, *, skip_bad: bool = False, mark: bool = False
+               ) -> tuple[list[Any], list[tuple[str, str]]]:
     """Each positive's mask as a patch grid (``None`` where it has none, and for negatives).
 
     A positive's mask that is empty or of another size than its image raises
     :class:`~imbvision.errors.BadFileError` naming the file; with ``skip_bad`` the mask is
     dropped instead (the image then takes part through multiple-instance learning) and
-    listed in the returned ``bad`` pairs.
+    listed in the returned ``bad`` pairs. With ``mark`` (implies listing), a :class:`BadMask` takes
+    the dropped mask's place, so a head that reads masks can still refuse it.
     """
     from ..backbones.patches import mask_to_grid
     from ..data.decode import load_mask
@@ -47,10 +64,10 @@ def grid_masks(records: Sequence, feats, *, skip_bad: bool = False) -> tuple[lis
                 raise BadFileError(r.mask, "mask of a positive image is empty; draw the object, remove the mask "
                                            "(the image then trains by multiple-instance learning) or pass --skip-bad")
         except BadFileError as exc:
-            if not skip_bad:
+            if not (skip_bad or mark):
                 raise
             bad.append((str(r.mask), exc.reason))
-            out.append(None)
+            out.append(BadMask(str(r.mask), exc.reason) if mark else None)
             continue
         out.append(mask_to_grid(m, feats.boxes[i], feats.image_size, feats.grid))
     return out, bad
@@ -97,6 +114,11 @@ def fit_patch_head(feats, y: np.ndarray, recipe: Recipe, *, seed: int = 0, extra
     y = np.asarray(y, dtype=np.float64)
     if masks is not None:
         feats.masks = list(masks)
+    if feats.masks is not None:
+        bad = [m for m in feats.masks if isinstance(m, BadMask)]
+        if bad and recipe.head.name in MASK_HEADS:
+            raise bad[0].error()
+        feats.masks = [None if isinstance(m, BadMask) else m for m in feats.masks]
     if extra_X is not None and len(extra_X):
         feats = concat_features(feats, extra_X)
         y = np.concatenate([y, (np.asarray(extra_y) >= 0.5).astype(np.float64)])
@@ -140,10 +162,20 @@ def _patches_from_records(records: Sequence, backbone: Any, settings: Any, cache
     resize = getattr(settings, "resize", "stretch")
     feats = patch_features(records, backbone=backbone, image_size=settings.image_size, resize=resize,
                            cache_dir=cache_dir, progress=progress, layers=_layers_of(settings))
-    feats.masks, bad = grid_masks(records, feats, skip_bad=getattr(settings, "skip_bad", False))
+    skip_bad = getattr(settings, "skip_bad", False)
+    # Without --skip-bad a bad mask stays marked: only a head that reads masks and trains on it refuses it.
+    masks, bad = grid_masks(records, feats, skip_bad=skip_bad, mark=not skip_bad)
+    if skip_bad and bad:
+        import warnings
+
+        from ..notices import DataWarning
+        warnings.warn(f"--skip-bad: {len(bad)} positive mask(s) dropped (those images train by multiple-instance "
+                      f"learning): " + "; ".join(f"{p}: {why.split(';')[0]}" for p, why in bad[:3])
+                      + ("; …" if len(bad) > 3 else ""), DataWarning, stacklevel=2)
+    feats.masks = masks
     feats.global_ = embed_dataset(records, backbone=backbone, image_size=settings.image_size, tiles=settings.tiles,
                                   cache_dir=cache_dir, progress=False, resize=resize).features(settings.kind)
-    return feats, {**(feats.stats or {}), "bad_masks": [f"{p}: {why}" for p, why in bad]}
+    return feats, {**(feats.stats or {}), "bad_masks": [f"{p}: {why.split(';')[0]}" for p, why in bad]}
 
 
 def patches_from_images(images: Sequence[np.ndarray], backbone: Any, settings: Any, cache_dir=None, masks=None):
