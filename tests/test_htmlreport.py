@@ -85,8 +85,15 @@ def test_reliability_on_60_test_images_keeps_a_curve_and_the_count_panel_shows_i
     assert len(rb["count"]) >= 3 and rb["count"].sum() == 60
     assert np.all(np.diff(rb["prob_pred"]) > 0) and np.allclose(rb["hi"][:-1], rb["lo"][1:])
     fig = plot_reliability(y, p, labels=("model", ""))
-    shown = sorted(int(t.get_text()[2:]) for t in fig.axes[0].texts if t.get_text().startswith("n="))
-    assert shown == sorted(int(c) for c in rb["count"])
+    texts = [t for t in fig.axes[0].texts if t.get_text().startswith("n=")]
+    # every label names a bin's count; labels of points crowded into one corner are not stacked on each
+    # other (the count panel below still shows every bin)
+    pts = {(round(float(x), 9), round(float(yy), 9)): int(c)
+           for x, yy, c in zip(rb["prob_pred"], rb["prob_true"], rb["count"])}
+    at = [(round(float(t.xy[0]), 9), round(float(t.xy[1]), 9)) for t in texts]
+    assert texts and all(pts[a] == int(t.get_text()[2:]) for a, t in zip(at, texts))
+    assert all(np.hypot(a[0] - b[0], a[1] - b[1]) >= 0.07 for i, a in enumerate(at) for b in at[i + 1:])
+    assert at[0] == next(iter(pts))  # the first bin is always labelled
     panel = [pt for pt in fig.axes[1].patches]  # one stairs outline: its heights are the bins' counts
     heights = panel[0].get_data().values
     assert list(heights) == list(rb["count"])

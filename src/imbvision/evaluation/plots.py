@@ -360,13 +360,13 @@ def plot_reliability(
             ece = expected_calibration_error(y_i, p, n_bins)
             ax.plot(rb["prob_pred"], rb["prob_true"], "o-", color=color, lw=2, ms=6,
                     label=f"{_short(label, 48)} (Brier {b:.4f}, ECE {ece:.3f})")
-            last = None  # points crowded near one corner would print their labels on top of each other
+            placed: list[tuple[float, float]] = []  # points crowded in a corner would stack their labels
             for x, yy, c in zip(rb["prob_pred"], rb["prob_true"], rb["count"]):
-                if last is not None and np.hypot(x - last[0], yy - last[1]) < 0.07:
+                if any(np.hypot(x - a, yy - b) < 0.07 for a, b in placed):
                     continue
                 ax.annotate(f"n={int(c)}", (x, yy), textcoords="offset points", xytext=(6, -12 - 12 * k),
                             fontsize=8.5, color=color)
-                last = (x, yy)
+                placed.append((x, yy))
             # the count panel shows the very bins of the curve above (not a separate uniform histogram)
             axh.stairs(rb["count"], np.concatenate([rb["lo"], rb["hi"][-1:]]) if len(rb["lo"]) else [0, 1],
                        color=color, lw=1.6, baseline=0.7)
