@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_MT = REPO.parent / "shared" / "data" / "magnetic-tile"
+# beside the repository (the main checkout) or at the workplace's shared folder (a worktree)
+SHARED_MT = next((p for p in (REPO.parent / "shared" / "data" / "magnetic-tile", Path("/work/shared/data/magnetic-tile"))
+                  if p.is_dir()), REPO.parent / "shared" / "data" / "magnetic-tile")
 
 # Keep CPU tests predictable on 2 cores (pytest-xdist runs two workers).
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -26,7 +26,7 @@ def test_pr_and_roc_legends_name_the_decision_threshold():
 
 
 def test_focal_without_a_prior_formula_says_so_and_scores_keep_full_precision(tmp_path, tiny_kwargs):
-    run = imbvision.train(out=tmp_path / "f", strategy="focal", progress=False, **tiny_kwargs)
+    run = imbvision.train(out=tmp_path / "f", strategy="focal", calibration="none", progress=False, **tiny_kwargs)
     notes = json.loads((run.out / "warnings.json").read_text(encoding="utf-8"))["warnings"]
     assert any("no analytic prior correction" in n and "--calibration platt" in n for n in notes)
     with open(run.out / "scores_val.csv", newline="", encoding="utf-8") as fh:

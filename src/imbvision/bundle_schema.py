@@ -83,17 +83,17 @@ class _Strategy(_Strict):
 
 
 class _Calibration(_Strict):
-    method: Literal["none", "platt", "isotonic"]
+    method: Literal["none", "intercept", "platt", "isotonic"]
     params: dict[str, Any]
 
     @model_validator(mode="after")
     def _params(self) -> "_Calibration":
         p = self.params
-        if self.method == "platt":
-            for k in ("a", "b"):
+        if self.method in ("platt", "intercept"):
+            for k in ("a", "b") if self.method == "platt" else ("b",):
                 v = p.get(k)
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise ValueError(f"platt calibration needs a finite number {k!r}, got {v!r}")
+                    raise ValueError(f"{self.method} calibration needs a finite number {k!r}, got {v!r}")
         if self.method == "isotonic":
             x, y = p.get("x"), p.get("y")
             if not isinstance(x, list) or not isinstance(y, list) or not 1 <= len(x) == len(y) <= _MAX_KNOTS:
@@ -103,7 +103,7 @@ class _Calibration(_Strict):
                     raise ValueError(f"isotonic calibration knots must be finite numbers, got {v!r}")
             if any(not 0.0 <= v <= 1.0 for v in y):
                 raise ValueError("isotonic calibration outputs y must lie in [0, 1]")
-        extra = set(p) - {"none": set(), "platt": {"a", "b"}, "isotonic": {"x", "y"}}[self.method]
+        extra = set(p) - {"none": set(), "intercept": {"b"}, "platt": {"a", "b"}, "isotonic": {"x", "y"}}[self.method]
         if extra:
             raise ValueError(f"unknown calibration parameter(s) {sorted(extra)}")
         return self

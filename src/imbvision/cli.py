@@ -130,11 +130,34 @@ def _metrics_table(rows: list[dict[str, Any]], title: str) -> Table:
         t.add_column(col, justify="left" if col == "strategy" else "right")
     for r in rows:
         m = r["metrics"]
+        if "ap" not in m:  # no test positive: only the false-alarm rate (printed below the table) can be known
+            t.add_row(r["name"], "needs positives", "—", "—", "—", "—", "—", "—")
+            continue
         ci = m.get("ap_ci")
         ap = f"{m['ap']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f" ({m.get('ap_ci_note', 'no interval')})")
         t.add_row(r["name"], ap, f"{m['roc_auc']:.3f}", f"{m['recall']:.3f}", f"{m['precision']:.3f}",
                   f"{m['f1']:.3f}", f"{m['accuracy']:.3f}", f"{m['always_negative_accuracy']:.3f}")
     return t
+
+
+def _run_notes(res: Any) -> list[str]:
+    """Lines under a run's table: no-positive note, the false-alarm rate with its intervals, the maps' localisation."""
+    from .evaluation._report_sections import false_alarm_text
+
+    m, lines = res.metrics, []
+    if m.get("needs_positives"):
+        lines.append(m["needs_positives"])
+    if m.get("false_alarm_target") is not None or "ap" not in m:
+        lines.append(false_alarm_text(m))
+    try:
+        from ._io import read_json
+        loc = read_json(Path(res.out) / "results.json").get("localisation")
+    except Exception:  # noqa: BLE001 - the table is already printed; a missing line is no error
+        loc = None
+    if loc:
+        lines.append(f"heat maps: pixel AUROC {loc['pixel_auroc']:.3f}, AUPRO {loc['aupro']:.3f} (FPR ≤ "
+                     f"{loc['fpr_limit']:g}) on {loc['masked_positives']} masked test positives and the test negatives")
+    return [ln for ln in lines if ln]
 
 
 @app.command()
@@ -220,8 +243,8 @@ def train(
     tiles: int = typer.Option(0, help="Head mode: add N×N tile features (small objects)"),
     resize: str = typer.Option("stretch", help="stretch (to a square) or keep-aspect (long side = image size, short side edge-padded)"),
     patch_layers: str = typer.Option("s16+s32", "--patch-layers", help="Patch heads: backbone strides of the patch features: s16+s32 (default) or s8+s16 (finer grid, for objects of a few pixels)"),
-    threshold: str = typer.Option("max-f1", help="Chosen on validation: max-f1 | recall>=0.95 | precision>=0.9 | fbeta:2 | fixed:0.5"),
-    calibration: str = typer.Option("none", help="none | platt | isotonic (fitted on validation)"),
+    threshold: str = typer.Option("max-f1", help="Chosen on validation: max-f1 | recall>=0.95 | precision>=0.9 | fbeta:2 | fixed:0.5 | fpr<=0.01 (false-alarm rate from the validation negatives alone: needs no positive)"),
+    calibration: str = typer.Option("intercept", help="intercept (mean probability = validation prevalence) | none | platt | isotonic (fitted on validation)"),
     prior_correction: bool = typer.Option(True, help="Undo the prior shift of resampling/weighting analytically"),
     seed: int = typer.Option(0),
     val: float = typer.Option(0.2, help="Validation fraction"),
@@ -271,6 +294,8 @@ def train(
         return
     _out().print(_metrics_table([{"name": res.recipe, "metrics": res.metrics}],
                                      f"test metrics at threshold {_fmt_t(res.threshold)} (chosen on validation)"))
+    for line in _run_notes(res):
+        _out().print(line, highlight=False, soft_wrap=True)
     _out().print(f"report: {res.report}")
 
 
@@ -504,8 +529,8 @@ def compare(
     tiles: int = typer.Option(0, help="Add N×N tile features (small objects)"),
     resize: str = typer.Option("stretch", help="stretch (to a square) or keep-aspect (long side = image size, short side edge-padded)"),
     patch_layers: str = typer.Option("s16+s32", "--patch-layers", help="Patch heads: backbone strides of the patch features: s16+s32 (default) or s8+s16 (finer grid, for objects of a few pixels)"),
-    threshold: str = typer.Option("max-f1", help="Threshold rule, tuned on each validation split"),
-    calibration: str = typer.Option("none"),
+    threshold: str = typer.Option("max-f1", help="Threshold rule, tuned on each validation split (fpr<=0.01: from the validation negatives alone)"),
+    calibration: str = typer.Option("intercept", help="intercept | none | platt | isotonic (fitted on each validation split)"),
     skip_bad: bool = typer.Option(False, "--skip-bad"),
     cache_dir: Optional[str] = typer.Option(None),
     jobs: int = typer.Option(1, help="Cells in parallel: threads locally; with --executor ray the CPUs of the private Ray (ignored with --ray-address)"),

@@ -34,6 +34,8 @@ def correct_prior(p: np.ndarray, train_prior: float | None, true_prior: float, o
         The run's ``prior_correction`` switch.
     """
     p = np.asarray(p, dtype=np.float64)
+    if not 0.0 < true_prior < 1.0:  # validation without a positive (or negative): no prior to move to
+        return p
     if on and train_prior is not None and abs(train_prior - true_prior) > 1e-9:
         p = prior_shift_correct(p, train_prior, true_prior)
     return p
@@ -79,9 +81,13 @@ def fit_postprocess(p_val: np.ndarray, y_val: np.ndarray, *, train_prior: float 
     train_prior, true_prior
         See :func:`correct_prior`.
     calibration
-        ``none``, ``platt`` or ``isotonic`` (:func:`~imbvision.evaluation.fit_calibrator`).
+        ``none``, ``intercept``, ``platt`` or ``isotonic`` (:func:`~imbvision.evaluation.fit_calibrator`).
     threshold
         A threshold rule (:func:`~imbvision.evaluation.parse_threshold_rule`).
+
+    With no validation positive the prior correction and the ``intercept`` calibration are the
+    identity (there is no prevalence to move to), and only ``fpr<=`` or ``fixed:`` thresholds can
+    be tuned; other rules, ``platt`` and ``isotonic`` raise a ConfigError naming the fix.
     """
     p = correct_prior(p_val, train_prior, true_prior, prior_correction)
     cal = fit_calibrator(calibration, y_val, p)

@@ -55,7 +55,9 @@ def _split(results: Mapping[str, Any], name: str, required: bool) -> dict[str, A
             f"results['{name}'] must be a dict with 'y' and 'score' arrays; got "
             f"{sorted(part) if isinstance(part, Mapping) else type(part).__name__}"
         )
-    y, s = check_binary_scores(part["y"], part["score"], what=f"{name} scores")
+    y, s = check_binary_scores(part["y"], part["score"], what=f"{name} scores", require_both=False)
+    if y.all():
+        check_binary_scores(y, s, what=f"{name} scores")  # no negative: the one-class error
     out = dict(part)
     out["y"], out["score"] = y, s
     masks = out.get("masks")
@@ -296,7 +298,7 @@ def build_run_report(
     t = float(choice.threshold)
     y, s = test["y"], test["score"]
     s_rank = test.get("score_uncalibrated")  # ranking metrics and curves: calibration cannot move them
-    m = evaluate_scores(y, s, t, n_boot=n_boot, seed=seed, rank_score=s_rank)
+    m = evaluate_scores(y, s, t, n_boot=n_boot, seed=seed, rank_score=s_rank, rule_info=results.get("rule_info"))
     name = str(results.get("name") or run_dir.name)
 
     def png(fig: Figure, stem: str) -> bytes:
@@ -304,6 +306,14 @@ def build_run_report(
         with atomic_write(plots_dir / f"{stem}.png", "wb") as fh:
             fh.write(data)
         return data
+
+    if "needs_positives" in m:  # no test positive: what can be known without one
+        from ._report_sections import negatives_only_page
+        rep = negatives_only_page(title or f"imbvision run — {name}", run_dir, m, choice, s, png)
+        rep.add_heading("Configuration")
+        rep.add_code(applied_config(config) if isinstance(config, Mapping) else config,
+                     caption="Resolved configuration of this run (settings that applied)")
+        return rep.save(run_dir / "report.html")
 
     rep = Report(
         title or f"imbvision run — {name}",
@@ -340,6 +350,9 @@ def build_run_report(
             ("MCC", m["mcc"], "−1 … 1, 0 = chance"),
         ]
     )
+    from ._report_sections import add_false_alarms, add_localisation
+    add_false_alarms(rep, m)
+    add_localisation(rep, results.get("localisation"))
     rep.add_text(
         f"At threshold **{t:.4g}** the model flags {m['tp'] + m['fp']:,} of {m['n']:,} test images "
         f"({100 * m['flagged_rate']:.2f}%), finding {m['tp']:,} of {m['n_pos']:,} positives. "
@@ -410,7 +423,7 @@ def build_run_report(
         )
     compare = []
     keys = ("precision", "recall", "f1", "flagged_rate", "tp", "fp", "fn")
-    if val is not None:
+    if val is not None and val["y"].any():
         mv = threshold_metrics(val["y"], val["score"], t)
         compare.append({"split": "validation (threshold chosen here)", **{k: mv[k] for k in keys}})
     elif choice.achieved:
@@ -434,6 +447,8 @@ def build_run_report(
     raw = test.get("score_uncalibrated")
     if raw is not None and np.array_equal(raw, s):
         raw = None  # calibration "none": one line and one column, not two identical ones
+    from .calibration import calibration_in_the_large
+    ratio = "mean probability / prevalence (1 = calibrated in the large)"
     if raw is not None:
         rel = png(plot_reliability(y, raw, s), "reliability")
         rep.add_table(
@@ -441,6 +456,7 @@ def build_run_report(
                 ["Brier score (lower is better)", brier(y, raw), brier(y, s)],
                 ["expected calibration error", expected_calibration_error(y, raw),
                  expected_calibration_error(y, s)],
+                [ratio, calibration_in_the_large(y, raw)["ratio"], calibration_in_the_large(y, s)["ratio"]],
             ],
             header=["test", "before calibration", "after calibration"],
             digits=4,
@@ -449,7 +465,8 @@ def build_run_report(
         rel = png(plot_reliability(y, s, labels=("model", "")), "reliability")
         rep.add_table(
             [["Brier score (lower is better)", brier(y, s)],
-             ["expected calibration error", expected_calibration_error(y, s)]],
+             ["expected calibration error", expected_calibration_error(y, s)],
+             [ratio, calibration_in_the_large(y, s)["ratio"]]],
             header=["test", "model"],
             digits=4,
         )

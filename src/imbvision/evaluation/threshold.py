@@ -13,6 +13,8 @@ Rules (text form, as on the command line)::
     recall>=0.95      highest precision among thresholds with recall >= 0.95
     precision>=0.9    highest recall among thresholds with precision >= 0.9
     fixed:0.5         use 0.5 as is
+    fpr<=0.01         false-alarm rate at most 0.01, from the validation negatives alone
+                      (works when validation holds no positive; see :func:`fpr_threshold`)
 
 A sample is flagged positive when ``score >= threshold``; candidate thresholds
 are the distinct validation scores, so the chosen one is the lowest flagged
@@ -37,13 +39,16 @@ __all__ = [
     "parse_threshold_rule",
     "tune_threshold",
     "threshold_table",
+    "fpr_threshold",
+    "no_positive_rule_error",
     "VALID_RULES",
     "DEFAULT_THRESHOLD_GRID",
 ]
 
-RuleKind = Literal["max-f1", "fbeta", "recall", "precision", "fixed"]
+RuleKind = Literal["max-f1", "fbeta", "recall", "precision", "fixed", "fpr"]
 
-VALID_RULES = "max-f1 | fbeta:BETA | recall>=R | precision>=P | fixed:T (e.g. recall>=0.95, fixed:0.5)"
+VALID_RULES = ("max-f1 | fbeta:BETA | recall>=R | precision>=P | fixed:T | fpr<=A "
+               "(e.g. recall>=0.95, fixed:0.5, fpr<=0.01)")
 
 #: Thresholds of :func:`threshold_table` when none are given (probabilities; a
 #: rare class often needs the low end).
@@ -67,7 +72,13 @@ class ThresholdRule:
             "recall": f"recall>={v}",
             "precision": f"precision>={v}",
             "fixed": f"fixed:{v}",
+            "fpr": f"fpr<={v}",
         }[self.kind]
+
+    @property
+    def needs_positives(self) -> bool:
+        """Whether the rule needs validation positives (every rule but ``fpr<=`` and ``fixed:``)."""
+        return self.kind not in ("fpr", "fixed")
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,7 @@ _PATTERNS: tuple[tuple[str, RuleKind], ...] = (
     (rf"recall\s*>=\s*{_NUM}", "recall"),
     (rf"precision\s*>=\s*{_NUM}", "precision"),
     (rf"fixed\s*[:=]\s*{_NUM}", "fixed"),
+    (rf"(?:fpr|false[-_]?alarm[-_]?rate)\s*<=\s*{_NUM}", "fpr"),
 )
 
 
@@ -156,6 +168,10 @@ def parse_threshold_rule(text: str | ThresholdRule) -> ThresholdRule:
             )
         if kind == "fbeta" and not (v > 0 and math.isfinite(v)):
             raise ConfigError(f"threshold rule {text!r}: beta must be > 0; got {v:g}")
+        if kind == "fpr" and not (0.0 < v < 0.5):
+            raise ConfigError(
+                f"threshold rule {text!r}: a false-alarm rate must be in (0, 0.5), e.g. fpr<=0.01; got {v:g}"
+            )
         if kind == "fixed" and not (0.0 < v <= 1.0):  # 0 would flag every image
             raise ConfigError(
                 f"threshold rule {text!r}: a fixed threshold on probabilities must be in (0, 1]; "
@@ -186,6 +202,55 @@ def _best(primary: np.ndarray, secondary: np.ndarray, mask: np.ndarray | None = 
     return int(cand[np.argmax(q[cand])])  # argmax takes the first = highest threshold on ties
 
 
+def fpr_threshold(s_neg: Any, rate: float) -> tuple[float, dict[str, Any], str]:
+    """The threshold that flags at most a share ``rate`` of new negatives, from negatives' scores alone.
+
+    The split-conformal quantile (Vovk et al. 2005; Angelopoulos & Bates 2021, §1): with the ``n``
+    validation negatives sorted from the top, ``k = floor(rate * (n + 1))`` and the threshold just
+    above the ``k``-th highest score, a new negative from the same distribution is flagged with
+    probability ``k / (n + 1) <= rate`` on average over validation draws. That probability (the
+    true false-alarm rate of this threshold) follows ``Beta(k, n + 1 - k)`` for continuous scores, so
+    the number of false alarms among ``m`` test negatives follows ``BetaBinomial(m, k, n + 1 - k)``:
+    :func:`~imbvision.evaluation.metrics.false_alarm_summary` turns it into the interval the realised
+    test rate should fall in.
+
+    Parameters
+    ----------
+    s_neg
+        Scores of the validation negatives, shape ``(n,)`` (positives are not looked at).
+    rate
+        Target false-alarm rate in (0, 0.5).
+
+    Returns
+    -------
+    (threshold, info, note)
+        Flag when ``score >= threshold``; ``info`` holds ``target``, ``n_negatives``, ``k`` and
+        ``beta`` (the two Beta parameters); ``note`` is "" or says why the target cannot be met
+        (fewer than ``1 / rate - 1`` negatives: the threshold sits above every validation score).
+    """
+    s = np.sort(np.asarray(s_neg, dtype=np.float64))[::-1]
+    n = len(s)
+    if n == 0:
+        raise ConfigError("a false-alarm-rate threshold (fpr<=) needs validation negatives; the validation "
+                          "split holds none: use a larger --val")
+    k = int(math.floor(rate * (n + 1) + 1e-9))
+    note = ""
+    if k < 1:  # not enough negatives to resolve the rate: flag nothing seen in validation
+        note = (f"only {n} validation negatives: a false-alarm rate of {rate:g} needs at least "
+                f"{math.ceil(1 / rate) - 1}; the threshold sits just above the highest validation score, "
+                f"whose expected false-alarm rate is {1 / (n + 1):.3g}")
+        k = 1
+    t = float(np.nextafter(s[k - 1], np.inf))
+    return t, {"target": float(rate), "n_negatives": n, "k": k, "beta": [k, n + 1 - k]}, note
+
+
+def no_positive_rule_error(rule: ThresholdRule | str, where: str = "the validation split") -> ConfigError:
+    """The one error for a threshold rule that needs positives where there is none (names the fix)."""
+    return ConfigError(f"{where} holds no positive, so the threshold rule {str(rule)!r} cannot be tuned; "
+                       "use --threshold fpr<=0.01 (a false-alarm rate from the validation negatives alone) "
+                       "or fixed:T")
+
+
 def tune_threshold(y_val: Any, s_val: Any, rule: str | ThresholdRule) -> ThresholdChoice:
     """Choose a threshold on **validation** labels and scores (never test).
 
@@ -204,10 +269,29 @@ def tune_threshold(y_val: Any, s_val: Any, rule: str | ThresholdRule) -> Thresho
         Ties go to the higher threshold (fewer flags).
     """
     rule = parse_threshold_rule(rule)
-    y, s = check_binary_scores(y_val, s_val, what="validation scores")
+    y, s = check_binary_scores(y_val, s_val, what="validation scores", require_both=False)
     n_pos = int(y.sum())
+    if n_pos == len(y):
+        raise ConfigError(f"the validation split holds no negative ({len(y)} positives); "
+                          "a threshold needs both classes, or negatives for fpr<=: use a larger --val")
+    if n_pos == 0 and rule.needs_positives:
+        raise no_positive_rule_error(rule)
     notes: list[str] = []
     feasible = True
+    if rule.kind == "fpr":
+        from .metrics import alarm_metrics
+
+        t, info, note = fpr_threshold(s[y == 0], float(rule.value))  # type: ignore[arg-type]
+        if note:
+            notes.append(note)
+            feasible = False
+        achieved = {**alarm_metrics(y, s, t), "fpr_rule": info}
+        return ThresholdChoice(t, rule, achieved, feasible, "; ".join(notes))
+    if rule.kind == "fixed" and n_pos == 0:
+        from .metrics import alarm_metrics
+
+        t = float(rule.value)  # type: ignore[arg-type]
+        return ThresholdChoice(t, rule, alarm_metrics(y, s, t), True, "")
     if rule.kind == "fixed":
         t = float(rule.value)  # type: ignore[arg-type]
     else:

@@ -113,7 +113,19 @@ def compute_cell(strategy: str, seed: int, fold: int | None, split: Any,
         "timing": {"fit_seconds": cf.fit.fit_seconds}, "fold": fold,
         "key": cell_key(settings.data_key, strategy, seed, fold, split),
         **_head_info(cf.fit.head),
+        **_localisation(recipe, cf.fit.head, X, records, split.test),
     }
+
+
+def _localisation(recipe: Any, head: Any, X: Any, records: Sequence, test_index: np.ndarray) -> dict[str, Any]:
+    """Pixel AUROC and AUPRO of a heat-map head on the test split's masked positives and negatives (else nothing)."""
+    from ..training.cell import representation_of
+    from ..training.localise import gives_heatmaps, split_localisation
+
+    if not gives_heatmaps(recipe) or not isinstance(X, Mapping):
+        return {}
+    loc = split_localisation(head, X[representation_of(recipe)], records, test_index)
+    return {"localisation": loc} if loc else {}
 
 
 def ranking_score(fit: Any, X: Any, test_index: np.ndarray, p_test: np.ndarray, post: Any) -> np.ndarray:

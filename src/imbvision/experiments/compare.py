@@ -43,8 +43,8 @@ BASELINE = "ce"
 ALPHA = 0.05
 
 
-def resolve_strategies(spec: str | Sequence[str]) -> list[str]:
-    """``default``, ``all`` or a comma-separated list of strategy strings (each may use '+')."""
+def resolve_strategies(spec: str | Sequence[str], baseline: str = BASELINE) -> list[str]:
+    """``default``, ``all`` or a comma-separated list of strategy strings (each may use '+'), ``baseline`` first."""
     if isinstance(spec, str):
         if spec == "default":
             names = list(DEFAULT_STRATEGIES)
@@ -60,9 +60,36 @@ def resolve_strategies(spec: str | Sequence[str]) -> list[str]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             compose(n)  # validates names and parameters up front
-    if BASELINE not in names:
-        names.insert(0, BASELINE)
+    if baseline not in names:
+        names.insert(0, baseline)
     return list(dict.fromkeys(names))
+
+
+def _needs_positives(name: str) -> bool:
+    """Whether the recipe's head needs training positives (its record says so)."""
+    from ..training.head import choose_head
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return choose_head(compose(name)).record.needs_positives
+
+
+def zero_positive_strategies(names: Sequence[str]) -> tuple[list[str], str, list[str]]:
+    """The strategies that can train without a positive, their baseline, and those dropped.
+
+    The baseline is the first head whose record learns from negatives alone (``normality``) at its
+    defaults; when nothing else of the request can train, the head records' ``variants`` are compared
+    against it.
+    """
+    heads = [r for r in list_strategies("head") if not r.needs_positives]
+    if not heads:
+        raise ConfigError("the training split holds no positive and no registered head learns from negatives alone")
+    baseline = heads[0].name
+    keep = [n for n in names if not _needs_positives(n)]
+    dropped = [n for n in names if n not in keep]
+    if not [n for n in keep if n != baseline]:
+        keep += [v for r in heads for v in (r.name, *r.variants)]
+    return resolve_strategies(keep, baseline), baseline, dropped
 
 
 @dataclass
@@ -72,6 +99,7 @@ class CompareResult:
     recommendation: str
     wall_seconds: float
     cells_reused: int = 0  # finished cells of an earlier run of the same data and settings (resume)
+    baseline: str = BASELINE  # the row every ΔAP is against (normality when no training positive)
 
     @property
     def report(self) -> Path:
@@ -154,6 +182,17 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
                        group_duplicates=c.group_duplicates, features=_dup_features)
     ds = rep.dataset
     y = ds.labels
+    splits = _splits(ds, c.seeds, c.folds, c.val, c.test, c.train_positive_rate)
+    baseline = BASELINE
+    if any(not y[sp.train].any() for _, _, sp in splits):  # nothing to learn the rare class from
+        names, baseline, dropped = zero_positive_strategies(names)
+        cfg_d["strategies"] = names
+        from ..notices import DataWarning
+        warnings.warn(f"the training split{'s' if len(splits) > 1 else ''} hold{'' if len(splits) > 1 else 's'} no "
+                      f"positive, so compare ranks the heads that learn from negatives alone ({', '.join(names)}) "
+                      f"against {baseline} at its defaults"
+                      + (f"; left out (they need training positives): {', '.join(dropped)}" if dropped else ""),
+                      DataWarning, stacklevel=2)
     # Written once the data and backbone are known good, so a failed start leaves nothing that blocks a fix.
     write_json(cfg_path, cfg_d)
     with warnings.catch_warnings():
@@ -172,7 +211,6 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
     X, embed_stats = embed_features(ds.records, bb, settings, needed, cache_dir=cache, progress=c.progress)
     if set(X) == {"global"}:
         X = X["global"]  # one array travels to the workers as before
-    splits = _splits(ds, c.seeds, c.folds, c.val, c.test, c.train_positive_rate)
     cells_dir = out / "cells"
     cells_dir.mkdir(exist_ok=True)
     todo = [(n, s, f, sp) for n in names for s, f, sp in splits
@@ -183,9 +221,9 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
     for n in names:
         for s, f, _ in splits:
             cells[(n, s, f)] = read_json(cells_dir / f"{cell_id(n, s, f)}.json")
-    board, rec = _aggregate(names, splits, cells, y, c.n_boot)
+    board, rec = _aggregate(names, splits, cells, y, c.n_boot, baseline)
     wall = time.perf_counter() - t0
-    result = CompareResult(out, board, rec, wall, len(names) * len(splits) - len(todo))
+    result = CompareResult(out, board, rec, wall, len(names) * len(splits) - len(todo), baseline)
     _write_outputs(result, cfg_d, cells, splits, y, ds, embed_stats)
     return result
 
@@ -247,7 +285,7 @@ def _clip(ci: list[float] | None) -> list[float] | None:
     return None if ci is None else [max(-1.0, ci[0]), min(1.0, ci[1])]
 
 
-def _aggregate(names, splits, cells, y, n_boot):
+def _aggregate(names, splits, cells, y, n_boot, baseline=BASELINE):
     """Leaderboard rows (sorted by AP) and the recommendation.
 
     Every ranking number comes from the cells' stored test scores, so the AP column, ΔAP, its interval,
@@ -258,7 +296,7 @@ def _aggregate(names, splits, cells, y, n_boot):
     n_train, n_test = _split_sizes(splits)
     per = {n: [_cell_ranking(cells[(n, s, f)], y) for s, f in keys] for n in names}
     ap = {n: np.array([m["ap"] for m in per[n]], dtype=np.float64) for n in names}
-    deltas = {n: ap[n] - ap[BASELINE] for n in names if n != BASELINE}
+    deltas = {n: ap[n] - ap[baseline] for n in names if n != baseline}
     tests = compare_to_baseline(deltas, n_train=n_train, n_test=n_test, alpha=ALPHA)
     rows = []
     for n in names:
@@ -274,8 +312,9 @@ def _aggregate(names, splits, cells, y, n_boot):
                "precision": float(np.mean([c["precision"] for c in cs])), "head": cs[0]["head"],
                "brier": float(np.mean([c["brier"] for c in cs])) if all("brier" in c for c in cs) else None,
                **_fusion_weights(cs),
-               "fit_seconds": float(np.mean([c["timing"]["fit_seconds"] for c in cs])), "cells": len(cs)}
-        if n != BASELINE:
+               "fit_seconds": float(np.mean([c["timing"]["fit_seconds"] for c in cs])), "cells": len(cs),
+               **_localisation_means(cs)}
+        if n != baseline:
             t, d = tests[n], deltas[n]
             row.update({"delta_ap": t["mean"], "delta_ci": _clip(t["decision_ci"]),
                         "delta_ci_level": t["decision_level"], "delta_ci95": _clip(t["ci"]), "p": t["p"], "p_holm": t["p_holm"], "beyond_noise": t["beyond_noise"],
@@ -286,7 +325,7 @@ def _aggregate(names, splits, cells, y, n_boot):
     rows.sort(key=lambda r: -r["ap_mean"])
     for i, r in enumerate(rows, 1):
         r["rank"] = i
-    return rows, _recommend(rows)
+    return rows, _recommend(rows, baseline)
 
 
 def _delta_text(r: dict[str, Any]) -> str:
@@ -307,10 +346,19 @@ def _fusion_weights(cells: list[dict[str, Any]]) -> dict[str, Any]:
     return {"fusion_weights": mean, "fusion_winner": max(mean, key=mean.get)}
 
 
-def _recommend(rows: list[dict[str, Any]]) -> str:
+def _localisation_means(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean pixel AUROC and AUPRO over the cells that scored heat maps (heads with maps, data with masks)."""
+    locs = [c["localisation"] for c in cells if c.get("localisation")]
+    if not locs:
+        return {}
+    return {"pixel_auroc": float(np.mean([v["pixel_auroc"] for v in locs])),
+            "aupro": float(np.mean([v["aupro"] for v in locs])), "localisation_cells": len(locs)}
+
+
+def _recommend(rows: list[dict[str, Any]], baseline: str = BASELINE) -> str:
     """One paragraph that agrees with the table: decisions are the rows' ``beyond_noise`` flags."""
-    base = next(r for r in rows if r["strategy"] == BASELINE)
-    others = [r for r in rows if r["strategy"] != BASELINE]  # in table order (by AP)
+    base = next(r for r in rows if r["strategy"] == baseline)
+    others = [r for r in rows if r["strategy"] != baseline]  # in table order (by AP)
     better = [r for r in others if r.get("beyond_noise") and r["delta_ap"] > 0]
     worse = [r for r in others if r.get("beyond_noise") and r["delta_ap"] < 0]
     k = base["cells"]
@@ -318,7 +366,7 @@ def _recommend(rows: list[dict[str, Any]]) -> str:
     if better:
         b = better[0]  # the highest AP among those beyond noise (same baseline, so also the largest ΔAP)
         lines.append(f"Use {b['strategy']} (rank {b['rank']}): AP {b['ap_mean']:.3f} vs {base['ap_mean']:.3f} for the "
-                     f"plain baseline {BASELINE}, {_delta_text(b)}, over {plural(k, 'paired split')}.")
+                     f"plain baseline {baseline}, {_delta_text(b)}, over {plural(k, 'paired split')}.")
         if len(better) > 1:
             lines.append("Also better than the baseline beyond noise: "
                          + ", ".join(r["strategy"] for r in better[1:]) + ".")
@@ -327,7 +375,7 @@ def _recommend(rows: list[dict[str, Any]]) -> str:
         if others:
             top = others[0]
             if base["rank"] < top["rank"]:
-                msg += (f": the plain baseline {BASELINE} ranks first (AP {base['ap_mean']:.3f}); the best remedy, "
+                msg += (f": the plain baseline {baseline} ranks first (AP {base['ap_mean']:.3f}); the best remedy, "
                         f"{top['strategy']}, ranks {top['rank']} with AP {top['ap_mean']:.3f} ({_delta_text(top)})")
             else:
                 msg += (f": the top-ranked remedy, {top['strategy']}, has AP {top['ap_mean']:.3f} vs "
@@ -341,7 +389,7 @@ def _recommend(rows: list[dict[str, Any]]) -> str:
     if note:
         lines.append(note)
     rec_best = max(rows, key=lambda r: r["recall"])
-    if rec_best["strategy"] != BASELINE and rec_best["recall"] > base["recall"] + 0.02:
+    if rec_best["strategy"] != baseline and rec_best["recall"] > base["recall"] + 0.02:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             reweights = any(s.record.corrects_prior(s.params) for s in compose(rec_best["strategy"]).specs)
@@ -357,7 +405,7 @@ def _recommend(rows: list[dict[str, Any]]) -> str:
 
 _CSV_COLS = ("rank", "strategy", "ap_mean", "ap_std", "ap_ci_lo", "ap_ci_hi", "delta_ap", "delta_ci_lo", "delta_ci_hi",
              "delta_ci_level", "p", "p_holm", "beyond_noise", "splits_better", "splits_worse", "recall_at_p90", "f1",
-             "mcc", "recall", "precision", "roc_auc", "brier", "head", "fit_seconds", "cells")
+             "mcc", "recall", "precision", "roc_auc", "brier", "pixel_auroc", "aupro", "head", "fit_seconds", "cells")
 
 
 def _fmt(v: Any) -> str:
@@ -417,7 +465,7 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
     rep.add_text(
         f"The split is the unit of evidence: every strategy is fitted and tested on the same {plural(k, 'split')}. AP is the "
         "test average precision (ranking on the prior-corrected, uncalibrated score, so calibration cannot move "
-        f"it), mean over splits. ΔAP is the mean of the per-split differences against the plain `{BASELINE}` "
+        f"it), mean over splits. ΔAP is the mean of the per-split differences against the plain `{res.baseline}` "
         "baseline, tested with the corrected resampled t-test of Nadeau & Bengio (2003): overlapping splits "
         f"share images, so the variance of a mean over splits uses 1/K + n_test/n_train = "
         f"{st['variance_factor']:.3f} (K = {k}, {st['n_test']:.0f} test and {st['n_train']:.0f} training images per "
@@ -430,7 +478,7 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
         table.append({
             "rank": r["rank"], "strategy": r["strategy"],
             "AP [CI]": f"{r['ap_mean']:.3f} {_ci_cell(r['ap_ci'])}",
-            f"ΔAP vs {BASELINE} [CI at Holm's level]": "—" if "delta_ap" not in r else
+            f"ΔAP vs {res.baseline} [CI at Holm's level]": "—" if "delta_ap" not in r else
             f"{r['delta_ap']:+.3f} {_ci_cell(r['delta_ci'], '{:+.3f}')}",
             "p (Holm)": "—" if r.get("p_holm") is None else f"{r['p_holm']:.2g}",
             "beyond noise": "—" if "delta_ap" not in r else ("yes" if r["beyond_noise"] else "no"),
@@ -441,6 +489,9 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
             "strategy": r["strategy"], "F1": f"{r['f1']:.2f}", "MCC": f"{r['mcc']:.2f}",
             "recall": f"{r['recall']:.2f}", "precision": f"{r['precision']:.2f}",
             "ROC-AUC": f"{r['roc_auc']:.3f}", "Brier": "—" if r.get("brier") is None else f"{r['brier']:.4f}",
+            **({"pixel AUROC": "—" if "aupro" not in r else f"{r['pixel_auroc']:.3f}",
+                "AUPRO": "—" if "aupro" not in r else f"{r['aupro']:.3f}"}
+               if any("aupro" in x for x in res.leaderboard) else {}),
             "p (unadjusted)": "—" if r.get("p") is None else f"{r['p']:.2g}",
             "95% CI of ΔAP": "—" if "delta_ap" not in r else _ci_cell(r.get("delta_ci95"), "{:+.3f}"),
             "head": r["head"] + (f" (won: {r['fusion_winner']}; " + ", ".join(
@@ -449,7 +500,10 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
     rep.add_table(table)
     rep.add_heading("At the tuned threshold")
     rep.add_text("Threshold-dependent metrics (means over splits) at the threshold chosen on each split's validation "
-                 "data; this is where re-weighting shows its effect. Brier is the calibration quality of the "
+                 "data; this is where re-weighting shows its effect. Pixel AUROC and AUPRO (per-region overlap to a "
+                 "false-positive rate of 0.3, Bergmann et al. 2019/2021) score how well the heat maps of the heads "
+                 "that draw them point at the masked objects of the test split, mean over splits. "
+                 "Brier is the calibration quality of the "
                  f"probabilities (calibration: {cfg.get('calibration', 'none')}); AP and ROC-AUC do not depend on it. "
                  "The unadjusted p and plain 95% interval of ΔAP "
                  "are for reading one strategy alone; decisions use the Holm-adjusted ones above.")
@@ -480,17 +534,22 @@ def print_leaderboard(res: CompareResult, console) -> None:
     from rich.table import Table
 
     k = res.leaderboard[0]["cells"]
-    t = Table(title=f"test AP over {plural(k, 'split')} · ΔAP vs {BASELINE}: corrected resampled t-test over splits, "
+    t = Table(title=f"test AP over {plural(k, 'split')} · ΔAP vs {res.baseline}: corrected resampled t-test over splits, "
                     "interval at Holm's level · * beyond noise (Holm p < 0.05)",
               box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     t.add_column("strategy", no_wrap=True)
-    for col in ("AP [CI]", "ΔAP [CI]", "Holm p", "recall"):
+    loc = any("aupro" in r for r in res.leaderboard)  # heat-map heads on data with masks
+    for col in ("AP [CI]", "ROC-AUC", "ΔAP [CI]", "Holm p", "recall", *(("pxAUROC", "AUPRO") if loc else ())):
         t.add_column(col, justify="right", no_wrap=True)
     for r in res.leaderboard:
         has = "delta_ap" in r
-        t.add_row(r["strategy"], f"{r['ap_mean']:.3f} {_ci_cell(r['ap_ci'], sep=',')}",
+        t.add_row(r["strategy"], f"{r['ap_mean']:.3f} {_ci_cell(r['ap_ci'], sep=',')}", f"{r['roc_auc']:.3f}",
                   f"{r['delta_ap']:+.3f} {_ci_cell(r['delta_ci'], '{:+.2f}', ',')}" if has else "",
                   "" if r.get("p_holm") is None else f"{r['p_holm']:.2g}" + (" *" if r.get("beyond_noise") else "  "),
-                  f"{r['recall']:.2f}")
+                  f"{r['recall']:.2f}",
+                  *((f"{r['pixel_auroc']:.3f}", f"{r['aupro']:.3f}") if "aupro" in r else ("", "")) if loc else ())
     console.print(t)
+    if loc:
+        console.print("pxAUROC, AUPRO: localisation of the heat maps on the test masks (AUPRO to FPR 0.3, "
+                      "Bergmann et al.), mean over splits", highlight=False, soft_wrap=True)
     console.print(res.recommendation)

@@ -47,7 +47,8 @@ def pick_strategy(leaderboard: list[dict[str, Any]]) -> tuple[str, str]:
     """
     if not leaderboard:
         raise ConfigError("the leaderboard is empty: run `imbvision compare` to the end first")
-    better = [r for r in leaderboard if r.get("strategy") != BASELINE and r.get("p_holm") is not None
+    base = next((r["strategy"] for r in leaderboard if "delta_ap" not in r), BASELINE)  # normality with no positive
+    better = [r for r in leaderboard if r.get("strategy") != base and r.get("p_holm") is not None
               and r["p_holm"] < ALPHA and r.get("delta_ap", 0) > 0]
     cells = leaderboard[0].get("cells", "?")
     if better:
@@ -58,8 +59,8 @@ def pick_strategy(leaderboard: list[dict[str, Any]]) -> tuple[str, str]:
             f"(95% CI {lo:+.3f} to {hi:+.3f}, Holm-adjusted p = {b['p_holm']:.3g}, {plural(cells, 'paired split')}), "
             f"the largest gain among {len(better)} such strateg{'y' if len(better) == 1 else 'ies'}."
         )
-    return BASELINE, (
-        f"no remedy beats the plain baseline beyond noise over {plural(cells, 'paired split')} "
+    return base, (
+        f"no remedy beats the plain baseline {base} beyond noise over {plural(cells, 'paired split')} "
         f"(Holm-adjusted p < {ALPHA} and ΔAP > 0), so the simplest model is kept."
     )
 

@@ -235,5 +235,6 @@ register_strategy(StrategyRecord(
                             "4,000 entries"),
     },
     build=_build(NormalityHead),
-    modes=("head",), representation="patches",
+    modes=("head",), representation="patches", heatmaps=True, needs_positives=False,
+    variants=("normality:ratio=0.05", "normality:ratio=0.5"),
 ))

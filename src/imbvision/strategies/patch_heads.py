@@ -330,7 +330,7 @@ register_strategy(StrategyRecord(
         "C": Param(0.1, kind="float", low=0.0, low_open=True, doc="inverse L2 strength of the patch logreg"),
     },
     build=_build(PatchHead),
-    modes=("head",), representation="patches",
+    modes=("head",), representation="patches", heatmaps=True,
 ))
 
 register_strategy(StrategyRecord(
@@ -343,5 +343,5 @@ register_strategy(StrategyRecord(
         "C": Param(1.0, kind="float", low=0.0, low_open=True, doc="inverse L2 strength of the stacker"),
     },
     build=_build(FusionHead),
-    modes=("head",), representation="patches",
+    modes=("head",), representation="patches", heatmaps=True,
 ))

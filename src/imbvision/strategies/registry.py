@@ -164,6 +164,13 @@ class StrategyRecord:
     representation
         (Heads) the features it consumes: ``"global"`` (one vector per image) or another name
         registered with :func:`imbvision.training.cell.register_representation` (e.g. patch grids).
+    heatmaps
+        (Heads) it scores patches, so it draws heat maps and its localisation is scored where masks exist.
+    needs_positives
+        (Heads) it needs positive training images (``False``: it learns from negatives alone).
+    variants
+        (Heads) other settings of it worth comparing against its defaults (``compare`` with no
+        training positive compares these).
     """
 
     name: str
@@ -182,6 +189,9 @@ class StrategyRecord:
     any_loss: bool = True
     takes_sampler: bool = True
     representation: str = "global"
+    heatmaps: bool = False
+    needs_positives: bool = True
+    variants: tuple[str, ...] = ()
 
     def defaults(self) -> dict[str, Any]:
         return {k: p.default for k, p in self.params.items()}

@@ -12,7 +12,7 @@ __all__ = ["TrainConfig", "PipelineOptions"]
 
 MODES = ("head", "finetune")
 FEATURES = ("auto", "global", "tiles", "both")
-CALIBRATIONS = ("none", "platt", "isotonic")
+CALIBRATIONS = ("none", "intercept", "platt", "isotonic")
 
 
 @dataclass
@@ -27,7 +27,7 @@ class PipelineOptions:
     tiles: int = 0
     features: str = "auto"
     threshold: str = "max-f1"
-    calibration: str = "none"
+    calibration: str = "intercept"
     prior_correction: bool = True
     val: float = 0.2
     test: float = 0.2

@@ -95,7 +95,10 @@ def fit_head(X: np.ndarray, y: np.ndarray, recipe: Recipe, *, seed: int = 0,
         X = np.concatenate([X, extra_X.astype(X.dtype)])
         y = np.concatenate([y, np.asarray(extra_y, dtype=np.float64)])
     if not (y >= 0.5).any():
-        raise ConfigError("the training split holds no positive; only --strategy normality learns from negatives alone")
+        from ..strategies.registry import list_strategies
+        alone = [r.name for r in list_strategies("head") if not r.needs_positives]  # the records say who can
+        raise ConfigError(f"the training split holds no positive; only --strategy {' or '.join(alone)} learns from "
+                          f"negatives alone ({recipe.name} needs positives)")
     hard = np.isin(y, (0.0, 1.0))
     ctx0 = StrategyContext.from_labels(y, seed=seed)
     if recipe.resamplers:

@@ -55,6 +55,9 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
     cf = fit_and_score(recipe, feats, y, split, seed=cfg.seed, extra=extra, threshold=cfg.threshold,
                        calibration=cfg.calibration, prior_correction=cfg.prior_correction)
     fit = cf.fit
+    from .localise import gives_heatmaps, split_localisation
+    localisation = (split_localisation(fit.head, feats[rep], ds.records, split.test)
+                    if gives_heatmaps(recipe) else None)  # heat maps against the test masks
     model_meta: dict[str, Any] = {
         "mode": "head",
         "backbone": {"name": backbone.name, "weights": cfg.weights, "weights_id": backbone.weights_id,
@@ -67,7 +70,8 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
     arrays = {f"head.{k}": np.asarray(v) for k, v in fit.head.to_arrays().items()}
     train_info = {"rows": fit.train_rows, "counts_after_resampling": list(fit.resampled_counts),
                   "synthetic_rows": cf.synthetic_rows, "fit_seconds": fit.fit_seconds,
-                  "head": fit.head_name, "embedding": stats, **_head_summary(fit.head)}
+                  "head": fit.head_name, "embedding": stats, **_head_summary(fit.head),
+                  **({"localisation": localisation} if localisation else {})}
     return cf.p_val, cf.p_test, arrays, model_meta, fit.effective_prior, train_info, examples, cf.post
 
 
@@ -184,7 +188,7 @@ def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> R
         warnings.warn(f"{recipe.name}: no analytic prior correction exists for this recipe (its loss or head, "
                       "e.g. focal with gamma > 0 or a patch-level head, shifts the class prior by no known formula), "
                       "so its probabilities stay as trained and can over-predict the rare class; the "
-                      "threshold is still tuned on validation. Add --calibration platt for calibrated probabilities",
+                      "threshold is still tuned on validation. Use --calibration intercept (the default) or platt for calibrated probabilities",
                       NoPriorCorrectionWarning, stacklevel=2)
     if post is None:
         post = fit_postprocess(p_val_raw, y[split.val], train_prior=train_prior,
@@ -220,7 +224,8 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
     from .._rundir import read_previous_results, read_run_scores
 
     prev = read_previous_results(run_dir)  # derived: a damaged one is rewritten below
-    train_info = train_info or prev.get("train", {})
+    train_info = dict(train_info or prev.get("train", {}))
+    localisation = train_info.pop("localisation", None) or prev.get("localisation")
     raw, split, rows = read_run_scores(run_dir)  # missing/damaged: one line naming the file
     y_val = np.array([int(rows[i]["label"]) for i in split.val])
     y_test = np.array([int(rows[i]["label"]) for i in split.test])
@@ -232,14 +237,21 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
     p_val = post.apply(np.asarray(raw["val"]))
     t = post.threshold.threshold
     # Ranking metrics on the prior-corrected score before calibration: the calibration method cannot move them.
-    metrics = evaluate_scores(y_test, p_test, t, n_boot=cfg.n_boot, seed=cfg.seed, rank_score=p_test_u)
+    rule_info = post.threshold.achieved.get("fpr_rule")  # an fpr<= threshold: the interval its test rate should lie in
+    metrics = evaluate_scores(y_test, p_test, t, n_boot=cfg.n_boot, seed=cfg.seed, rank_score=p_test_u,
+                              rule_info=rule_info)
     val_metrics = evaluate_scores(y_val, p_val, t, n_boot=0, rank_score=post.uncalibrated(np.asarray(raw["val"])))
+    from ..evaluation.calibration import calibration_in_the_large
+    in_the_large = {"before_calibration": calibration_in_the_large(y_test, p_test_u),
+                    "after_calibration": calibration_in_the_large(y_test, p_test)}
     _write_scores(run_dir / "scores_test.csv", paths_test, y_test, p_test, t)
     results = {
         "strategy": model.meta["strategy"]["name"], "mode": model.meta["mode"],
         "test": metrics, "val": val_metrics, "threshold": post.threshold.to_dict(),
         "postprocess": {k: v for k, v in post.to_dict().items() if k != "threshold"},
         "train": train_info, "elapsed_seconds": elapsed if elapsed is not None else prev.get("elapsed_seconds"),
+        "calibration_in_the_large": in_the_large,
+        **({"localisation": localisation} if localisation else {}),
     }
     write_json(run_dir / "results.json", results)
     if examples is None:
@@ -254,6 +266,7 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
                          "prior_correction": ({"train_prior": post.train_prior, "true_prior": post.true_prior}
                                               if post.prior_correction and post.train_prior is not None else None)},
          "name": model.meta["strategy"]["name"], "warnings": run_warnings(run_dir),
+         "localisation": localisation, "rule_info": rule_info,
          "history": {"epochs": train_info.get("history"), "kept_epoch": train_info.get("best_epoch")}},
         {**cfg.to_dict(), "recipe": model.meta["strategy"]},
         images=examples or None, n_boot=cfg.n_boot, seed=cfg.seed,
