@@ -122,3 +122,17 @@ def test_magnetic_tile_zero_positive_threshold_keeps_the_false_alarm_rate(tmp_pa
     assert lo <= m["false_alarm_rate"] <= hi and m["false_alarm_within_expected"]
     assert m["false_alarm_ci"][0] <= 0.05 <= m["false_alarm_ci"][1]  # the realised rate agrees with the target
     assert 0 <= m["ap"] <= 1 and m["negatives"] == 100
+
+
+def test_rules_that_need_validation_positives_are_refused_before_any_fit():
+    from imbvision.evaluation.postprocess import check_validation_labels
+
+    y = np.zeros(40, dtype=int)
+    check_validation_labels(y, "fpr<=0.05", "intercept")  # fine: negatives alone
+    check_validation_labels(y, "fixed:0.5", "none")
+    with pytest.raises(ConfigError, match=r"seed 3 holds no positive.*'max-f1'.*--threshold fpr<=0\.01"):
+        check_validation_labels(y, "max-f1", "intercept", "the validation split of seed 3")
+    with pytest.raises(ConfigError, match=r"--calibration isotonic cannot be fitted.*intercept"):
+        check_validation_labels(y, "fpr<=0.05", "isotonic")
+    y[3] = 1
+    check_validation_labels(y, "max-f1", "isotonic")  # with a positive every rule may be tuned

@@ -57,7 +57,8 @@ def warn_about_data(labels: Any, train_index: Any, masks: list[Any], specs: Any)
     idx = np.asarray(train_index, dtype=int)
     pos = [int(i) for i in idx if y[i] == 1]
     # the normality head learns from negatives alone: few (or no) training positives are its normal use
-    if len(pos) < FEW_POSITIVES and not any(getattr(sp, "name", None) == "normality" for sp in specs):
+    if len(pos) < FEW_POSITIVES and not any(not getattr(getattr(sp, "record", None), "needs_positives", True)
+                                            for sp in specs):
         warnings.warn(f"only {len(pos)} positive images to train on: expect wide confidence intervals and an "
                       "unstable threshold; more positives (or `compare` over several seeds) will say more",
                       DataWarning, stacklevel=2)

@@ -16,7 +16,29 @@ import numpy as np
 from .calibration import Calibrator, fit_calibrator, prior_shift_correct
 from .threshold import ThresholdChoice, tune_threshold
 
-__all__ = ["Postprocess", "fit_postprocess", "correct_prior"]
+__all__ = ["Postprocess", "fit_postprocess", "correct_prior", "check_validation_labels"]
+
+
+def check_validation_labels(y_val: np.ndarray, threshold: str, calibration: str, where: str = "the validation split"
+                            ) -> None:
+    """Refuse, before any fit, a threshold rule or calibration that needs validation positives where there is none.
+
+    Raises
+    ------
+    ConfigError
+        Naming the fix: ``--threshold fpr<=0.01`` (negatives alone) or ``--calibration none``/``intercept``.
+    """
+    from ..errors import ConfigError
+    from .threshold import no_positive_rule_error, parse_threshold_rule
+
+    if np.asarray(y_val).any():
+        return
+    rule = parse_threshold_rule(threshold)
+    if rule.needs_positives:
+        raise no_positive_rule_error(rule, where)
+    if calibration in ("platt", "isotonic"):
+        raise ConfigError(f"{where} holds no positive, so --calibration {calibration} cannot be fitted; "
+                          "use --calibration intercept (the default: left as is without positives) or none")
 
 
 def correct_prior(p: np.ndarray, train_prior: float | None, true_prior: float, on: bool = True) -> np.ndarray:

@@ -193,6 +193,10 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
                       f"against {baseline} at its defaults"
                       + (f"; left out (they need training positives): {', '.join(dropped)}" if dropped else ""),
                       DataWarning, stacklevel=2)
+    from ..evaluation.postprocess import check_validation_labels
+    for s, f, sp in splits:  # before any fit: a rule that needs validation positives where a split has none
+        check_validation_labels(y[sp.val], c.threshold, c.calibration, f"the validation split of seed {s}"
+                                + (f" fold {f}" if f is not None else ""))
     # Written once the data and backbone are known good, so a failed start leaves nothing that blocks a fix.
     write_json(cfg_path, cfg_d)
     with warnings.catch_warnings():

@@ -124,7 +124,7 @@ def fit_patch_head(feats, y: np.ndarray, recipe: Recipe, *, seed: int = 0, extra
         y = np.concatenate([y, (np.asarray(extra_y) >= 0.5).astype(np.float64)])
     n1 = int((y == 1).sum())
     n0 = len(y) - n1
-    if recipe.head.name != "normality" and n1 == 0:
+    if recipe.head.record.needs_positives and n1 == 0:  # the record says who learns from negatives alone
         raise ConfigError(f"head {recipe.head.name!r} needs positives in the training split; with none use "
                           "--strategy normality")
     ctx = StrategyContext(class_counts=(n0, max(n1, 1)), seed=seed)

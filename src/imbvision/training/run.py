@@ -163,6 +163,8 @@ def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> R
                         progress=progress, group_duplicates=cfg.group_duplicates,
                         features=duplicate_features(cfg, progress))
     ds, split = prep.dataset, prep.split
+    from ..evaluation.postprocess import check_validation_labels
+    check_validation_labels(ds.labels[split.val], cfg.threshold, cfg.calibration)  # before any fit: name the fix
     from .._rundir import check_resume_data
     check_resume_data(out, ds.records, resume=resume)  # a resumed run must see the same data
     warn_about_data(ds.labels, split.train, [r.mask for r in ds.records], recipe.specs)  # shown in the report too
