@@ -61,7 +61,8 @@ def main() -> None:
     ds = load_checked(f"magnetic-tile:{magnetic_tile()}", group_duplicates=True,
                       features=lambda d: embed_dataset(d, backbone=bb, cache_dir=cache, progress=False).global_).dataset
     y = ds.labels
-    settings = FeatureSettings("efficientnet_lite0", None, 224, 0, "global", 0, resize="keep-aspect")
+    settings = FeatureSettings("efficientnet_lite0", None, 224, 0, "global", 0, resize="keep-aspect",
+                               skip_bad=True)  # empty masks dropped (those positives train by MIL), as bench_patch.py
     feats, _ = embed_features(ds.records, bb, settings, ["patches"], cache_dir=cache)
     features_cpu = _cpu() - c0
     out: dict = {"data": "magnetic-tile", "train_positive_rate": args.rate,
