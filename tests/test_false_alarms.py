@@ -9,7 +9,7 @@ import pytest
 
 from imbvision.errors import ConfigError
 from imbvision.evaluation import evaluate_scores, fit_postprocess, parse_threshold_rule, tune_threshold
-from imbvision.evaluation.metrics import clopper_pearson, false_alarm_summary
+from imbvision.evaluation.false_alarms import clopper_pearson, false_alarm_summary
 from imbvision.evaluation.threshold import fpr_threshold
 
 
@@ -99,9 +99,12 @@ def test_magnetic_tile_zero_positive_threshold_keeps_the_false_alarm_rate(tmp_pa
     from imbvision.strategies import compose
     from imbvision.training.cell import FeatureSettings, embed_features, fit_and_score
 
-    from conftest import SHARED_MT
+    from pathlib import Path
 
-    ds = load_source(f"magnetic-tile:{SHARED_MT}")
+    repo = Path(__file__).resolve().parents[1]  # the data beside the repository, or the workplace's shared folder
+    mt = next(p for p in (repo.parent / "shared" / "data" / "magnetic-tile", Path("/work/shared/data/magnetic-tile"))
+              if p.is_dir())
+    ds = load_source(f"magnetic-tile:{mt}")
     y = ds.labels
     rng = np.random.default_rng(0)
     neg, pos = rng.permutation(np.flatnonzero(y == 0))[:260], rng.permutation(np.flatnonzero(y == 1))[:20]

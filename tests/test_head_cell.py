@@ -75,7 +75,9 @@ def test_train_and_compare_cells_agree(tmp_path, tiny_kwargs):
     from imbvision.backbones import create_backbone, embed_dataset
     X = embed_dataset(ds, backbone=create_backbone("test_efficientnet", weights="none"), image_size=64,
                       cache_dir=tiny_kwargs["cache_dir"]).features("global")
-    settings = CellSettings("test_efficientnet", "none", 64, 0, "global", 40, "max-f1", "none", True)
+    from imbvision.training.config import PipelineOptions
+    settings = CellSettings("test_efficientnet", "none", 64, 0, "global", 40, "max-f1", PipelineOptions().calibration,
+                            True)  # the post-processing train uses by default
     cell = compute_cell("weighted-ce", 0, None, split, X, ds.labels, ds.records, settings, None)
     results = json.loads((run.out / "results.json").read_text())
     assert cell["ap"] == results["test"]["ap"]

@@ -26,6 +26,7 @@ from sklearn.metrics import (
 
 from ..errors import ConfigError, DataError
 from .._text import plural
+from ._checks import _check_threshold, check_binary_scores
 
 __all__ = [
     "average_precision",
@@ -39,93 +40,8 @@ __all__ = [
     "MIN_POSITIVES_FOR_CI",
     "evaluate_scores",
     "check_binary_scores",
-    "alarm_metrics",
-    "clopper_pearson",
-    "false_alarm_summary",
-    "NEEDS_POSITIVES_NOTE",
 ]
 
-#: What evaluation says when the scored split holds no positive.
-NEEDS_POSITIVES_NOTE = ("this split holds no positive: average precision, ROC-AUC, recall and precision need "
-                        "positives, so only the false-alarm rate on its negatives and the score histogram are reported")
-
-_SPLIT_HINT = (
-    "use a larger evaluation split, fewer cross-validation folds, or a stratified split "
-    "so every split holds both classes"
-)
-
-
-def check_binary_scores(
-    y: Any, score: Any, *, require_both: bool = True, what: str = "scores"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Validate labels and scores; return ``(y as int8 0/1, score as float64)``.
-
-    Raises
-    ------
-    DataError
-        Empty input, lengths that differ, labels other than 0/1, NaN or infinite
-        scores, or (with ``require_both``) a single class.
-    """
-    y_arr = np.asarray(y)
-    s_arr = np.asarray(score)
-    if y_arr.ndim == 2 and y_arr.shape[1] == 1:
-        y_arr = y_arr[:, 0]
-    if s_arr.ndim == 2 and s_arr.shape[1] == 1:
-        s_arr = s_arr[:, 0]
-    if y_arr.ndim != 1 or s_arr.ndim != 1:
-        hint = (
-            " (for predict_proba output pass column 1, the positive class: proba[:, 1])"
-            if s_arr.ndim == 2 and s_arr.shape[-1] == 2
-            else ""
-        )
-        raise DataError(
-            f"labels and {what} must be 1-D arrays; got shapes {y_arr.shape} and "
-            f"{s_arr.shape}{hint}"
-        )
-    if len(y_arr) != len(s_arr):
-        raise DataError(
-            f"labels and {what} have different lengths ({len(y_arr)} vs {len(s_arr)}); "
-            "pass one score per labelled sample"
-        )
-    if len(y_arr) == 0:
-        raise DataError(f"no samples: labels and {what} are empty")
-    if y_arr.dtype == bool:
-        y_arr = y_arr.astype(np.int8)
-    try:
-        y_num = y_arr.astype(np.float64)
-    except (TypeError, ValueError):
-        bad = sorted({str(v) for v in y_arr.tolist()})[:5]
-        raise DataError(f"labels must be 0 (negative) or 1 (positive); got {bad}") from None
-    bad_mask = (y_num != 0) & (y_num != 1)
-    if bad_mask.any():
-        bad = sorted(set(y_arr[bad_mask].tolist()))[:5]
-        raise DataError(
-            f"labels must be 0 (negative) or 1 (positive); got {bad}. "
-            "Map your classes to 0/1 with the rare class as 1"
-        )
-    try:
-        s_num = s_arr.astype(np.float64)
-    except (TypeError, ValueError):
-        raise DataError(f"{what} must be numbers; got dtype {s_arr.dtype}") from None
-    finite = np.isfinite(s_num)
-    if not finite.all():
-        idx = np.flatnonzero(~finite)
-        raise DataError(
-            f"{what} contain {len(idx)} NaN or infinite value(s) "
-            f"(first at index {int(idx[0])}: {s_num[idx[0]]!r}); "
-            "every score must be a finite number — check the model output for overflow"
-        )
-    y_int = y_num.astype(np.int8)
-    if require_both:
-        n_pos = int(y_int.sum())
-        if n_pos == 0 or n_pos == len(y_int):
-            only = "0 (negative)" if n_pos == 0 else "1 (positive)"
-            raise DataError(
-                f"labels hold a single class: all {len(y_int)} samples are {only}. "
-                "Average precision, ROC-AUC and recall are undefined without both classes; "
-                + _SPLIT_HINT
-            )
-    return y_int, s_num
 
 
 # --------------------------------------------------------------------------- basic metrics
@@ -180,16 +96,6 @@ def threshold_metrics(y: Any, score: Any, threshold: float) -> dict[str, Any]:
         "accuracy": (tp + tn) / n,
         "always_negative_accuracy": (tn + fp) / n,
     }
-
-
-def _check_threshold(threshold: Any) -> float:
-    try:
-        t = float(threshold)
-    except (TypeError, ValueError):
-        raise ConfigError(f"threshold must be a number; got {threshold!r}") from None
-    if not math.isfinite(t):
-        raise ConfigError(f"threshold must be finite; got {threshold!r}")
-    return t
 
 
 def _pr_points(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -429,88 +335,6 @@ def interval_or_reason(
     return [lo, hi], None
 
 
-def alarm_metrics(y: Any, score: Any, threshold: float) -> dict[str, Any]:
-    """Counts of the decision ``score >= threshold`` that need no positive.
-
-    Returns
-    -------
-    dict
-        ``threshold, n, n_pos, n_neg, fp, tn, false_alarm_rate (fp / n_neg), flagged, flagged_rate``;
-        with positives also ``tp, fn, recall``.
-    """
-    y_i, s = check_binary_scores(y, score, require_both=False)
-    t = _check_threshold(threshold)
-    flag = s >= t
-    neg = y_i == 0
-    n_neg, n_pos = int(neg.sum()), int((~neg).sum())
-    fp = int((flag & neg).sum())
-    out: dict[str, Any] = {"threshold": t, "n": len(y_i), "n_pos": n_pos, "n_neg": n_neg, "fp": fp,
-                           "tn": n_neg - fp, "false_alarm_rate": fp / n_neg if n_neg else 0.0,
-                           "flagged": int(flag.sum()), "flagged_rate": float(flag.mean())}
-    if n_pos:
-        tp = int((flag & ~neg).sum())
-        out.update({"tp": tp, "fn": n_pos - tp, "recall": tp / n_pos})
-    return out
-
-
-def clopper_pearson(k: int, n: int, level: float = 0.95) -> list[float]:
-    """Exact (Clopper–Pearson 1934) interval of a binomial proportion ``k / n`` (scipy's ``binomtest``)."""
-    from scipy.stats import binomtest
-
-    if n <= 0:
-        raise DataError("a binomial interval needs at least one trial; got n = 0")
-    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
-    return [float(ci.low), float(ci.high)]
-
-
-def false_alarm_summary(y: Any, score: Any, threshold: float, rule_info: Mapping[str, Any] | None = None,
-                        level: float = 0.95) -> dict[str, Any]:
-    """The realised false-alarm rate on a split's negatives, with its intervals.
-
-    Parameters
-    ----------
-    y, score
-        Labels and final probabilities ``(n,)`` of the scored split (usually test).
-    threshold
-        Flag when ``score >= threshold``.
-    rule_info
-        The ``fpr_rule`` record of an ``fpr<=`` threshold
-        (:func:`~imbvision.evaluation.threshold.fpr_threshold`): adds the target, the interval the
-        realised rate should fall in (``BetaBinomial(m, k, n + 1 - k)`` quantiles over the ``m``
-        negatives here: it covers both the validation draw and this split's draw) and whether it does.
-
-    Returns
-    -------
-    dict
-        ``false_alarm_rate``, ``false_alarms``, ``negatives``, ``false_alarm_ci`` (Clopper–Pearson at
-        ``level``, of the rate on these negatives), ``false_alarm_ci_level``; with ``rule_info`` also
-        ``false_alarm_target``, ``false_alarm_expected`` ``[lo, hi]`` and ``false_alarm_within_expected``.
-    """
-    y_i, s = check_binary_scores(y, score, require_both=False)
-    neg = s[y_i == 0]
-    m = len(neg)
-    if m == 0:
-        return {}
-    fp = int((neg >= _check_threshold(threshold)).sum())
-    out: dict[str, Any] = {"false_alarm_rate": fp / m, "false_alarms": fp, "negatives": m,
-                           "false_alarm_ci": clopper_pearson(fp, m, level), "false_alarm_ci_level": level}
-    if rule_info:
-        from scipy.stats import betabinom
-
-        a, b = (float(v) for v in rule_info["beta"])
-        lo, hi = betabinom.ppf([(1 - level) / 2, (1 + level) / 2], m, a, b)
-        out.update({"false_alarm_target": float(rule_info["target"]),
-                    "false_alarm_expected": [float(lo) / m, float(hi) / m],
-                    "false_alarm_within_expected": bool(lo <= fp <= hi)})
-    return out
-
-
-def score_histogram(score: Any, bins: int = 20) -> dict[str, list]:
-    """Counts of the scores in ``bins`` equal-width bins between their minimum and maximum (numpy)."""
-    counts, edges = np.histogram(np.asarray(score, dtype=np.float64), bins=bins)
-    return {"counts": [int(c) for c in counts], "edges": [float(e) for e in edges]}
-
-
 def evaluate_scores(
     y: Any,
     score: Any,
@@ -546,6 +370,8 @@ def evaluate_scores(
         Where no honest interval exists (see :func:`interval_or_reason`) ``ap_ci`` /
         ``roc_auc_ci`` are absent and ``ap_ci_note`` / ``roc_auc_ci_note`` say why.
     """
+    from .false_alarms import NEEDS_POSITIVES_NOTE, alarm_metrics, false_alarm_summary, score_histogram  # noqa: I001
+
     y_i, s = check_binary_scores(y, score, require_both=False)
     if y_i.all():
         check_binary_scores(y_i, s)  # all positive: the usual one-class error

@@ -279,7 +279,7 @@ def tune_threshold(y_val: Any, s_val: Any, rule: str | ThresholdRule) -> Thresho
     notes: list[str] = []
     feasible = True
     if rule.kind == "fpr":
-        from .metrics import alarm_metrics
+        from .false_alarms import alarm_metrics
 
         t, info, note = fpr_threshold(s[y == 0], float(rule.value))  # type: ignore[arg-type]
         if note:
@@ -288,7 +288,7 @@ def tune_threshold(y_val: Any, s_val: Any, rule: str | ThresholdRule) -> Thresho
         achieved = {**alarm_metrics(y, s, t), "fpr_rule": info}
         return ThresholdChoice(t, rule, achieved, feasible, "; ".join(notes))
     if rule.kind == "fixed" and n_pos == 0:
-        from .metrics import alarm_metrics
+        from .false_alarms import alarm_metrics
 
         t = float(rule.value)  # type: ignore[arg-type]
         return ThresholdChoice(t, rule, alarm_metrics(y, s, t), True, "")

@@ -29,6 +29,9 @@ from .cellstore import cell_key, has_cells, load_cell
 from .config import CompareConfig
 from .._text import plural
 from .stats import compare_to_baseline, few_splits_note, mean_ci, min_exact_p
+from ..training.localise import localisation_means
+from .zero_positive import plan_for_positives
+from .terminal import _ci_cell, print_leaderboard  # noqa: F401 - print_leaderboard re-exported (the CLI imports it)
 
 __all__ = ["DEFAULT_STRATEGIES", "CompareResult", "CompareConfig", "CellSettings", "run_compare", "resolve_strategies",
            "print_leaderboard"]
@@ -63,33 +66,6 @@ def resolve_strategies(spec: str | Sequence[str], baseline: str = BASELINE) -> l
     if baseline not in names:
         names.insert(0, baseline)
     return list(dict.fromkeys(names))
-
-
-def _needs_positives(name: str) -> bool:
-    """Whether the recipe's head needs training positives (its record says so)."""
-    from ..training.head import choose_head
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return choose_head(compose(name)).record.needs_positives
-
-
-def zero_positive_strategies(names: Sequence[str]) -> tuple[list[str], str, list[str]]:
-    """The strategies that can train without a positive, their baseline, and those dropped.
-
-    The baseline is the first head whose record learns from negatives alone (``normality``) at its
-    defaults; when nothing else of the request can train, the head records' ``variants`` are compared
-    against it.
-    """
-    heads = [r for r in list_strategies("head") if not r.needs_positives]
-    if not heads:
-        raise ConfigError("the training split holds no positive and no registered head learns from negatives alone")
-    baseline = heads[0].name
-    keep = [n for n in names if not _needs_positives(n)]
-    dropped = [n for n in names if n not in keep]
-    if not [n for n in keep if n != baseline]:
-        keep += [v for r in heads for v in (r.name, *r.variants)]
-    return resolve_strategies(keep, baseline), baseline, dropped
 
 
 @dataclass
@@ -183,20 +159,8 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
     ds = rep.dataset
     y = ds.labels
     splits = _splits(ds, c.seeds, c.folds, c.val, c.test, c.train_positive_rate)
-    baseline = BASELINE
-    if any(not y[sp.train].any() for _, _, sp in splits):  # nothing to learn the rare class from
-        names, baseline, dropped = zero_positive_strategies(names)
-        cfg_d["strategies"] = names
-        from ..notices import DataWarning
-        warnings.warn(f"the training split{'s' if len(splits) > 1 else ''} hold{'' if len(splits) > 1 else 's'} no "
-                      f"positive, so compare ranks the heads that learn from negatives alone ({', '.join(names)}) "
-                      f"against {baseline} at its defaults"
-                      + (f"; left out (they need training positives): {', '.join(dropped)}" if dropped else ""),
-                      DataWarning, stacklevel=2)
-    from ..evaluation.postprocess import check_validation_labels
-    for s, f, sp in splits:  # before any fit: a rule that needs validation positives where a split has none
-        check_validation_labels(y[sp.val], c.threshold, c.calibration, f"the validation split of seed {s}"
-                                + (f" fold {f}" if f is not None else ""))
+    names, baseline = plan_for_positives(names, splits, y, c.threshold, c.calibration, resolve_strategies, BASELINE)  # none in training: normality
+    cfg_d["strategies"] = names
     # Written once the data and backbone are known good, so a failed start leaves nothing that blocks a fix.
     write_json(cfg_path, cfg_d)
     with warnings.catch_warnings():
@@ -317,7 +281,7 @@ def _aggregate(names, splits, cells, y, n_boot, baseline=BASELINE):
                "brier": float(np.mean([c["brier"] for c in cs])) if all("brier" in c for c in cs) else None,
                **_fusion_weights(cs),
                "fit_seconds": float(np.mean([c["timing"]["fit_seconds"] for c in cs])), "cells": len(cs),
-               **_localisation_means(cs)}
+               **localisation_means(cs)}
         if n != baseline:
             t, d = tests[n], deltas[n]
             row.update({"delta_ap": t["mean"], "delta_ci": _clip(t["decision_ci"]),
@@ -348,15 +312,6 @@ def _fusion_weights(cells: list[dict[str, Any]]) -> dict[str, Any]:
         return {}
     mean = {k: float(np.mean([w[k] for w in ws])) for k in ws[0]}
     return {"fusion_weights": mean, "fusion_winner": max(mean, key=mean.get)}
-
-
-def _localisation_means(cells: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean pixel AUROC and AUPRO over the cells that scored heat maps (heads with maps, data with masks)."""
-    locs = [c["localisation"] for c in cells if c.get("localisation")]
-    if not locs:
-        return {}
-    return {"pixel_auroc": float(np.mean([v["pixel_auroc"] for v in locs])),
-            "aupro": float(np.mean([v["aupro"] for v in locs])), "localisation_cells": len(locs)}
 
 
 def _recommend(rows: list[dict[str, Any]], baseline: str = BASELINE) -> str:
@@ -421,10 +376,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return repr(v)
     return str(v)
-
-
-def _ci_cell(ci: list[float] | None, fmt: str = "{:.2f}", sep: str = ", ") -> str:
-    return "no interval" if ci is None else f"[{fmt.format(ci[0])}{sep}{fmt.format(ci[1])}]"
 
 
 def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.ndarray, ds, embed_stats: dict) -> None:
@@ -530,30 +481,3 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
     rep.add_heading("Configuration")
     rep.add_code(cfg)
     rep.save(out / "report.html")
-
-
-def print_leaderboard(res: CompareResult, console) -> None:
-    """Print the leaderboard (fits 80 columns) and the recommendation with rich."""
-    from rich import box
-    from rich.table import Table
-
-    k = res.leaderboard[0]["cells"]
-    t = Table(title=f"test AP over {plural(k, 'split')} · ΔAP vs {res.baseline}: corrected resampled t-test over splits, "
-                    "interval at Holm's level · * beyond noise (Holm p < 0.05)",
-              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    t.add_column("strategy", no_wrap=True)
-    loc = any("aupro" in r for r in res.leaderboard)  # heat-map heads on data with masks
-    for col in ("AP [CI]", "ROC-AUC", "ΔAP [CI]", "Holm p", "recall", *(("pxAUROC", "AUPRO") if loc else ())):
-        t.add_column(col, justify="right", no_wrap=True)
-    for r in res.leaderboard:
-        has = "delta_ap" in r
-        t.add_row(r["strategy"], f"{r['ap_mean']:.3f} {_ci_cell(r['ap_ci'], sep=',')}", f"{r['roc_auc']:.3f}",
-                  f"{r['delta_ap']:+.3f} {_ci_cell(r['delta_ci'], '{:+.2f}', ',')}" if has else "",
-                  "" if r.get("p_holm") is None else f"{r['p_holm']:.2g}" + (" *" if r.get("beyond_noise") else "  "),
-                  f"{r['recall']:.2f}",
-                  *((f"{r['pixel_auroc']:.3f}", f"{r['aupro']:.3f}") if "aupro" in r else ("", "")) if loc else ())
-    console.print(t)
-    if loc:
-        console.print("pxAUROC, AUPRO: localisation of the heat maps on the test masks (AUPRO to FPR 0.3, "
-                      "Bergmann et al.), mean over splits", highlight=False, soft_wrap=True)
-    console.print(res.recommendation)

@@ -16,7 +16,7 @@ import numpy as np
 from ..evaluation.localisation import MAX_SIDE, bounded_size, localisation_scores, resize_mask
 from ..strategies.registry import Recipe
 
-__all__ = ["split_localisation", "gives_heatmaps"]
+__all__ = ["split_localisation", "gives_heatmaps", "localisation_means"]
 
 
 def gives_heatmaps(recipe: Recipe) -> bool:
@@ -84,3 +84,12 @@ def split_localisation(head: Any, feats: Any, records: Sequence, index: np.ndarr
             gts.append(resize_mask(masks[int(i)], size) if int(i) in masks else None)
     out = localisation_scores(maps, gts)
     return {**out, "unmasked_positives": left_out, "max_side": max_side}
+
+
+def localisation_means(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean pixel AUROC and AUPRO over the compare cells that scored heat maps (heat-map heads, data with masks)."""
+    locs = [c["localisation"] for c in cells if c.get("localisation")]
+    if not locs:
+        return {}
+    return {"pixel_auroc": float(np.mean([v["pixel_auroc"] for v in locs])),
+            "aupro": float(np.mean([v["aupro"] for v in locs])), "localisation_cells": len(locs)}

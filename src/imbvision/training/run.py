@@ -190,7 +190,7 @@ def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> R
         warnings.warn(f"{recipe.name}: no analytic prior correction exists for this recipe (its loss or head, "
                       "e.g. focal with gamma > 0 or a patch-level head, shifts the class prior by no known formula), "
                       "so its probabilities stay as trained and can over-predict the rare class; the "
-                      "threshold is still tuned on validation. Use --calibration intercept (the default) or platt for calibrated probabilities",
+                      "threshold is still tuned on validation. Use --calibration platt (or intercept, the default) for calibrated probabilities",
                       NoPriorCorrectionWarning, stacklevel=2)
     if post is None:
         post = fit_postprocess(p_val_raw, y[split.val], train_prior=train_prior,
