@@ -174,7 +174,9 @@ class PatchNet(nn.Module):
         fa, fb = self._maps(x)
         a = F.avg_pool2d(fa, 3, stride=1, padding=1, count_include_pad=False)
         b = F.avg_pool2d(fb, 3, stride=1, padding=1, count_include_pad=False)
-        ah, aw, bh, bw = (m.to(a.dtype) for m in self._matrices(tuple(a.shape[-2:]), tuple(b.shape[-2:])))
+        # grid sizes are fixed by the canvas size (constants in an ONNX export; only the batch is dynamic)
+        sizes = tuple(int(v) for v in a.shape[-2:]), tuple(int(v) for v in b.shape[-2:])
+        ah, aw, bh, bw = (m.to(a.dtype) for m in self._matrices(*sizes))
         return torch.cat([ah @ a @ aw, bh @ b @ bw], 1)
 
 

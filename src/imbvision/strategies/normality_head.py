@@ -23,7 +23,7 @@ from ._patch_common import _build, _check_binary, _valid_rows, as_patches, patch
 from .heads import Head
 from .registry import Param, StrategyRecord, register_strategy
 
-__all__ = ["NormalityHead", "greedy_coreset", "sharded_coreset", "SEARCH_KINDS", "SHARD_PATCHES"]
+__all__ = ["NormalityHead", "greedy_coreset", "sharded_coreset", "ray_shard_runner", "SEARCH_KINDS", "SHARD_PATCHES"]
 
 #: Patches per coreset shard (the ``shard`` parameter's default). The greedy's work is
 #: ``shard × picks`` per shard, so a fit costs O(patches) at a fixed ratio. Chosen on Magnetic-tile
@@ -139,7 +139,8 @@ def shard_plan(counts: np.ndarray, target: int, shard: int, seed: int) -> list[t
 
 
 def sharded_coreset(rows: Callable[[int], np.ndarray], counts: np.ndarray, target: int, *, shard: int = SHARD_PATCHES,
-                    seed: int = 0, proj_dim: int = 64, run_shard=None) -> tuple[np.ndarray, np.ndarray]:
+                    seed: int = 0, proj_dim: int = 64, run_shard=None, in_flight: int = 8
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """A k-centre coreset of ``target`` patches, chosen shard by shard in bounded time and memory.
 
     Parameters
@@ -154,8 +155,9 @@ def sharded_coreset(rows: Callable[[int], np.ndarray], counts: np.ndarray, targe
     shard
         Patches per shard. One shard holding every patch is the exact greedy coreset.
     run_shard
-        ``run_shard(list of (X, picks, seed)) -> list of row indices``: runs the shards' greedy
-        selections (e.g. as Ray tasks); ``None`` runs them here, one after the other.
+        ``run_shard(list of (X, picks, seed, projection)) -> list of row indices``: runs the shards'
+        greedy selections (:func:`ray_shard_runner` runs them as Ray tasks); ``None`` runs them here,
+        one after the other. Both give the same bank for the same seed.
 
     Returns
     -------
@@ -178,9 +180,9 @@ def sharded_coreset(rows: Callable[[int], np.ndarray], counts: np.ndarray, targe
     bank, owner = [], []
 
     def flush():
-        chosen = run_shard(jobs) if run_shard is not None else [greedy_coreset(X, m, seed=s, projection=proj)
-                                                                 for X, m, s in jobs]
-        for (X, _, _), own, idx in zip(jobs, owners, chosen):
+        chosen = run_shard(jobs) if run_shard is not None else [greedy_coreset(X, m, seed=s, projection=p)
+                                                                 for X, m, s, p in jobs]
+        for (X, _, _, _), own, idx in zip(jobs, owners, chosen):
             bank.append(X[idx])
             owner.append(own[idx])
         jobs.clear()
@@ -194,13 +196,42 @@ def sharded_coreset(rows: Callable[[int], np.ndarray], counts: np.ndarray, targe
             dim = X.shape[1]
             p = _projection(dim, proj_dim, g)
             proj = None if p is None else p.numpy()
-        jobs.append((X, picks, int(seed) * 1000003 + s))
+        jobs.append((X, picks, int(seed) * 1000003 + s, proj))
         owners.append(np.repeat(np.asarray(imgs, dtype=np.int64), [len(p) for p in parts]))
-        if run_shard is None or len(jobs) >= 8:  # locally one shard in memory at a time
+        if run_shard is None or len(jobs) >= in_flight:  # locally one shard in memory at a time
             flush()
     if jobs:
         flush()
     return np.concatenate(bank), np.concatenate(owner)
+
+
+def ray_shard_runner(num_cpus: float = 1.0):
+    """A ``run_shard`` for :func:`sharded_coreset` (and :meth:`NormalityHead.fit`) that runs each shard's
+    greedy selection as a Ray task on the cluster ``ray.init`` connected to (a local one, or many machines).
+
+    The driver reads the shards (``in_flight`` at a time) and ships each to a task; the union of the
+    tasks' picks is the bank, identical to the local one for the same seed.
+
+    Raises
+    ------
+    ConfigError
+        When Ray is not installed or not initialised.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("ray_shard_runner needs Ray: pip install 'imbvision[ray]'") from None
+    if not ray.is_initialized():
+        raise ConfigError("ray_shard_runner: call ray.init(...) first (address='local' or a cluster's address)")
+    task = ray.remote(num_cpus=num_cpus)(_shard_task)
+
+    def run(jobs):
+        return ray.get([task.remote(X, m, s, p) for X, m, s, p in jobs])
+    return run
+
+
+def _shard_task(X: np.ndarray, picks: int, seed: int, projection: np.ndarray | None) -> np.ndarray:
+    return greedy_coreset(X, picks, seed=seed, projection=projection)
 
 
 class NormalityHead(Head):
@@ -252,6 +283,7 @@ class NormalityHead(Head):
 
         ``X.groups`` (duplicate set or group per image), when set, decides which bank rows an image may
         not use as its neighbour in :meth:`oof_decision_function` and in the scale estimate.
+        ``run_shard`` runs the coreset's shards elsewhere (:func:`ray_shard_runner`); the bank is the same.
         """
         feats = as_patches(X)
         yy = _check_binary(y, len(feats))
