@@ -167,6 +167,8 @@ def test_compare_on_a_split_file_keeps_the_test_set_and_says_what_the_interval_c
     html = (tmp_path / "cmp" / "report.html").read_text(encoding="utf-8")
     assert "not the sampling of the test images" in html and "The splits as realised" in html
     assert board["config"]["split_file"]["sha256"] and res.fixed_test
+    from imbvision.experiments.promote import settings_from_compare
+    assert settings_from_compare(tmp_path / "cmp")[0]["split_file"] == str(split_file)  # train --from keeps the test set
     # the same folder with another split file is another comparison: refused, not resumed
     other = _write(tmp_path / "split2.csv", _rows(ds, tiny_manifest.parent, test_every=4))
     with pytest.raises(ConfigError, match="other settings"):
@@ -207,3 +209,27 @@ def test_train_on_the_benchmark_layout_names_files_with_their_folder_and_reports
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "Average precision per type" in html and "The split as realised" in html
     assert res.metrics["n"] == n_test
+
+
+def test_split_file_errors_are_one_line_on_the_command_line(tmp_path: Path, tiny_manifest: Path, tiny_kwargs: dict) -> None:
+    from typer.testing import CliRunner
+
+    import imbvision.cli as cli
+
+    ds = load_source(str(tiny_manifest))
+    rows = _rows(ds, tiny_manifest.parent)
+    rows[0][1] = "Testing"
+    bad = _write(tmp_path / "bad.csv", rows)
+    base = ["--data", str(tiny_manifest), "--backbone", "test_efficientnet", "--weights", "none", "--image-size", "64",
+            "--cache-dir", tiny_kwargs["cache_dir"]]
+    for cmd in (["train", *base, "--out", str(tmp_path / "r")], ["compare", *base, "--out", str(tmp_path / "c"),
+                                                                 "--strategies", "ce", "--seeds", "2"]):
+        res = CliRunner().invoke(cli.app, [*cmd, "--split-file", str(bad)])
+        assert res.exit_code == 2, res.output
+        assert "line 2: unknown split 'Testing'" in res.output and "Traceback" not in res.output
+        res = CliRunner().invoke(cli.app, [*cmd, "--split", "official"])
+        assert res.exit_code == 2 and "--split official needs a source with its own train/test division" in res.output
+    assert not (tmp_path / "r").exists()  # nothing half-made left behind
+    res = CliRunner().invoke(cli.app, ["audit", "--data", str(tiny_manifest), "--out", str(tmp_path / "a"),
+                                       "--split-file", str(bad)])
+    assert res.exit_code == 2 and "unknown split 'Testing'" in res.output

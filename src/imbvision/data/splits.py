@@ -40,6 +40,7 @@ from .split_balance import SPLIT_TOLERANCE, SplitBalanceWarning, balance_message
 __all__ = ["Split", "train_val_test_split", "kfold_splits", "read_split_csv", "read_split_rows", "split_balance",
            "balance_message", "SPLIT_TOLERANCE", "SplitBalanceWarning"]
 
+
 @dataclass(frozen=True)
 class Split:
     """Indices into a dataset for the three parts.
@@ -168,8 +169,8 @@ def _draw_units(units: np.ndarray, y: np.ndarray, fractions: tuple[float, ...], 
     whose relative shortfall of negatives and positives it reduces most (a greedy,
     stratified, size-aware bin filling, as scikit-learn's ``StratifiedGroupKFold`` does for
     folds; written here because scikit-learn has no group-aware split with arbitrary
-    fractions). A unit holding more than ``tolerance`` of all images goes to part 0
-    (training) before the draw, and the other images are split as asked.
+    fractions). A unit larger than the smallest drawn part plus ``tolerance`` (shares of all
+    images) goes to part 0 (training) before the draw, and the other images are split as asked.
 
     Parameters
     ----------
@@ -254,7 +255,6 @@ def train_val_test_split(dataset: Dataset, *, val: float = 0.2, test: float = 0.
             + ("positive" if npos < 3 else "negative") + " images, or merge in data from another source"
         )
     hint = "Use larger val/test fractions or add positive images."
-    notes: list[str] = []
     if units is not None:  # whole duplicate sets, placed by size (see _draw_units)
         parts, notes = _draw_units(units, dataset.labels, (1 - val - test, val, test), seed)
         split = Split(*parts, notes=tuple(notes))
@@ -309,6 +309,12 @@ def _split_with_fixed_test(dataset: Dataset, test: np.ndarray, *, val: float, se
     idx = np.arange(dev.size)
     notes = [f"the test set is given ({test.size} images, {pos} positive); train and val are drawn from the other "
              f"{dev.size} (seed {seed})"]
+    sets = np.array([-1 if r.duplicate_set is None else r.duplicate_set for r in dataset.records])
+    leak = np.intersect1d(sets[test][sets[test] >= 0], sets[dev][sets[dev] >= 0])
+    if leak.size:  # the given test set is kept as given: say that copies of its images train the model
+        notes.append(f"{leak.size} duplicate set(s) have copies both in the given test set and outside it "
+                     f"({int(np.isin(sets[test], leak).sum())} test images): training sees copies of them, which "
+                     "inflates the test figures; drop one copy, or give every copy the same split")
     hint = "Use a smaller --val, or mark more images train in the split file."
     if groups is not None:
         if units is not None:
@@ -321,7 +327,7 @@ def _split_with_fixed_test(dataset: Dataset, test: np.ndarray, *, val: float, se
     elif units is not None:
         (tr, va), more = _draw_units(units, yd, (1 - frac, frac), seed)
         notes += more
-    elif 0 < int(yd.sum()) < 2:  # one positive cannot be stratified: it stays in training
+    elif 0 < int(yd.sum()) < 2:  # a single positive cannot be stratified: drawn without stratification
         inner = StratifiedShuffleSplit(n_splits=1, test_size=frac, random_state=seed + 1)
         tr, va = next(inner.split(idx, np.zeros_like(yd)))
     else:
