@@ -28,6 +28,7 @@ from .cell import CellSettings, cached_backbone, cell_id, compute_cell
 from .cellstore import cell_key, has_cells, load_cell
 from .config import CompareConfig
 from .._text import plural
+from .split_plan import FIXED_TEST_REPLICATION, fixed_test_of, plan_splits, say_splits, split_rows, split_settings
 from .stats import compare_to_baseline, few_splits_note, mean_ci, min_exact_p
 
 __all__ = ["DEFAULT_STRATEGIES", "CompareResult", "CompareConfig", "CellSettings", "run_compare", "resolve_strategies",
@@ -72,26 +73,11 @@ class CompareResult:
     recommendation: str
     wall_seconds: float
     cells_reused: int = 0  # finished cells of an earlier run of the same data and settings (resume)
+    fixed_test: bool = False  # every split shares a given test set (--split-file, --split official)
 
     @property
     def report(self) -> Path:
         return self.out / "report.html"
-
-
-def _splits(ds, seeds: int, folds: int | None, val: float, test: float, rate: float | None):
-    from ..data.splits import kfold_splits, train_val_test_split
-    from ..training.prepare import limit_train_positives
-
-    out = []
-    for s in range(seeds):
-        if folds:
-            for f, sp in enumerate(kfold_splits(ds, folds, seed=s, val=val)):
-                out.append((s, f, sp))
-        else:
-            out.append((s, None, train_val_test_split(ds, val=val, test=test, seed=s)))
-    if rate is not None:
-        out = [(s, f, limit_train_positives(sp, ds.labels, rate, s)) for s, f, sp in out]
-    return out
 
 
 @collect_warnings
@@ -128,6 +114,7 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
              "val": c.val, "test": c.test, "max_synthetic": c.max_synthetic, "n_boot": c.n_boot,
              "group_duplicates": c.group_duplicates,
              "cell_scores": "float64 prior-corrected logit"}  # cells of older runs held rounded probabilities
+    cfg_d.update(split_settings(c))  # --split / --split-file, only when given
     if c.resize != "stretch":  # absent for the default, so earlier run folders still match
         cfg_d["resize"] = c.resize
     if c.patch_layers != "s16+s32":
@@ -145,15 +132,14 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
     cache = Path(c.cache_dir) if c.cache_dir else cache_root()
     bb = cached_backbone(c.backbone, c.weights)
 
-    def _dup_features(d):
-        from ..backbones import embed_dataset
-        return embed_dataset(d, backbone=bb, image_size=c.image_size, tiles=c.tiles, cache_dir=cache,
-                             progress=c.progress).global_
+    from ..training.prepare import duplicate_features
 
     rep = load_checked(c.data, positive=c.positive, skip_bad=c.skip_bad, out_dir=out, progress=c.progress,
-                       group_duplicates=c.group_duplicates, features=_dup_features)
+                       group_duplicates=c.group_duplicates,
+                       features=duplicate_features(cache_dir=cache, progress=c.progress))  # one fixed representation
     ds = rep.dataset
     y = ds.labels
+    fixed_test, split_notes = fixed_test_of(c, ds, rep.bad)
     # Written once the data and backbone are known good, so a failed start leaves nothing that blocks a fix.
     write_json(cfg_path, cfg_d)
     with warnings.catch_warnings():
@@ -172,7 +158,9 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
     X, embed_stats = embed_features(ds.records, bb, settings, needed, cache_dir=cache, progress=c.progress)
     if set(X) == {"global"}:
         X = X["global"]  # one array travels to the workers as before
-    splits = _splits(ds, c.seeds, c.folds, c.val, c.test, c.train_positive_rate)
+    balances: list[dict[str, Any]] = []
+    splits = plan_splits(ds, c.seeds, c.folds, c.val, c.test, c.train_positive_rate, fixed_test, balances)
+    say_splits(splits, balances, split_notes, c.progress)
     cells_dir = out / "cells"
     cells_dir.mkdir(exist_ok=True)
     todo = [(n, s, f, sp) for n in names for s, f, sp in splits
@@ -185,8 +173,8 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
             cells[(n, s, f)] = read_json(cells_dir / f"{cell_id(n, s, f)}.json")
     board, rec = _aggregate(names, splits, cells, y, c.n_boot)
     wall = time.perf_counter() - t0
-    result = CompareResult(out, board, rec, wall, len(names) * len(splits) - len(todo))
-    _write_outputs(result, cfg_d, cells, splits, y, ds, embed_stats)
+    result = CompareResult(out, board, rec, wall, len(names) * len(splits) - len(todo), fixed_test is not None)
+    _write_outputs(result, cfg_d, cells, splits, y, ds, embed_stats, balances)
     return result
 
 
@@ -236,7 +224,10 @@ def _cell_ranking(cell: dict[str, Any], y: np.ndarray) -> dict[str, Any]:
 def _statistics(splits, k: int) -> dict[str, Any]:
     """What the leaderboard's intervals and p-values are, for leaderboard.json and the report."""
     n_train, n_test = _split_sizes(splits)
-    return {"unit": "split", "splits": k, "n_train": n_train, "n_test": n_test,
+    fixed = bool(splits) and all(sp.fixed_test for _, _, sp in splits)
+    return {"unit": "train/validation draw around a fixed test set" if fixed else "split", "splits": k,
+            "fixed_test": fixed, **({"replication": FIXED_TEST_REPLICATION} if fixed else {}),
+            "n_train": n_train, "n_test": n_test,
             "test": "corrected resampled t-test on per-split ΔAP (Nadeau & Bengio 2003)",
             "variance_factor": 1.0 / k + n_test / n_train, "multiplicity": "Holm over strategies", "alpha": ALPHA,
             "min_exact_p": min_exact_p(k), "few_splits": few_splits_note(k, ALPHA)}
@@ -375,7 +366,8 @@ def _ci_cell(ci: list[float] | None, fmt: str = "{:.2f}", sep: str = ", ") -> st
     return "no interval" if ci is None else f"[{fmt.format(ci[0])}{sep}{fmt.format(ci[1])}]"
 
 
-def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.ndarray, ds, embed_stats: dict) -> None:
+def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.ndarray, ds, embed_stats: dict,
+                   balances: list | None = None) -> None:
     from .._csv import write_csv
     from ..evaluation import Report, plot_pr_curves
 
@@ -389,7 +381,7 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
         rows.append([_fmt(flat.get(c)) for c in _CSV_COLS])
     write_csv(out / "leaderboard.csv", _CSV_COLS, rows)
     write_json(out / "leaderboard.json", {"config": cfg, "statistics": st, "leaderboard": res.leaderboard,
-                                          "recommendation": res.recommendation,
+                                          "recommendation": res.recommendation, "splits": balances or [],
                                           "timing": {"wall_seconds": res.wall_seconds, "embedding": embed_stats}})
     # Overlaid PR curves: the stored test scores pooled over cells per strategy (top 8 by AP).
     curves = {}
@@ -409,6 +401,8 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
         rep.add_callout(st["few_splits"], kind="warning")
     for note in run_warnings(out):  # double prior correction, few positives... (imbvision.notices)
         rep.add_callout(note, kind="warning")
+    if st.get("replication"):
+        rep.add_callout(st["replication"], kind="note")
     npos = int(y.sum())
     rep.add_cards([("images", len(y)), ("positive", npos), ("positive rate", f"{npos / len(y):.1%}"),
                    ("wall time", f"{res.wall_seconds:.0f} s"
@@ -461,6 +455,13 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
         rep.add_table([{"strategy": r["strategy"], **{names[i] if i < len(names) else f"split {i + 1}": f"{v:+.3f}"
                                                        for i, v in enumerate(r["delta_per_split"])}}
                        for r in res.leaderboard if "delta_per_split" in r])
+    if balances:
+        rep.add_heading("The splits as realised")
+        rep.add_text(f"Share of the images and prevalence of each part of every split, beside the request; a part "
+                     f"more than {100 * balances[0]['tolerance']:g} points off (or a validation/test prevalence that "
+                     "far from the data's) is flagged, with its cause in the warnings above. Before any "
+                     "--train-positive-rate drop.")
+        rep.add_table(split_rows(balances))
     rep.add_heading("Precision-recall curves (test, pooled over splits)")
     rep.add_image(plot_pr_curves(curves, title="PR curves, top strategies"), "Overlaid PR curves of the test scores pooled over splits (the legend's AP is of the pooled scores); the dashed line is the positive rate.")
     from ..evaluation.report import add_per_seed
@@ -494,3 +495,5 @@ def print_leaderboard(res: CompareResult, console) -> None:
                   f"{r['recall']:.2f}")
     console.print(t)
     console.print(res.recommendation)
+    if res.fixed_test:
+        console.print(FIXED_TEST_REPLICATION)

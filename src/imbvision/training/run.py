@@ -157,8 +157,10 @@ def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> R
     prep = prepare_data(cfg.data, positive=cfg.positive, seed=cfg.seed, val=cfg.val, test=cfg.test,
                         skip_bad=cfg.skip_bad, train_positive_rate=cfg.train_positive_rate, out_dir=out,
                         progress=progress, group_duplicates=cfg.group_duplicates,
-                        features=duplicate_features(cfg, progress))
+                        features=duplicate_features(cfg, progress), split_file=cfg.split_file, split=cfg.split)
     ds, split = prep.dataset, prep.split
+    # what the split realised (shares, prevalence per part) beside the request
+    write_json(out / "config.json", {**cfg.to_dict(), "recipe": recipe.to_dict(), "split_realised": prep.balance})
     from .._rundir import check_resume_data
     check_resume_data(out, ds.records, resume=resume)  # a resumed run must see the same data
     warn_about_data(ds.labels, split.train, [r.mask for r in ds.records], recipe.specs)  # shown in the report too
@@ -235,11 +237,18 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
     metrics = evaluate_scores(y_test, p_test, t, n_boot=cfg.n_boot, seed=cfg.seed, rank_score=p_test_u)
     val_metrics = evaluate_scores(y_val, p_val, t, n_boot=0, rank_score=post.uncalibrated(np.asarray(raw["val"])))
     _write_scores(run_dir / "scores_test.csv", paths_test, y_test, p_test, t)
+    from ..evaluation.by_type import ap_by_type
+    by_type = ap_by_type(y_test, p_test_u, [rows[i].get("type", "") for i in split.test])
+    try:  # what the split realised (written by train); an older run folder has none
+        balance = read_json(run_dir / "config.json").get("split_realised")
+    except (OSError, ValueError, AttributeError):
+        balance = None
     results = {
         "strategy": model.meta["strategy"]["name"], "mode": model.meta["mode"],
         "test": metrics, "val": val_metrics, "threshold": post.threshold.to_dict(),
         "postprocess": {k: v for k, v in post.to_dict().items() if k != "threshold"},
         "train": train_info, "elapsed_seconds": elapsed if elapsed is not None else prev.get("elapsed_seconds"),
+        "split": balance, "ap_by_type": by_type,
     }
     write_json(run_dir / "results.json", results)
     if examples is None:
@@ -254,6 +263,7 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
                          "prior_correction": ({"train_prior": post.train_prior, "true_prior": post.true_prior}
                                               if post.prior_correction and post.train_prior is not None else None)},
          "name": model.meta["strategy"]["name"], "warnings": run_warnings(run_dir),
+         "split": balance, "ap_by_type": by_type,
          "history": {"epochs": train_info.get("history"), "kept_epoch": train_info.get("best_epoch")}},
         {**cfg.to_dict(), "recipe": model.meta["strategy"]},
         images=examples or None, n_boot=cfg.n_boot, seed=cfg.seed,
