@@ -21,7 +21,9 @@ def source_root(source: str | None) -> Path | None:
 
     ``None`` for a source without a path (``demo``) or an unknown form.
     """
-    kind, sep, rest = (source or "").partition(":")
+    if not isinstance(source, str):  # an in-memory source (a dict or records) has no root folder
+        return None
+    kind, sep, rest = source.partition(":")
     if not sep or not rest or len(kind) <= 1:
         return None
     p = Path(rest)
