@@ -181,7 +181,7 @@ def test_worker_without_out_folder_gives_the_same_cell(tmp_path, tiny_kwargs):
     """A worker on a machine that does not see OUT computes the cell without the synthetic cache."""
     from imbvision.data.sources import load_source
     from imbvision.experiments.cell import cached_backbone as _cached_backbone, compute_cell as _compute_cell
-    from imbvision.experiments.compare import _splits
+    from imbvision.experiments.split_plan import plan_splits as _splits
 
     ds = load_source(tiny_kwargs["data"])
     y = ds.labels

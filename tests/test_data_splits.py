@@ -110,7 +110,7 @@ def test_split_csv_written_and_read_back(tmp_path: Path) -> None:
     out = s.write_csv(tmp_path / "run" / "split.csv", ds)
     assert out == tmp_path / "run" / "split.csv"
     rows = list(csv.DictReader(open(out, encoding="utf-8")))
-    assert list(rows[0]) == ["index", "path", "label", "group", "split", "duplicate_set"]
+    assert list(rows[0]) == ["index", "path", "label", "group", "split", "duplicate_set", "type", "name"]
     assert len(rows) == 50
     part = s.assignment(50)
     for r in rows:

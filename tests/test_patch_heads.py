@@ -259,7 +259,7 @@ def test_approximate_search_agrees_with_exact_and_is_repeatable(tiny, search):
     assert np.mean(np.isclose(d_approx, d_exact, atol=1e-3)) >= 0.8
     again = NormalityHead(ratio=1.0, search=search, seed=0).fit(feats.take(neg), y[neg])
     np.testing.assert_array_equal(again.decision_function(feats), approx.decision_function(feats))
-    with pytest.raises(ConfigError, match="search='kd' invalid; valid: auto, exact, ivf, hnsw"):
+    with pytest.raises(ConfigError, match="search=.kd. invalid; valid: auto, exact, ivf, ivfpq, hnsw"):
         NormalityHead(search="kd")
 
 
@@ -279,21 +279,30 @@ def test_patch_cell_i_sits_on_canvas_pixel_stride_times_i():
 
 
 def test_coarse_half_of_a_patch_is_aligned_on_the_fine_cells(tiny):
-    """Fine cell 2j reads the coarse (stride-2s) map exactly at its cell j."""
+    """Fine cell 2j reads the coarse (stride-2s) map exactly at its cell j (geometric centres)."""
     import torch
     import torch.nn.functional as F
 
     from imbvision.backbones.patches import PatchNet
 
     _, bb, _ = tiny
-    net = PatchNet(bb, "s8+s16").eval()
+    net = PatchNet(bb, "s8+s16", centres=((0.0, 0.0), (0.0, 0.0))).eval()
     x = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
     with torch.no_grad():
         out = net(x)
         f = net.body((x.float() - net.mean) * net.inv_std)
+        fine = F.avg_pool2d(f["s8"], 3, stride=1, padding=1, count_include_pad=False)
         coarse = F.avg_pool2d(f["s16"], 3, stride=1, padding=1, count_include_pad=False)
     c_fine = f["s8"].shape[1]
+    np.testing.assert_allclose(out[:, :c_fine].numpy(), fine.numpy(), atol=1e-5)
     np.testing.assert_allclose(out[:, c_fine:, ::2, ::2].numpy(), coarse.numpy(), atol=1e-5)
     # odd fine cells lie halfway between two coarse cells
     np.testing.assert_allclose(out[:, c_fine:, 1:-1:2, ::2].numpy(),
                                ((coarse[:, :, :-1] + coarse[:, :, 1:]) / 2).numpy(), atol=1e-5)
+    # a block whose features sit 8 px (fine) / 16 px (coarse) below their cell is read one cell further down
+    shifted = PatchNet(bb, "s8+s16", centres=((8.0, 0.0), (16.0, 0.0))).eval()
+    with torch.no_grad():
+        out2 = shifted(x)
+    np.testing.assert_allclose(out2[:, :c_fine, :-1].numpy(), fine[:, :, 1:].numpy(), atol=1e-5)
+    np.testing.assert_allclose(out2[:, :c_fine, -1].numpy(), fine[:, :, -1].numpy(), atol=1e-5)  # edge held
+    np.testing.assert_allclose(out2[:, c_fine:, :-2:2, ::2].numpy(), coarse[:, :, 1:].numpy(), atol=1e-5)

@@ -87,7 +87,9 @@ def _show_warnings_once() -> Callable[[], None]:
     return undo
 
 POSITIVE_HELP = "Name of the positive (rare) class: a class folder name or a label value in the CSV"
-DATA_HELP = "Data source: magnetic-tile:PATH, csv:PATH or PATH.csv, folder:PATH or a folder (with --positive), demo[:N[:RATE[:SEED]]]"
+DATA_HELP = "Data source: magnetic-tile:PATH, mvtec:PATH (benchmark layout), csv:PATH or PATH.csv, folder:PATH or a folder (with --positive), demo[:N[:RATE[:SEED]]]"
+SPLIT_HELP = "random (drawn per seed) or official (the benchmark layout's own train/test, mvtec:PATH)"
+SPLIT_FILE_HELP = "CSV path,split (train/val/test): its test rows are the fixed test set; train/val are drawn per seed from the others"
 
 
 #: What Ctrl-C leaves behind, per command (only what is true for that command).
@@ -250,6 +252,8 @@ def train(
     val: float = typer.Option(0.2, help="Validation fraction"),
     test: float = typer.Option(0.2, help="Test fraction"),
     train_positive_rate: Optional[float] = typer.Option(None, help="Keep only enough training positives for this rate"),
+    split: str = typer.Option("random", "--split", help=SPLIT_HELP),
+    split_file: Optional[str] = typer.Option(None, "--split-file", help=SPLIT_FILE_HELP),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="List bad files in bad_files.csv and go on"),
     cache_dir: Optional[str] = typer.Option(None),
     epochs: int = typer.Option(10, help="Fine-tune: epochs"),
@@ -284,6 +288,9 @@ def train(
         # by name: typer and click each define a ParameterSource enum, and ctx may return either
         given = {k for k in settings if getattr(ctx.get_parameter_source(k), "name", "") == ParameterSource.COMMANDLINE.name}
         settings.update({k: v for k, v in chosen.items() if k not in given})
+        from .experiments.promote import why_trained
+
+        why = why_trained(chosen["strategy"], why, settings["strategy"])  # --strategy X: X was asked for
         settings["extra"] = {"from_compare": str(from_compare), "chosen_because": why}  # kept in config.json
         _err().print(f"training [bold]{settings['strategy']}[/] with the settings of {from_compare}: {why}",
                      highlight=False, soft_wrap=True)
@@ -460,6 +467,7 @@ def audit(
     seed: int = typer.Option(0),
     cache_dir: Optional[str] = typer.Option(None),
     skip_bad: bool = typer.Option(False, "--skip-bad"),
+    split_file: Optional[str] = typer.Option(None, "--split-file", help="CSV path,split (train/val/test): duplicates straddling its parts are counted as split leaks"),
     review: Optional[Path] = typer.Option(None, "--review", help="A suspects.csv with your decisions (keep/relabel/drop): write a new manifest"),
     manifest_out: Optional[Path] = typer.Option(None, "--manifest-out", help="With --review: the new manifest (default OUT/reviewed_manifest.csv)"),
     as_json: bool = typer.Option(False, "--json", help="Print the summary (audit.json, or the review's counts) as JSON on stdout"),
@@ -492,15 +500,25 @@ def audit(
     from .backbones import embed_dataset
     from .data.checks import load_checked
 
+    from .training.prepare import duplicate_features
+
     out = ensure_output_dir(out)
     rep = load_checked(ds, skip_bad=skip_bad, out_dir=out, progress=not as_json, require_both_classes=False)
+    part = None
+    if split_file is not None:
+        from .data.split_file import read_split_file
+
+        part, _ = read_split_file(split_file, rep.dataset, skipped=tuple(p for p, _ in rep.bad))
     emb = embed_dataset(rep.dataset, backbone=backbone, weights=weights, tiles=tiles, cache_dir=cache_dir or cache_root(),
                         progress=not as_json)
     feats = emb.features("both" if tiles else "global")
+    embed_group = duplicate_features(cache_dir=Path(cache_dir) if cache_dir else cache_root(), progress=not as_json)
+    audited = rep.dataset
     from ._progress import step
 
     with step("auditing: hardness, label noise, duplicates", enabled=not as_json):
-        res = run_audit(rep.dataset, feats, out, k=k, seed=seed, data_arg=data)
+        res = run_audit(audited, feats, out, k=k, seed=seed, data_arg=data, split=part,
+                        grouping=lambda idx: embed_group(audited.subset(idx)))
     if as_json:
         _print_json(res.summary)
         return
@@ -523,6 +541,8 @@ def compare(
     mode: str = typer.Option("head", help="head (strategies on cached embeddings)"),
     positive: Optional[str] = typer.Option(None),
     train_positive_rate: Optional[float] = typer.Option(None, help="Keep only enough training positives for this rate (val/test untouched)"),
+    split: str = typer.Option("random", "--split", help=SPLIT_HELP),
+    split_file: Optional[str] = typer.Option(None, "--split-file", help=SPLIT_FILE_HELP),
     backbone: str = typer.Option("efficientnet_lite0"),
     weights: Optional[str] = typer.Option(None),
     image_size: int = typer.Option(224),
@@ -552,7 +572,7 @@ def compare(
                       threshold=threshold, calibration=calibration,
                       skip_bad=skip_bad, cache_dir=cache_dir, jobs=jobs, executor=executor,
                       ray_address=ray_address, progress=not as_json,
-                      group_duplicates=group_duplicates)
+                      group_duplicates=group_duplicates, split=split, split_file=split_file)
     payload: dict[str, Any] = {"out": str(res.out), "leaderboard": res.leaderboard,
                                "recommendation": res.recommendation, "report": str(res.report)}
     if not as_json:

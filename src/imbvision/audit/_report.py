@@ -88,6 +88,10 @@ def render_html(summary: dict[str, Any], suspects: list[dict[str, Any]], duplica
     nz = summary["label_noise"]
     d = summary["duplicates"]
     mask_of = {str(r.path): r.mask for r in dataset}
+    from ..data.names import display_names, source_root
+    # names keep their folder (test/crack/003.png): a bare 003.png is ambiguous where numbering restarts
+    name_of = dict(zip((str(r.path) for r in dataset),
+                       display_names([r.path for r in dataset.records], source_root(dataset.source))))
     out: list[str] = []
     w = out.append
     w(f"<p class='sub'>Source: <span class='path'>{_e(summary['source'] or '(in memory)')}</span> · "
@@ -179,7 +183,7 @@ def render_html(summary: dict[str, Any], suspects: list[dict[str, Any]], duplica
             bar = (f"<span class='bar'><i style='width:{int(90 * float(score))}px'></i></span> {float(score):.2f}"
                    if score != "" else "–")
             w(f"<tr><td class='num'>{s['rank']}</td><td>{_img(s['path'], mask_of.get(s['path']))}"
-              f"<div class='path'>{_e(Path(s['path']).name)}</div></td>"
+              f"<div class='path'>{_e(name_of.get(s['path'], s['path']))}</div></td>"
               f"<td>{_e('positive' if s['label'] == 1 else 'negative')}<div class='path'>{_e(s['class_name'])}</div></td>"
               f"<td>{bar}</td><td class='num'>{_fmt(s['p_oof'], 2)}</td>"
               f"<td class='num'>{_fmt(s['knn_majority_share'], 2)}</td><td>{_e(s['reasons'])}</td>"
@@ -209,13 +213,15 @@ def render_html(summary: dict[str, Any], suspects: list[dict[str, Any]], duplica
           "<th>cosine</th><th>problem</th></tr>")
         for r in ordered[:MAX_ROWS]:
             prob = []
-            if r["label_conflict"]:
+            if r["label_conflict"] and r.get("linked", True):
                 prob.append("<span class='bad'>label conflict</span>")
+            elif r["label_conflict"]:
+                prob.append("look-alike of the other label (link cut: a chain, not one picture)")
             if r["split_leak"]:
                 prob.append(f"<span class='bad'>split leak ({_e(r['split_a'])}/{_e(r['split_b'])})</span>")
             w(f"<tr><td>{_e(r['kind'])}</td>"
-              f"<td>{_img(r['path_a'], mask_of.get(r['path_a']))}<div class='path'>{_e(Path(r['path_a']).name)}</div></td>"
-              f"<td>{_img(r['path_b'], mask_of.get(r['path_b']))}<div class='path'>{_e(Path(r['path_b']).name)}</div></td>"
+              f"<td>{_img(r['path_a'], mask_of.get(r['path_a']))}<div class='path'>{_e(name_of.get(r['path_a'], r['path_a']))}</div></td>"
+              f"<td>{_img(r['path_b'], mask_of.get(r['path_b']))}<div class='path'>{_e(name_of.get(r['path_b'], r['path_b']))}</div></td>"
               f"<td>{r['label_a']} / {r['label_b']}</td><td class='num'>{_fmt(r['hamming'])}</td>"
               f"<td class='num'>{_fmt(r['cosine'], 4)}</td><td>{' '.join(prob) or ('redundant copy' if r['kind'] == 'exact' else 'near copy')}</td></tr>")
         w("</table>")

@@ -43,7 +43,7 @@ SUSPECT_COLUMNS = [
 ]
 #: Columns of ``duplicates.csv``.
 DUPLICATE_COLUMNS = [
-    "kind", "set", "path_a", "path_b", "label_a", "label_b", "hamming", "cosine",
+    "kind", "set", "path_a", "path_b", "label_a", "label_b", "hamming", "cosine", "linked",
     "label_conflict", "split_a", "split_b", "split_leak", "group_a", "group_b",
 ]
 VALID_SPLITS = ("train", "val", "test")
@@ -178,6 +178,7 @@ def run_audit(
     repeats: int = 2,
     progress: bool = True,
     data_arg: str | None = None,
+    grouping: Any = None,
 ) -> AuditResult:
     """Audit a dataset's imbalance, duplicates, hardness and minority label noise.
 
@@ -214,6 +215,10 @@ def run_audit(
     data_arg
         The ``--data`` text the user gave (e.g. ``demo:300``); the review command on the
         page and on the terminal repeats it (default: the dataset's source).
+    grouping
+        What near duplicates are judged on (default: ``features``): ``(N, D)`` embeddings or
+        ``embed(indices)``; the CLI passes the split grouping's fixed representation, so the
+        audit's duplicate sets and label conflicts are the groups every split keeps together.
 
     Returns
     -------
@@ -236,7 +241,7 @@ def run_audit(
     out_dir = ensure_output_dir(out_dir)
     settings = AuditSettings(k=k, seed=seed, folds=folds, hash_threshold=hash_threshold,
                              cosine_threshold=cosine_threshold, C=C, repeats=repeats, progress=progress)
-    ctx = AuditContext(dataset, X, split_arr, settings)
+    ctx = AuditContext(dataset, X, split_arr, settings, grouping=grouping)
     sections = {}
     for check in CHECKS:  # each signal in its own module (imbvision.audit.checks); this function only orchestrates
         section = check.run(ctx)

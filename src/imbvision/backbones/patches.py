@@ -61,6 +61,7 @@ from ..data.records import Dataset, ImageRecord
 from ..errors import ConfigError
 from .engine import checked_onnx, module_digest
 from .patch_geometry import RESIZE_MODES, _check_resize, canvas_view, grid_to_image, mask_to_grid
+from .patch_geometry import measure_block_centres, resample_matrix
 from .patch_geometry import valid_grid as _valid_grid
 from .registry import Backbone, create_backbone
 
@@ -72,7 +73,7 @@ PATCH_LAYERS = {"s16+s32": (16, 32), "s8+s16": (8, 16)}
 DEFAULT_PATCH_LAYERS = "s16+s32"
 #: Bundles saved before the choice existed used this pair.
 LEGACY_PATCH_LAYERS = "s8+s16"
-PATCH_VERSION = "patch-avg3-v3-aligned"  # v3: coarse map aligned on the fine cells' centres
+PATCH_VERSION = "patch-avg3-v4-centred"  # v4: each block resampled by its measured effective centre
 #: Largest absolute difference allowed between the ONNX export and PyTorch.
 EXPORT_TOLERANCE = 2e-3
 
@@ -110,33 +111,73 @@ def _layers(model: nn.Module, layers: str = DEFAULT_PATCH_LAYERS) -> tuple[tuple
     return a[-1], b[-1]
 
 
+#: Measured block centres per (backbone parameters digest, layers): measured once per process.
+_CENTRES: dict[tuple[str, str], tuple[tuple[float, float], tuple[float, float]]] = {}
+
+
 class PatchNet(nn.Module):
     """uint8 ``(N, 3, S, S)`` → float ``(N, C_fine + C_coarse, S/f, S/f)`` locally averaged patch features.
 
-    ``f`` is the finer stride of ``layers`` (16 for ``s16+s32``, 8 for ``s8+s16``).
+    ``f`` is the finer stride of ``layers`` (16 for ``s16+s32``, 8 for ``s8+s16``). Output cell ``i``
+    is centred on canvas pixel ``f·i``: each block's map is resampled (bilinear, edges held) by its
+    measured effective centre (:func:`~imbvision.backbones.patch_geometry.measure_block_centres`), the
+    coarse one onto the fine grid at the same time.
+
+    Parameters
+    ----------
+    centres
+        ``((dy, dx) fine, (dy, dx) coarse)`` offsets in canvas pixels; ``None`` measures them (once per
+        process and backbone; about 0.3 s).
     """
 
-    def __init__(self, backbone: Backbone, layers: str = DEFAULT_PATCH_LAYERS) -> None:
+    def __init__(self, backbone: Backbone, layers: str = DEFAULT_PATCH_LAYERS,
+                 centres: tuple[tuple[float, float], tuple[float, float]] | None = None) -> None:
         super().__init__()
         from timm.models import create_feature_extractor
 
         (a, _), (b, _) = _layers(backbone.model, layers)
+        self.strides = PATCH_LAYERS[layers]
         self.body = create_feature_extractor(backbone.model, return_nodes={a: "s8", b: "s16"})
         self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("inv_std", 1.0 / (torch.tensor(backbone.std).view(1, 3, 1, 1) * 255.0))
+        if centres is None:
+            key = (module_digest(backbone), layers)
+            if key not in _CENTRES:
+                was = self.training
+                self.eval()
+                _CENTRES[key] = measure_block_centres(self._maps, self.strides)  # type: ignore[assignment]
+                self.train(was)
+            centres = _CENTRES[key]
+        self.centres = tuple((float(dy), float(dx)) for dy, dx in centres)
+        self._mats: dict[tuple[int, ...], tuple[torch.Tensor, ...]] = {}
+
+    def _maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        f = self.body((x.float() - self.mean) * self.inv_std)
+        return [f["s8"], f["s16"]]
+
+    def _matrices(self, fine: tuple[int, int], coarse: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        """Row and column resampling matrices. A blob at pixel ``c`` moves cell ``j`` of a stride-``s`` map most
+        where ``s·j = c + dy``: cell ``j`` sees pixel ``s·j − dy``. So output cell ``i`` reads the fine map at
+        ``i + dy_f/f`` and the coarse one at ``(f·i + dy_c)/(2f)`` (likewise across): both see pixel ``f·i``."""
+        key = (*fine, *coarse)
+        if key not in self._mats:
+            f = float(self.strides[0])
+            (fy, fx), (cy, cx) = self.centres
+            gh, gw = fine
+            self._mats[key] = tuple(torch.from_numpy(m) for m in (
+                resample_matrix(gh, fine[0], fy / f, 1.0), resample_matrix(gw, fine[1], fx / f, 1.0).T.copy(),
+                resample_matrix(gh, coarse[0], cy / (2 * f), 0.5),
+                resample_matrix(gw, coarse[1], cx / (2 * f), 0.5).T.copy()))
+        return self._mats[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.body((x.float() - self.mean) * self.inv_std)
-        a = F.avg_pool2d(f["s8"], 3, stride=1, padding=1, count_include_pad=False)
-        b = F.avg_pool2d(f["s16"], 3, stride=1, padding=1, count_include_pad=False)
-        # The coarse cell j sits on canvas pixel 2s·j and the fine cell i on s·i (symmetric padding; see
-        # patch_geometry), so fine cell i reads the coarse map at j = i/2: an edge-padded map resized with
-        # align_corners=True from n+1 to 2n+1 cells has exactly that scale. (Plain bilinear resizing with
-        # align_corners=False would read j = i/2 − 1/4 and shift the coarse half by a quarter cell.)
-        hb, wb = b.shape[-2:]
-        b = F.interpolate(F.pad(b, (0, 1, 0, 1), mode="replicate"), size=(2 * hb + 1, 2 * wb + 1), mode="bilinear",
-                          align_corners=True)[..., :a.shape[-2], :a.shape[-1]]
-        return torch.cat([a, b], 1)
+        fa, fb = self._maps(x)
+        a = F.avg_pool2d(fa, 3, stride=1, padding=1, count_include_pad=False)
+        b = F.avg_pool2d(fb, 3, stride=1, padding=1, count_include_pad=False)
+        # grid sizes are fixed by the canvas size (constants in an ONNX export; only the batch is dynamic)
+        sizes = tuple(int(v) for v in a.shape[-2:]), tuple(int(v) for v in b.shape[-2:])
+        ah, aw, bh, bw = (m.to(a.dtype) for m in self._matrices(*sizes))
+        return torch.cat([ah @ a @ aw, bh @ b @ bw], 1)
 
 
 class _TorchPatchEngine:
@@ -223,6 +264,8 @@ class PatchFeatures:
     stats: dict | None = None
     global_: np.ndarray | None = None
     masks: list | None = None
+    #: ``(N,)`` group of each image (its duplicate set or group, see ``split_units``), or ``None``.
+    groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -244,7 +287,8 @@ class PatchFeatures:
         idx = np.asarray(index, dtype=np.int64).reshape(-1)
         return PatchFeatures(self.store, self.rows[idx], self.boxes[idx], self.sizes[idx], self.image_size,
                              self.settings, self.stats, None if self.global_ is None else self.global_[idx],
-                             None if self.masks is None else [self.masks[int(i)] for i in idx])
+                             None if self.masks is None else [self.masks[int(i)] for i in idx],
+                             None if self.groups is None else self.groups[idx])
 
     def compact(self) -> "PatchFeatures":
         """A copy holding only this set's rows, in memory (``rows`` becomes ``0..N-1``), for shipping to
@@ -252,7 +296,8 @@ class PatchFeatures:
         return PatchFeatures(np.ascontiguousarray(self.store[self.rows]), np.arange(len(self.rows)), self.boxes.copy(),
                              self.sizes.copy(), self.image_size, dict(self.settings), self.stats,
                              None if self.global_ is None else np.ascontiguousarray(self.global_),
-                             None if self.masks is None else list(self.masks))
+                             None if self.masks is None else list(self.masks),
+                             None if self.groups is None else np.array(self.groups))
 
     def image(self, i: int) -> np.ndarray:
         """``(h, w, C)`` float32 features of image ``i``."""

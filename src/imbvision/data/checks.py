@@ -16,7 +16,7 @@ from collections import defaultdict
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -57,6 +57,8 @@ class CheckReport:
     sha256: list[str] = field(default_factory=list)
     phash: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: What :func:`link_duplicates` found (``None`` before it ran): the groups splits and the audit share.
+    duplicates: Any = None
 
     def write_bad_files(self, path: Path) -> Path | None:
         """Write ``bad_files.csv`` (path, reason) when anything was skipped; else remove a stale one."""
@@ -199,7 +201,7 @@ def check_dataset(dataset: Dataset, *, skip_bad: bool = False, require_both_clas
     return CheckReport(out, bad, [h for h, _ in hashes], [p for _, p in hashes], notes)
 
 
-def link_duplicates(report: CheckReport, features: np.ndarray | None = None, *,
+def link_duplicates(report: CheckReport, features: "np.ndarray | Callable[[np.ndarray], np.ndarray] | None" = None, *,
                     hash_threshold: int = HASH_THRESHOLD, cosine_threshold: float = COSINE_THRESHOLD) -> CheckReport:
     """Mark exact and near duplicates so that every split keeps each set on one side.
 
@@ -214,7 +216,8 @@ def link_duplicates(report: CheckReport, features: np.ndarray | None = None, *,
     report
         From :func:`check_dataset`.
     features
-        Optional ``(N, D)`` embeddings of ``report.dataset`` in order.
+        Optional ``(N, D)`` embeddings of ``report.dataset`` in order, or ``embed(indices)``
+        giving the rows of those images only (:func:`~imbvision.data.duplicates.find_duplicates`).
 
     Returns
     -------
@@ -223,7 +226,7 @@ def link_duplicates(report: CheckReport, features: np.ndarray | None = None, *,
         note saying how many sets were grouped.
     """
     ds = report.dataset
-    if features is not None and np.asarray(features).shape[0] != len(ds):
+    if features is not None and not callable(features) and np.asarray(features).shape[0] != len(ds):
         raise DataError(f"features have {np.asarray(features).shape[0]} rows for {len(ds)} images; one row per image")
     dup = find_duplicates(report.sha256, report.phash, features, hash_threshold=hash_threshold,
                           cosine_threshold=cosine_threshold, near=features is not None)
@@ -232,11 +235,15 @@ def link_duplicates(report: CheckReport, features: np.ndarray | None = None, *,
     kinds = "exact and near" if features is not None else "exact (near duplicates need embeddings)"
     pos = len({int(s) for s, r in zip(dup.set_id, records) if s and r.label == 1})
     if dup.sets:  # nothing to say (or to warn about in the report) when there are none
+        sizes = np.bincount(dup.set_id)[1:]
+        cut = (f"; {plural(dup.links_cut, 'near link')} cut so that no set of look-alikes exceeds {dup.max_set} images"
+               if dup.links_cut else "")
         report.notes.append(
-            f"{plural(dup.sets, 'duplicate set')} ({kinds}; {plural(dup.images_in_sets, 'image')}, "
-            f"{plural(pos, 'set')} with a positive) kept together when splitting; "
+            f"{plural(dup.sets, 'duplicate set')} ({kinds}; {plural(dup.images_in_sets, 'image')}, largest "
+            f"{int(sizes.max())}, {plural(pos, 'set')} with a positive{cut}) kept together when splitting; "
             "--no-group-duplicates turns this off"
         )
+    report.duplicates = dup
     return report
 
 
@@ -256,14 +263,15 @@ def load_checked(source: str | Dataset, *, positive: str | None = None, skip_bad
         Show the progress bar and print each note (and the bad-file count) on stderr.
     group_duplicates
         Link duplicate sets for splitting (:func:`link_duplicates`); ``features(dataset)``
-        supplies embeddings for near duplicates.
+        supplies embeddings for near duplicates, asked only for the images with a hash-near partner.
     """
     from .sources import load_source
 
     ds = load_source(source, positive=positive) if isinstance(source, str) else source
     report = check_dataset(ds, skip_bad=skip_bad, require_both_classes=require_both_classes, progress=progress)
     if group_duplicates:
-        link_duplicates(report, features(report.dataset) if features is not None else None)
+        ds_ = report.dataset
+        link_duplicates(report, (lambda idx: features(ds_.subset(idx))) if features is not None else None)
     written = report.write_bad_files(Path(out_dir) / "bad_files.csv") if out_dir is not None else None
     from ..notices import add_report_note
 

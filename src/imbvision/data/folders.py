@@ -1,4 +1,4 @@
-"""Folder sources: a class-folder tree and the Magnetic-tile layout.
+"""Folder sources: a class-folder tree, the Magnetic-tile layout and the benchmark (MVTec AD) layout.
 
 Hidden files and folders (names starting with ``.``: ``.ipynb_checkpoints``,
 macOS ``._x.jpg`` resource forks, ``.DS_Store``) are skipped, as image
@@ -18,7 +18,10 @@ from .records import Dataset, ImageRecord
 from .source_registry import register_source, source_help
 from .._text import plural
 
-__all__ = ["read_folder", "read_magnetic_tile", "images_under"]
+__all__ = ["read_folder", "read_magnetic_tile", "read_anomaly_folder", "images_under", "GOOD"]
+
+#: The folder name of normal (negative) images in the benchmark layout.
+GOOD = "good"
 
 
 def images_under(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> tuple[list[Path], int]:
@@ -103,4 +106,74 @@ def read_magnetic_tile(root: Path) -> Dataset:
                 group=None, class_name=name,
             ))
     return Dataset(records, source=f"magnetic-tile:{root}", positive_name="defect", negative_name="MT_Free",
+                   notes=_hidden_note(hidden, root))
+
+
+_ANOMALY_SYNTAX = "mvtec:PATH (or anomaly-folder:PATH)"
+_ANOMALY_HELP = ("the benchmark layout of MVTec AD: train/good/ and test/good/ negative, test/<type>/ positive, "
+                 "masks in ground_truth/<type>/<name>_mask.png; --split official keeps its train/test")
+
+
+@register_source("mvtec", syntax=_ANOMALY_SYNTAX, description=_ANOMALY_HELP)
+def _mvtec_source(rest: str, positive: str | None) -> Dataset:
+    return read_anomaly_folder(Path(rest))
+
+
+@register_source("anomaly-folder", syntax="anomaly-folder:PATH", description="the same layout as mvtec:PATH")
+def _anomaly_folder_source(rest: str, positive: str | None) -> Dataset:
+    return read_anomaly_folder(Path(rest))
+
+
+def _mask_of(root: Path, kind: str, img: Path) -> Path | None:
+    """``ground_truth/<type>/<name>_mask.png`` (MVTec AD), else ``ground_truth/<type>/<name>.png``."""
+    for cand in (root / "ground_truth" / kind / f"{img.stem}_mask.png", root / "ground_truth" / kind / f"{img.stem}.png"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def read_anomaly_folder(root: Path) -> Dataset:
+    """The benchmark folder layout of MVTec AD (and the sets published in it; anomalib's ``Folder``/``MVTec``).
+
+    ``train/good/*`` and ``test/good/*`` are negatives; every ``test/<type>/*`` (and any
+    ``train/<type>/*`` other than ``good``) is positive, its type kept as ``class_name`` (per-type
+    AP in reports); masks come from ``ground_truth/<type>/<name>_mask.png``. Each record's
+    ``part`` is its top folder (``train`` or ``test``), the layout's own division that
+    ``--split official`` keeps.
+
+    Raises
+    ------
+    DataError
+        A missing folder, a category root given instead of one category (``bottle/``,
+        ``cable/``, ...), no ``test/`` or no ``good`` images, or a type folder without images.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"benchmark-layout folder {root} not found; expected {root}/train/good, {root}/test/<type>")
+    if not (root / "test").is_dir():
+        cats = sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "test").is_dir())
+        if cats:
+            raise DataError(f"{root} holds {len(cats)} categories ({', '.join(cats[:6])}{', ...' if len(cats) > 6 else ''}); "
+                            f"give one of them, e.g. mvtec:{root / cats[0]}")
+        raise DataError(f"{root} has no test/ folder; the benchmark layout is train/good/, test/good/, test/<type>/ "
+                        "and ground_truth/<type>/<name>_mask.png")
+    records: list[ImageRecord] = []
+    hidden = 0
+    for part in ("train", "test"):
+        top = root / part
+        if not top.is_dir():
+            continue
+        kinds = sorted(p.name for p in top.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for kind in kinds:
+            files, h = images_under(top / kind)
+            hidden += h
+            if not files:
+                raise DataError(f"type folder {top / kind} has no images (valid suffixes: {', '.join(IMAGE_SUFFIXES)}); "
+                                "remove it or add images")
+            label = int(kind != GOOD)
+            records += [ImageRecord(path=f, label=label, mask=_mask_of(root, kind, f) if label else None,
+                                    class_name=kind, part=part) for f in files]
+    if not any(r.label == 0 for r in records):
+        raise DataError(f"{root} has no {GOOD}/ images (train/{GOOD} or test/{GOOD}): the layout's negatives")
+    return Dataset(records, source=f"mvtec:{root}", positive_name="defect", negative_name=GOOD,
                    notes=_hidden_note(hidden, root))

@@ -33,6 +33,9 @@ class ImageRecord:
         Id of the set of exact/near duplicates this image belongs to (set by
         :func:`~imbvision.data.checks.link_duplicates`), else ``None``: a set is
         kept on one side of every split, like a group.
+    part
+        The layout's own division (``"train"`` or ``"test"``: the benchmark folder layout's
+        ``train/`` and ``test/``), used by ``--split official``; ``None`` when the source has none.
     """
 
     path: Path
@@ -41,6 +44,7 @@ class ImageRecord:
     group: str | None = None
     class_name: str = ""
     duplicate_set: int | None = None
+    part: str | None = None
 
 
 @dataclass

@@ -4,6 +4,10 @@
 ``magnetic-tile:PATH``                    Magnetic-tile layout: ``MT_Free`` negative,
                                           every other ``MT_*`` positive, masks beside
                                           images (``x.jpg`` + ``x.png``).
+``mvtec:PATH`` (``anomaly-folder:PATH``)  Benchmark layout (MVTec AD): ``train/good``,
+                                          ``test/good`` negative, ``test/<type>``
+                                          positive, masks ``ground_truth/<type>/
+                                          <name>_mask.png``; ``--split official``.
 ``csv:PATH`` or ``PATH.csv``              Manifest with columns ``path,label`` and
                                           optional ``mask,group``; paths relative to
                                           the CSV.
@@ -25,13 +29,13 @@ from pathlib import Path
 
 from ..errors import DataError
 from . import manifest, folders, synthetic  # noqa: F401,I001 - importing registers the built-in sources, in help order
-from .folders import read_folder, read_magnetic_tile
+from .folders import read_anomaly_folder, read_folder, read_magnetic_tile
 from .manifest import read_csv, read_table
 from .records import Dataset
 from .source_registry import SOURCES, cache_root, source_help
 
-__all__ = ["load_source", "read_folder", "read_csv", "read_table", "read_magnetic_tile", "cache_root", "SOURCE_HELP",
-           "SOURCES"]
+__all__ = ["load_source", "read_folder", "read_csv", "read_table", "read_magnetic_tile", "read_anomaly_folder",
+           "cache_root", "SOURCE_HELP", "SOURCES"]
 
 SOURCE_HELP = source_help()
 

@@ -38,12 +38,18 @@ KINDS = ("blob", "scratch", "spot")
 
 @dataclass(frozen=True)
 class DemoSpec:
-    """Size of the demo set: ``n`` images, ``positive_rate`` with the object, ``seed``."""
+    """Size of the demo set: ``n`` images, ``positive_rate`` with the object, ``seed``.
+
+    ``variation`` below 1 makes many distinct but near-identical objects: every surface is
+    ``(1 - variation)`` of one shared surface plus ``variation`` of its own (the same part
+    photographed the same way), which chains look-alike links (tests of duplicate grouping).
+    """
 
     n: int = 600
     positive_rate: float = 0.05
     seed: int = 0
     size: int = 128
+    variation: float = 1.0
 
     def __post_init__(self) -> None:
         if self.n < 10:
@@ -56,6 +62,8 @@ class DemoSpec:
             raise ConfigError(f"demo seed={self.seed} invalid; use a seed >= 0")
         if self.size < 32:
             raise ConfigError(f"demo size={self.size} too small; use at least 32 px")
+        if not 0 < self.variation <= 1:
+            raise ConfigError(f"demo variation={self.variation} invalid; use a value in (0, 1] (1: every surface its own)")
 
 
 def make_surface(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -118,6 +126,9 @@ def render_demo_image(spec: DemoSpec, index: int, positive: bool) -> tuple[np.nd
     """Render image ``index``: (H, W, 3) uint8, mask or None, object kind or ''."""
     rng = np.random.default_rng([spec.seed, index])
     img = make_surface(rng, spec.size)
+    if spec.variation < 1:  # one shared surface (the same part), each image a small own share
+        shared = make_surface(np.random.default_rng([spec.seed, 2 ** 31]), spec.size)
+        img = (1 - spec.variation) * shared + spec.variation * img
     mask, kind = None, ""
     if positive:
         obj, mask, kind = make_object(rng, spec.size)

@@ -213,6 +213,22 @@ def _worst(y: np.ndarray, s: np.ndarray, t: float, k: int) -> tuple[np.ndarray, 
     return fn[np.argsort(s[fn], kind="stable")][:k], fp[np.argsort(-s[fp], kind="stable")][:k]
 
 
+def _add_split_and_types(rep: Report, results: Mapping[str, Any]) -> None:
+    """The split as realised beside the request (``results["split"]``) and the AP per type (``results["ap_by_type"]``)."""
+    bal = results.get("split")
+    if bal:
+        rep.add_heading("The split as realised", level=3)
+        rows = [[k, p["images"], f"{p['fraction']:.1%}", f"{bal['requested'][k]:.0%}", p["positives"],
+                 f"{p['prevalence']:.1%}"] for k, p in bal["parts"].items()]
+        rep.add_table(rows, header=["part", "images", "share", "asked", "positives", "prevalence"],
+                      caption=(f"Data prevalence {bal['prevalence']:.1%}; within "
+                               f"{100 * bal['tolerance']:g} points of the request: "
+                               + ("yes" if not bal["off"] else "no — " + "; ".join(bal["off"]))))
+    if results.get("ap_by_type"):
+        from .by_type import add_type_section
+        add_type_section(rep, {str(results.get("name") or "model"): results["ap_by_type"]})
+
+
 def build_run_report(
     run_dir: str | os.PathLike[str],
     results: Mapping[str, Any],
@@ -377,6 +393,7 @@ def build_run_report(
         header=["metric (test)", "model", "always negative / chance", "meaning"],
         caption=f"Test metrics at threshold {t:.4g}, next to a model that never flags anything",
     )
+    _add_split_and_types(rep, results)
     rep.add_heading("Confusion matrix", level=3)
     rep.add_table(
         [
@@ -482,6 +499,8 @@ def build_run_report(
         rep.add_text("Give `results['test']['paths']` to see the worst false negatives and false "
                      "positives here.")
     else:
+        from ..data.names import display_names, source_root
+        shown = display_names(paths, source_root(config.get("data")))  # test/crack/003.png, not 003.png
         fn_idx, fp_idx = _worst(y, s, t, n_worst)
         for label, idx, stem, empty in (
             ("Worst false negatives (positives with the lowest scores)", fn_idx,
@@ -499,8 +518,8 @@ def build_run_report(
             for i in idx:
                 overlay = heat(paths[i]) if heat is not None else None  # heat-map hook (Model.explain)
                 jpeg = thumbnail_jpeg(paths[i], mask=masks[i] if masks is not None else None, overlay=overlay)
-                gallery.append(GalleryItem(jpeg, f"score {format_prob(s[i])} · {Path(paths[i]).name}",
-                                           alt=f"{stem.replace('_', ' ')}: {Path(paths[i]).name}"))
+                gallery.append(GalleryItem(jpeg, f"score {format_prob(s[i])} · {shown[i]}",
+                                           alt=f"{stem.replace('_', ' ')}: {shown[i]}"))
             rep.add_gallery(gallery)
             rep.add_table([{"score": format_prob(s[i]), "file": paths[i]} for i in idx])
         note = "Click an image to enlarge it, click again to close."

@@ -28,6 +28,7 @@ from .cell import CellSettings, cached_backbone, cell_id, compute_cell
 from .cellstore import cell_key, has_cells, load_cell
 from .config import CompareConfig
 from .._text import plural
+from .split_plan import FIXED_TEST_REPLICATION, fixed_test_of, plan_splits, say_splits, split_rows, split_settings
 from .stats import compare_to_baseline, few_splits_note, mean_ci, min_exact_p
 from ..training.localise import localisation_means
 from .zero_positive import plan_for_positives
@@ -75,27 +76,12 @@ class CompareResult:
     recommendation: str
     wall_seconds: float
     cells_reused: int = 0  # finished cells of an earlier run of the same data and settings (resume)
+    fixed_test: bool = False  # every split shares a given test set (--split-file, --split official)
     baseline: str = BASELINE  # the row every ΔAP is against (normality when no training positive)
 
     @property
     def report(self) -> Path:
         return self.out / "report.html"
-
-
-def _splits(ds, seeds: int, folds: int | None, val: float, test: float, rate: float | None):
-    from ..data.splits import kfold_splits, train_val_test_split
-    from ..training.prepare import limit_train_positives
-
-    out = []
-    for s in range(seeds):
-        if folds:
-            for f, sp in enumerate(kfold_splits(ds, folds, seed=s, val=val)):
-                out.append((s, f, sp))
-        else:
-            out.append((s, None, train_val_test_split(ds, val=val, test=test, seed=s)))
-    if rate is not None:
-        out = [(s, f, limit_train_positives(sp, ds.labels, rate, s)) for s, f, sp in out]
-    return out
 
 
 @collect_warnings
@@ -132,6 +118,7 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
              "val": c.val, "test": c.test, "max_synthetic": c.max_synthetic, "n_boot": c.n_boot,
              "group_duplicates": c.group_duplicates,
              "cell_scores": "float64 prior-corrected logit"}  # cells of older runs held rounded probabilities
+    cfg_d.update(split_settings(c))  # --split / --split-file, only when given
     if c.resize != "stretch":  # absent for the default, so earlier run folders still match
         cfg_d["resize"] = c.resize
     if c.patch_layers != "s16+s32":
@@ -149,17 +136,19 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
     cache = Path(c.cache_dir) if c.cache_dir else cache_root()
     bb = cached_backbone(c.backbone, c.weights)
 
-    def _dup_features(d):
-        from ..backbones import embed_dataset
-        return embed_dataset(d, backbone=bb, image_size=c.image_size, tiles=c.tiles, cache_dir=cache,
-                             progress=c.progress).global_
+    from ..training.prepare import duplicate_features
 
     rep = load_checked(c.data, positive=c.positive, skip_bad=c.skip_bad, out_dir=out, progress=c.progress,
-                       group_duplicates=c.group_duplicates, features=_dup_features)
+                       group_duplicates=c.group_duplicates,
+                       features=duplicate_features(cache_dir=cache, progress=c.progress))  # one fixed representation
     ds = rep.dataset
     y = ds.labels
-    splits = _splits(ds, c.seeds, c.folds, c.val, c.test, c.train_positive_rate)
-    names, baseline = plan_for_positives(names, splits, y, c.threshold, c.calibration, resolve_strategies, BASELINE)  # none in training: normality
+    fixed_test, split_notes = fixed_test_of(c, ds, rep.bad)
+    balances: list[dict[str, Any]] = []
+    splits = plan_splits(ds, c.seeds, c.folds, c.val, c.test, c.train_positive_rate, fixed_test, balances)
+    say_splits(splits, balances, split_notes, c.progress)
+    names, baseline = plan_for_positives(names, splits, y, c.threshold, c.calibration, resolve_strategies,
+                                         BASELINE)  # no training positive: normality variants against normality
     cfg_d["strategies"] = names
     # Written once the data and backbone are known good, so a failed start leaves nothing that blocks a fix.
     write_json(cfg_path, cfg_d)
@@ -191,8 +180,9 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
             cells[(n, s, f)] = read_json(cells_dir / f"{cell_id(n, s, f)}.json")
     board, rec = _aggregate(names, splits, cells, y, c.n_boot, baseline)
     wall = time.perf_counter() - t0
-    result = CompareResult(out, board, rec, wall, len(names) * len(splits) - len(todo), baseline)
-    _write_outputs(result, cfg_d, cells, splits, y, ds, embed_stats)
+    result = CompareResult(out, board, rec, wall, len(names) * len(splits) - len(todo), fixed_test is not None,
+                           baseline)
+    _write_outputs(result, cfg_d, cells, splits, y, ds, embed_stats, balances)
     return result
 
 
@@ -242,7 +232,10 @@ def _cell_ranking(cell: dict[str, Any], y: np.ndarray) -> dict[str, Any]:
 def _statistics(splits, k: int) -> dict[str, Any]:
     """What the leaderboard's intervals and p-values are, for leaderboard.json and the report."""
     n_train, n_test = _split_sizes(splits)
-    return {"unit": "split", "splits": k, "n_train": n_train, "n_test": n_test,
+    fixed = bool(splits) and all(sp.fixed_test for _, _, sp in splits)
+    return {"unit": "train/validation draw around a fixed test set" if fixed else "split", "splits": k,
+            "fixed_test": fixed, **({"replication": FIXED_TEST_REPLICATION} if fixed else {}),
+            "n_train": n_train, "n_test": n_test,
             "test": "corrected resampled t-test on per-split ΔAP (Nadeau & Bengio 2003)",
             "variance_factor": 1.0 / k + n_test / n_train, "multiplicity": "Holm over strategies", "alpha": ALPHA,
             "min_exact_p": min_exact_p(k), "few_splits": few_splits_note(k, ALPHA)}
@@ -378,7 +371,8 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.ndarray, ds, embed_stats: dict) -> None:
+def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.ndarray, ds, embed_stats: dict,
+                   balances: list | None = None) -> None:
     from .._csv import write_csv
     from ..evaluation import Report, plot_pr_curves
 
@@ -392,7 +386,7 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
         rows.append([_fmt(flat.get(c)) for c in _CSV_COLS])
     write_csv(out / "leaderboard.csv", _CSV_COLS, rows)
     write_json(out / "leaderboard.json", {"config": cfg, "statistics": st, "leaderboard": res.leaderboard,
-                                          "recommendation": res.recommendation,
+                                          "recommendation": res.recommendation, "splits": balances or [],
                                           "timing": {"wall_seconds": res.wall_seconds, "embedding": embed_stats}})
     # Overlaid PR curves: the stored test scores pooled over cells per strategy (top 8 by AP).
     curves = {}
@@ -412,6 +406,8 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
         rep.add_callout(st["few_splits"], kind="warning")
     for note in run_warnings(out):  # double prior correction, few positives... (imbvision.notices)
         rep.add_callout(note, kind="warning")
+    if st.get("replication"):
+        rep.add_callout(st["replication"], kind="note")
     npos = int(y.sum())
     rep.add_cards([("images", len(y)), ("positive", npos), ("positive rate", f"{npos / len(y):.1%}"),
                    ("wall time", f"{res.wall_seconds:.0f} s"
@@ -470,6 +466,13 @@ def _write_outputs(res: CompareResult, cfg: dict, cells: dict, splits, y: np.nda
         rep.add_table([{"strategy": r["strategy"], **{names[i] if i < len(names) else f"split {i + 1}": f"{v:+.3f}"
                                                        for i, v in enumerate(r["delta_per_split"])}}
                        for r in res.leaderboard if "delta_per_split" in r])
+    if balances:
+        rep.add_heading("The splits as realised")
+        rep.add_text(f"Share of the images and prevalence of each part of every split, beside the request; a part "
+                     f"more than {100 * balances[0]['tolerance']:g} points off (or a validation/test prevalence that "
+                     "far from the data's) is flagged, with its cause in the warnings above. Before any "
+                     "--train-positive-rate drop.")
+        rep.add_table(split_rows(balances))
     rep.add_heading("Precision-recall curves (test, pooled over splits)")
     rep.add_image(plot_pr_curves(curves, title="PR curves, top strategies"), "Overlaid PR curves of the test scores pooled over splits (the legend's AP is of the pooled scores); the dashed line is the positive rate.")
     from ..evaluation.report import add_per_seed

@@ -30,13 +30,13 @@ from typing import Any
 from .._text import plural
 from ..errors import ConfigError
 
-__all__ = ["settings_from_compare", "pick_strategy"]
+__all__ = ["settings_from_compare", "pick_strategy", "why_trained"]
 
 BASELINE = "ce"
 ALPHA = 0.05
 _KEYS = ("data", "positive", "backbone", "weights", "image_size", "tiles", "features", "threshold", "calibration",
          "prior_correction", "val", "test", "train_positive_rate", "max_synthetic", "n_boot", "group_duplicates",
-         "resize", "patch_layers")
+         "resize", "patch_layers", "split")
 
 
 def pick_strategy(leaderboard: list[dict[str, Any]]) -> tuple[str, str]:
@@ -91,5 +91,29 @@ def settings_from_compare(cmp_dir: str | Path) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"{path} is not a leaderboard written by `imbvision compare` ({exc})") from None
     name, why = pick_strategy(rows)
     settings = {k: cfg[k] for k in _KEYS if k in cfg}
+    if isinstance(cfg.get("split_file"), dict):  # kept with its digest in the comparison's config.json
+        settings["split_file"] = cfg["split_file"]["path"]
     settings.update(strategy=name, mode="head", seed=0)
     return settings, why
+
+
+def why_trained(recommended: str, why: str, trained: str) -> str:
+    """What ``config.json`` says about the strategy ``train --from`` trained.
+
+    The comparison's reason when the recommended strategy is trained; when ``--strategy``
+    asked for another one, that this one was asked for -- never "the simplest model is kept"
+    beside a model that is not the simplest.
+
+    Parameters
+    ----------
+    recommended
+        The strategy :func:`pick_strategy` chose.
+    why
+        Its sentence.
+    trained
+        The strategy actually trained (``--strategy`` given on the command line, else ``recommended``).
+    """
+    if trained == recommended:
+        return why
+    return (f"{trained} was asked for with --strategy; the comparison recommends {recommended} "
+            f"(its reason: {why})")

@@ -37,3 +37,6 @@ def print_leaderboard(res: CompareResult, console) -> None:
     if loc:
         console.print("pxAUROC, AUPRO: heat maps vs test masks (AUPRO to FPR 0.3), mean over splits", highlight=False)
     console.print(res.recommendation)
+    if getattr(res, "fixed_test", False):
+        from .split_plan import FIXED_TEST_REPLICATION
+        console.print(FIXED_TEST_REPLICATION)

@@ -21,9 +21,10 @@ strategy test and a global embedding still work, without localisation).
   faiss; image score = the largest patch distance. Needs no positive.
 * ``fusion`` – the global head (``logreg`` on the pooled embedding), ``patch``
   and ``normality`` stacked by a logistic regression fitted on out-of-fold
-  scores (cross-fitting inside the training split, so validation stays
-  untouched for threshold and calibration). Its weights say which
-  representation won.
+  scores (cross-fitting inside the training split on folds grouped by
+  duplicate set, so validation stays untouched for threshold and
+  calibration; the normality base is one memory bank whose out-of-fold
+  scores skip each image's own group). Its weights say which representation won.
 """
 
 from __future__ import annotations
@@ -189,6 +190,8 @@ class PatchHead(Head):
 # fusion head
 # --------------------------------------------------------------------------- #
 _BASES = ("global", "patch", "normality")
+#: How the normality base of ``fusion`` is cross-fitted.
+OOF_KINDS = ("one-bank", "refit")
 
 
 class FusionHead(Head):
@@ -197,17 +200,33 @@ class FusionHead(Head):
     Parameters
     ----------
     folds
-        Folds of the cross-fitting inside the training split (out-of-fold scores train the stacker).
+        Folds of the cross-fitting inside the training split (out-of-fold scores train the stacker),
+        grouped by duplicate set / group (``StratifiedGroupKFold``), so no image is scored by a base
+        head that saw its near duplicate.
     C
         Inverse L2 strength of the stacker.
+    oof
+        How the normality base gets its out-of-fold scores: ``one-bank`` (one memory bank of every
+        training negative; each image searched without its own group's bank rows,
+        :meth:`NormalityHead.oof_decision_function`) or ``refit`` (a bank per fold, ``folds + 1``
+        banks: the costlier check it replaces).
+
+    Raises
+    ------
+    DataError
+        With fewer than 2 positive and 2 negative training images, or a fold whose training part lacks
+        a class (too few groups of positives).
     """
 
     name = "fusion"
-    _param_names = ("folds", "C")
+    _param_names = ("folds", "C", "oof")
 
-    def __init__(self, folds: int = 3, C: float = 1.0, num_classes: int | None = None, seed: int = 0) -> None:
+    def __init__(self, folds: int = 3, C: float = 1.0, oof: str = "one-bank", num_classes: int | None = None,
+                 seed: int = 0) -> None:
         super().__init__(num_classes, seed)
-        self.folds, self.C = int(folds), float(C)
+        if oof not in OOF_KINDS:
+            raise ConfigError(f"fusion: oof={oof!r} invalid; valid: {', '.join(OOF_KINDS)}")
+        self.folds, self.C, self.oof = int(folds), float(C), oof
         self.bases: dict[str, Head] = {}
         self.coef_: np.ndarray | None = None
         self.intercept_ = 0.0
@@ -220,27 +239,51 @@ class FusionHead(Head):
                 "normality": NormalityHead(seed=seed)}
 
     @staticmethod
-    def _base_scores(bases: Mapping[str, Head], feats) -> np.ndarray:
+    def _base_scores(bases: Mapping[str, Head], feats, which: Sequence[str] = _BASES) -> np.ndarray:
         g = feats.global_ if feats.global_ is not None else None
         if g is None:
             raise DataError("head 'fusion' needs the global embedding beside the patch features (PatchFeatures.global_)")
-        return np.stack([bases["global"].decision_function(g), bases["patch"].decision_function(feats),
-                         bases["normality"].decision_function(feats)], 1)
+        score = {"global": lambda: bases["global"].decision_function(g),
+                 "patch": lambda: bases["patch"].decision_function(feats),
+                 "normality": lambda: bases["normality"].decision_function(feats)}
+        return np.stack([score[b]() for b in which], 1)
 
-    def _fit_bases(self, feats, y, masks, seed, loss_name, sampler) -> dict[str, Head]:
-        bases = self._new_bases(seed)
-        bases["global"].fit(feats.global_, y, loss_name=loss_name if LogRegHead.supports(loss_name) else "ce",
-                            seed=seed)
-        bases["patch"].fit(feats, y, loss_name=loss_name, sampler=sampler, seed=seed, masks=masks)
-        bases["normality"].fit(feats, y, seed=seed)
+    def _fit_bases(self, feats, y, masks, seed, loss_name, sampler, which: Sequence[str] = _BASES) -> dict[str, Head]:
+        bases = {b: h for b, h in self._new_bases(seed).items() if b in which}
+        if "global" in bases:
+            bases["global"].fit(feats.global_, y, loss_name=loss_name if LogRegHead.supports(loss_name) else "ce",
+                                seed=seed)
+        if "patch" in bases:
+            bases["patch"].fit(feats, y, loss_name=loss_name, sampler=sampler, seed=seed, masks=masks)
+        if "normality" in bases:
+            bases["normality"].fit(feats, y, seed=seed)
         return bases
+
+    def _folds(self, yy: np.ndarray, groups: np.ndarray, seed: int):
+        """Cross-fitting folds grouped by ``groups``, each with both classes in its training part."""
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        pos_groups = len(np.unique(groups[yy == 1]))
+        k = max(2, min(self.folds, pos_groups))
+        if pos_groups < 2 or len(np.unique(groups[yy == 0])) < 2:
+            raise DataError(f"head 'fusion' needs positives and negatives from at least 2 groups (duplicate sets) "
+                            f"each for its cross-fitting; the training split has {pos_groups} positive group(s)")
+        folds = list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(yy)), yy, groups))
+        for tr, _ in folds:
+            if yy[tr].min() == yy[tr].max():
+                raise DataError("head 'fusion': a cross-fitting fold's training part holds one class only (too few "
+                                "groups of positives); lower fusion:folds or add positives")
+        return folds
 
     def fit(self, X: Any, y: Any, *, loss: Any = None, sampler: Any = None, sample_weight: Any = None,
             loss_name: str = "ce", seed: int | None = None, masks: Sequence[np.ndarray | None] | None = None
             ) -> "FusionHead":
-        """Cross-fit the three base heads, fit the stacker on their out-of-fold scores, refit them on all rows."""
+        """Cross-fit the base heads on duplicate-grouped folds, fit the stacker on their out-of-fold scores.
+
+        The global and patch bases are refitted per fold and once on all rows; the normality base is one
+        bank of all training negatives (``oof="one-bank"``).
+        """
         from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import StratifiedKFold
 
         feats = as_patches(X)
         masks = feats.masks if masks is None else masks
@@ -250,16 +293,20 @@ class FusionHead(Head):
             raise DataError(f"head 'fusion' needs at least 2 positive and 2 negative training images (has {n_pos} "
                             "positive); with no positive use 'normality'")
         seed = self.seed if seed is None else int(seed)
-        k = max(2, min(self.folds, n_pos))
+        groups = np.arange(len(feats)) if feats.groups is None else np.asarray(feats.groups)
+        per_fold = _BASES if self.oof == "refit" else ("global", "patch")
         oof = np.zeros((len(feats), 3))
-        for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(yy)), yy):
+        cols = [_BASES.index(b) for b in per_fold]
+        for tr, te in self._folds(yy, groups, seed):
             sub = [masks[i] for i in tr] if masks is not None else None
-            bases = self._fit_bases(feats.take(tr), yy[tr], sub, seed, loss_name, sampler)
-            oof[te] = self._base_scores(bases, feats.take(te))
+            bases = self._fit_bases(feats.take(tr), yy[tr], sub, seed, loss_name, sampler, per_fold)
+            oof[np.ix_(te, cols)] = self._base_scores(bases, feats.take(te), per_fold)
+        self.bases = self._fit_bases(feats, yy, masks, seed, loss_name, sampler)
+        if self.oof == "one-bank":
+            oof[:, 2] = self.bases["normality"].oof_decision_function(feats)
         self.col_mean_, self.col_scale_ = oof.mean(0), np.maximum(oof.std(0), 1e-6)
         stack = LogisticRegression(C=self.C, max_iter=1000).fit((oof - self.col_mean_) / self.col_scale_, yy)
         self.coef_, self.intercept_ = stack.coef_[0].astype(np.float64), float(stack.intercept_[0])
-        self.bases = self._fit_bases(feats, yy, masks, seed, loss_name, sampler)
         self.num_classes = 2
         return self
 
@@ -341,6 +388,9 @@ register_strategy(StrategyRecord(
     params={
         "folds": Param(3, kind="int", low=2, high=10, doc="cross-fitting folds inside the training split"),
         "C": Param(1.0, kind="float", low=0.0, low_open=True, doc="inverse L2 strength of the stacker"),
+        "oof": Param("one-bank", kind="str", choices=OOF_KINDS,
+                     doc="normality's out-of-fold scores: one bank searched without each image's group, or a "
+                         "bank refitted per fold"),
     },
     build=_build(FusionHead),
     modes=("head",), representation="patches", heatmaps=True,

@@ -38,8 +38,17 @@ class PipelineOptions:
     max_synthetic: int = 600
     resize: str = "stretch"
     patch_layers: str = "s16+s32"
+    #: The test set: ``random`` (drawn per seed) or ``official`` (the layout's own test part, mvtec:PATH).
+    split: str = "random"
+    #: A CSV ``path,split`` fixing the test set (train/val are drawn from its other rows per seed).
+    split_file: str | None = None
 
     def __post_init__(self) -> None:
+        from ..data.split_file import SPLIT_RULES
+        if self.split not in SPLIT_RULES:
+            raise ConfigError(f"--split {self.split!r} invalid; valid: {', '.join(SPLIT_RULES)}")
+        if self.split_file is not None and self.split != "random":
+            raise ConfigError("--split official and --split-file both give the test set; use one of them")
         if self.resize not in ("stretch", "keep-aspect"):
             raise ConfigError(f"--resize {self.resize!r} invalid; valid: stretch, keep-aspect")
         if self.patch_layers not in ("s16+s32", "s8+s16"):

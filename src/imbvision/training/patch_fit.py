@@ -84,8 +84,23 @@ def concat_features(a, b):
     if a.global_ is not None and b.global_ is not None:
         glob = np.concatenate([a.global_, b.global_]).astype(np.float32)
     masks = (list(a.masks or [None] * len(a)) + list(b.masks or [None] * len(b)))
+    groups = None
+    if a.groups is not None:  # each added image is a group of its own
+        ga = np.asarray(a.groups, dtype=np.int64)
+        groups = np.concatenate([ga, (ga.max() + 1 if len(ga) else 0) + np.arange(len(b), dtype=np.int64)])
     return PatchFeatures(store, np.arange(len(store)), np.concatenate([a.boxes, b.boxes]),
-                         np.concatenate([a.sizes, b.sizes]), a.image_size, a.settings, None, glob, masks)
+                         np.concatenate([a.sizes, b.sizes]), a.image_size, a.settings, None, glob, masks, groups)
+
+
+def image_groups(records: Sequence) -> np.ndarray | None:
+    """``(N,)`` int group per image: its split unit (duplicate set and group linked), else its group, else ``None``."""
+    from ..data.records import groups_of, split_units
+
+    units = split_units(records)
+    if units is not None:
+        return units.astype(np.int64)
+    g = groups_of(records)
+    return None if g is None else np.unique(g.astype(str), return_inverse=True)[1].astype(np.int64)
 
 
 def fit_patch_head(feats, y: np.ndarray, recipe: Recipe, *, seed: int = 0, extra_X=None, extra_y=None,
@@ -173,6 +188,7 @@ def _patches_from_records(records: Sequence, backbone: Any, settings: Any, cache
                       f"learning): " + "; ".join(f"{p}: {why.split(';')[0]}" for p, why in bad[:3])
                       + ("; …" if len(bad) > 3 else ""), DataWarning, stacklevel=2)
     feats.masks = masks
+    feats.groups = image_groups(records)
     feats.global_ = embed_dataset(records, backbone=backbone, image_size=settings.image_size, tiles=settings.tiles,
                                   cache_dir=cache_dir, progress=False, resize=resize).features(settings.kind)
     return feats, {**(feats.stats or {}), "bad_masks": [f"{p}: {why.split(';')[0]}" for p, why in bad]}

@@ -161,8 +161,10 @@ def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> R
     prep = prepare_data(cfg.data, positive=cfg.positive, seed=cfg.seed, val=cfg.val, test=cfg.test,
                         skip_bad=cfg.skip_bad, train_positive_rate=cfg.train_positive_rate, out_dir=out,
                         progress=progress, group_duplicates=cfg.group_duplicates,
-                        features=duplicate_features(cfg, progress))
+                        features=duplicate_features(cfg, progress), split_file=cfg.split_file, split=cfg.split)
     ds, split = prep.dataset, prep.split
+    # what the split realised (shares, prevalence per part) beside the request
+    write_json(out / "config.json", {**cfg.to_dict(), "recipe": recipe.to_dict(), "split_realised": prep.balance})
     from ..evaluation.postprocess import check_validation_labels
     check_validation_labels(ds.labels[split.val], cfg.threshold, cfg.calibration)  # before any fit: name the fix
     from .._rundir import check_resume_data
@@ -247,11 +249,18 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
     in_the_large = {"before_calibration": calibration_in_the_large(y_test, p_test_u),
                     "after_calibration": calibration_in_the_large(y_test, p_test)}
     _write_scores(run_dir / "scores_test.csv", paths_test, y_test, p_test, t)
+    from ..evaluation.by_type import ap_by_type
+    by_type = ap_by_type(y_test, p_test_u, [rows[i].get("type", "") for i in split.test])
+    try:  # what the split realised (written by train); an older run folder has none
+        balance = read_json(run_dir / "config.json").get("split_realised")
+    except (OSError, ValueError, AttributeError):
+        balance = None
     results = {
         "strategy": model.meta["strategy"]["name"], "mode": model.meta["mode"],
         "test": metrics, "val": val_metrics, "threshold": post.threshold.to_dict(),
         "postprocess": {k: v for k, v in post.to_dict().items() if k != "threshold"},
         "train": train_info, "elapsed_seconds": elapsed if elapsed is not None else prev.get("elapsed_seconds"),
+        "split": balance, "ap_by_type": by_type,
         "calibration_in_the_large": in_the_large,
         **({"localisation": localisation} if localisation else {}),
     }
@@ -268,6 +277,7 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = False, examples: dict[
                          "prior_correction": ({"train_prior": post.train_prior, "true_prior": post.true_prior}
                                               if post.prior_correction and post.train_prior is not None else None)},
          "name": model.meta["strategy"]["name"], "warnings": run_warnings(run_dir),
+         "split": balance, "ap_by_type": by_type,
          "localisation": localisation, "rule_info": rule_info,
          "history": {"epochs": train_info.get("history"), "kept_epoch": train_info.get("best_epoch")}},
         {**cfg.to_dict(), "recipe": model.meta["strategy"]},

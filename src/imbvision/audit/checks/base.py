@@ -74,6 +74,11 @@ class AuditContext:
     notes: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
+    #: What near duplicates are judged on: ``(N, D)`` embeddings or ``embed(indices)``
+    #: (:func:`~imbvision.data.duplicates.find_duplicates`); ``None``: ``X``. Pass the split
+    #: grouping's representation (``training.prepare.duplicate_features``) and the audit's sets
+    #: are the groups every split keeps together.
+    grouping: Any = None
 
     def __post_init__(self) -> None:
         self.y = self.dataset.labels.astype(np.int64)

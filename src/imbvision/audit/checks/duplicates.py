@@ -1,12 +1,15 @@
 """Check: exact and near duplicates, their label conflicts and split leaks (``duplicates.csv``).
 
 The detector is :func:`imbvision.data.duplicates.find_duplicates`, the one that
-also keeps duplicates on one side of every training split.
+also keeps duplicates on one side of every training split, and the sets listed
+are its groups (near links grown strongest first, no group of look-alikes over
+:data:`~imbvision.data.duplicates.MAX_NEAR_SET` images). A near pair whose link
+was cut (``linked`` false: a chain of look-alikes, not one picture twice) is
+listed but makes no label-conflict suspect.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +23,7 @@ __all__ = ["DuplicatesCheck"]
 
 
 def _duplicates(dataset: Dataset, X: np.ndarray, y: np.ndarray, shas: list[str | None], phs: list[int | None],
-                split: np.ndarray | None, hash_threshold: int, cosine_threshold: float,
+                split: np.ndarray | None, hash_threshold: int, cosine_threshold: float, grouping: Any = None,
                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows of ``duplicates.csv`` and their summary, from the one detector
     (:func:`imbvision.data.duplicates.find_duplicates`) that splits use too."""
@@ -28,41 +31,38 @@ def _duplicates(dataset: Dataset, X: np.ndarray, y: np.ndarray, shas: list[str |
     rows: list[dict[str, Any]] = []
     Z = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
-    def row(kind: str, set_id: int, a: int, b: int, ham: int | None) -> dict[str, Any]:
+    def row(kind: str, set_id: int, a: int, b: int, ham: int | None, cos: float | None = None,
+            linked: bool = True) -> dict[str, Any]:
         ra, rb = dataset[a], dataset[b]
         return {
             "kind": kind, "set": set_id, "a": a, "b": b,
             "path_a": str(ra.path), "path_b": str(rb.path),
             "label_a": int(y[a]), "label_b": int(y[b]),
             "hamming": "" if ham is None else int(ham),
-            "cosine": round(float(Z[a] @ Z[b]), 5),
+            "cosine": round(float(Z[a] @ Z[b]) if cos is None or not np.isfinite(cos) else float(cos), 5),
+            "linked": bool(linked),
             "label_conflict": bool(y[a] != y[b]),
             "split_a": "" if split is None else split[a], "split_b": "" if split is None else split[b],
             "split_leak": bool(split is not None and split[a] != split[b]),
             "group_a": "" if ra.group is None else ra.group, "group_b": "" if rb.group is None else rb.group,
         }
 
-    found = find_duplicates(shas, phs, X, hash_threshold=hash_threshold, cosine_threshold=cosine_threshold)
+    found = find_duplicates(shas, phs, X if grouping is None else grouping, hash_threshold=hash_threshold,
+                            cosine_threshold=cosine_threshold)
     # exact: same bytes. Each set is listed as (first member, other member) pairs,
-    # which shows every label conflict and split leak a set holds.
+    # which shows every label conflict and split leak a set holds. Set ids are the split groups'.
     exact_sets = found.exact
-    for s_id, members in enumerate(exact_sets, start=1):
+    for members in exact_sets:
         for m in members[1:]:
-            rows.append(row("exact", s_id, members[0], m, 0 if phs[members[0]] is not None else None))
-    # near: numbered after the exact sets, one id per connected group of near pairs.
+            rows.append(row("exact", int(found.set_id[members[0]]), members[0], m,
+                            0 if phs[members[0]] is not None else None, 1.0))
     near = found.near
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    n = len(y)
-    _, comp = connected_components(coo_matrix((np.ones(len(near)), ([a for a, _, _ in near], [b for _, b, _ in near])),
-                                              shape=(n, n)), directed=False)
-    roots = sorted({int(comp[a]) for a, _, _ in near}, key=lambda c: int(np.flatnonzero(comp == c)[0]))
-    near_id = {r: len(exact_sets) + i + 1 for i, r in enumerate(roots)}
-    near_pairs = 0
-    for a, b, h in near:
-        rows.append(row("near", near_id[int(comp[a])], a, b, h))
-        near_pairs += 1
+    for (a, b, h), cos, kept in zip(near, found.cosine, found.linked):
+        # a cut link: the two images are in different groups (or none): set of a, then of b
+        rows.append(row("near", int(found.set_id[a]) or int(found.set_id[b]), a, b, h, cos, bool(kept)))
+    near_pairs = len(near)
+    roots = sorted({int(found.set_id[a]) for a, _, _ in near if found.set_id[a]}
+                   - {int(found.set_id[s[0]]) for s in exact_sets})
 
     exact_rows = [r for r in rows if r["kind"] == "exact"]
     near_rows = [r for r in rows if r["kind"] == "near"]
@@ -74,13 +74,18 @@ def _duplicates(dataset: Dataset, X: np.ndarray, y: np.ndarray, shas: list[str |
         "exact_sets_label_conflict": int(sum(len({int(y[m]) for m in s}) > 1 for s in exact_sets)),
         "near_pairs": near_pairs,
         "near_sets": len(roots),
-        "near_pairs_label_conflict": int(sum(r["label_conflict"] for r in near_rows)),
-        "label_conflict_pairs": int(sum(r["label_conflict"] for r in rows)),
+        "near_pairs_label_conflict": int(sum(r["label_conflict"] and r["linked"] for r in near_rows)),
+        "near_links_cut": found.links_cut,
+        "largest_set": int(np.bincount(found.set_id)[1:].max()) if found.sets else 0,
+        "label_conflict_pairs": int(sum(r["label_conflict"] and r["linked"] for r in rows)),
         "minority_unique_images": int((y == minority).sum()) - int(redundant_min),
         "criteria": {
             "exact": "identical file bytes (SHA-256)",
             "near": f"perceptual hash (DCT pHash, 64 bits) within {hash_threshold} bits AND "
                     f"embedding cosine >= {cosine_threshold:g}",
+            "sets": (f"the split groups: exact copies always together; near links kept strongest first while a "
+                     f"set holds at most {found.max_set} images (a cut link is listed with linked=false and "
+                     "makes no label-conflict suspect)"),
         },
     }
     if split is not None:
@@ -105,14 +110,17 @@ class DuplicatesCheck(Check):
     def run(self, ctx: AuditContext) -> dict[str, Any]:
         s = ctx.settings
         rows, summary = _duplicates(ctx.dataset, ctx.X, ctx.y, ctx.files.shas, ctx.files.phashes, ctx.split,
-                                    s.hash_threshold, s.cosine_threshold)
+                                    s.hash_threshold, s.cosine_threshold, ctx.grouping)
         ctx.outputs["duplicates"] = rows
         y = ctx.y
         # duplicate label conflicts are suspects in their own right (one of the two labels is wrong)
+        from ...data.names import display_names
+
+        root_names = dict(zip(range(len(ctx.dataset)), display_names([r.path for r in ctx.dataset.records])))
         for r in rows:
-            if r["label_conflict"]:
+            if r["label_conflict"] and r["linked"]:
                 for me, other in ((r["a"], r["b"]), (r["b"], r["a"])):
                     word = "exact" if r["kind"] == "exact" else "near"
-                    ctx.flag(me, f"{word} duplicate of {Path(r['path_b'] if me == r['a'] else r['path_a']).name} "
+                    ctx.flag(me, f"{word} duplicate of {root_names[other]} "
                                  f"labelled {_WORD[int(y[other])]}", 2)
         return summary
