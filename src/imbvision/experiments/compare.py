@@ -107,10 +107,12 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
 
     Returns a :class:`CompareResult`; files: ``leaderboard.csv``, ``leaderboard.json``,
     ``report.html``, ``config.json``, ``cells/*.json``.
-    """
-    from ..data.checks import load_checked
-    from ..data.sources import cache_root
 
+    Raises
+    ------
+    ConfigError
+        Another process is writing into ``out`` (the refusal names it), or a setting is invalid.
+    """
     t0 = time.perf_counter()
     c = CompareConfig.make(cfg, **overrides)
     if c.executor == "ray":
@@ -119,6 +121,16 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
     names = resolve_strategies(c.strategies)
     from .._rundir import refuse_out_in_data
     refuse_out_in_data(c.out, c.data)  # its example PNGs would be read back as data
+    from .._rundir import folder_lock
+    with folder_lock(c.out):  # one writer per compare folder: a second compare into it is refused, naming the first
+        return _compare_in(c, names, t0)
+
+
+def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
+    """The body of :func:`run_compare`, run while holding the lock on ``c.out``."""
+    from ..data.checks import load_checked
+    from ..data.sources import cache_root
+
     out = ensure_output_dir(c.out)
     kind = c.feature_kind
     cfg_d = {"data": c.data, "strategies": names, "seeds": c.seeds, "folds": c.folds, "mode": c.mode,

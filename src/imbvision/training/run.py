@@ -124,17 +124,18 @@ def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, pro
     overwrite
         Replace the run already in ``out`` (only once the new one is whole).
     """
-    from .._rundir import commit_run_dir, discard_run_dir, open_run_dir
+    from .._rundir import commit_run_dir, discard_run_dir, folder_lock, open_run_dir
 
     cfg = TrainConfig(**{**(cfg.to_dict() if cfg else {}), **overrides})
     final = Path(out).absolute()
-    stage = open_run_dir(final, overwrite=overwrite, resume=resume, source=cfg.data)
-    try:
-        res = _train_in(cfg, stage, progress=progress, resume=resume)
-    except BaseException:
-        discard_run_dir(final)
-        raise
-    commit_run_dir(final)
+    with folder_lock(final):  # one writer per run folder: a second train into it is refused, naming the first
+        stage = open_run_dir(final, overwrite=overwrite, resume=resume, source=cfg.data)
+        try:
+            res = _train_in(cfg, stage, progress=progress, resume=resume)
+        except BaseException:
+            discard_run_dir(final)
+            raise
+        commit_run_dir(final)
     res.out = Path(out)
     return res
 
