@@ -60,6 +60,7 @@ from ..data.checks import file_digest
 from ..data.decode import load_image_and_size
 from ..data.records import Dataset, ImageRecord
 from ..errors import ConfigError
+from ..notices import CacheWarning
 from .engine import checked_onnx, module_digest
 from .patch_geometry import RESIZE_MODES, _check_resize, canvas_view, grid_to_image, mask_to_grid
 from .patch_geometry import valid_grid as _valid_grid
@@ -321,7 +322,7 @@ class _Store:
         if self.read_only_reason is None:
             self.read_only_reason = exc.strerror or str(exc)
             warnings.warn(f"patch-feature cache {self.folder} cannot be written ({self.read_only_reason}); new "
-                          "features are kept in memory only", RuntimeWarning, stacklevel=3)
+                          "features are kept in memory only", CacheWarning, stacklevel=3)
 
     def _file_rows(self) -> int:
         try:
@@ -419,7 +420,7 @@ class _Store:
                 _VERIFIED.add(tag)
         if bad:
             warnings.warn(f"patch-feature cache {self.data}: {len(bad)} row(s) failed their SHA-256 check "
-                          "(damaged on disk); recomputing them", RuntimeWarning, stacklevel=3)
+                          "(damaged on disk); recomputing them", CacheWarning, stacklevel=3)
         return bad
 
     def memmap(self) -> np.ndarray:

@@ -87,8 +87,9 @@ def compute_cell(strategy: str, seed: int, fold: int | None, split: Any,
     """
     from ..evaluation import brier, ranking_metrics, threshold_metrics
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    from ..notices import passing_result_warnings
+
+    with passing_result_warnings(strategy):  # a damaged cache or an unconverged fit still reaches the user
         recipe = compose(strategy)
         extra = synthetic_features(recipe, records, split.train, seed=seed, settings=settings,
                                    backbone=lambda: cached_backbone(settings.backbone, settings.weights),

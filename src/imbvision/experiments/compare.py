@@ -19,13 +19,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._io import ensure_output_dir, read_json, write_json
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..notices import collect_warnings, run_warnings
 from ..strategies.registry import compose, list_strategies
 from .._fingerprint import combine, records_fingerprint
 from ..training.cell import embed_features, representation_of
 from .cell import CellSettings, cached_backbone, cell_id, compute_cell
-from .cellstore import cell_key, has_cells, load_cell
+from .cellstore import cell_key, has_cells, load_cell, write_cell
 from .config import CompareConfig
 from .._text import plural
 from .stats import compare_to_baseline, few_splits_note, mean_ci, min_exact_p
@@ -193,8 +193,13 @@ def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
                f"compare: {plural(len(names), 'strategy', 'strategies')} × {plural(len(splits), 'split')}")
     cells = {}
     for n in names:
-        for s, f, _ in splits:
-            cells[(n, s, f)] = read_json(cells_dir / f"{cell_id(n, s, f)}.json")
+        for s, f, sp in splits:  # read back verified: a cell changed on disk meanwhile is refused, never used
+            path = cells_dir / f"{cell_id(n, s, f)}.json"
+            cell = load_cell(path, cell_key(data_key, n, s, f, sp))
+            if cell is None:
+                raise DataError(f"compare cell {path} changed on disk while this compare ran (checksum or key); "
+                                "rerun the same command to recompute it")
+            cells[(n, s, f)] = cell
     board, rec = _aggregate(names, splits, cells, y, c.n_boot)
     wall = time.perf_counter() - t0
     result = CompareResult(out, board, rec, wall, len(names) * len(splits) - len(todo))
@@ -211,7 +216,7 @@ def _run_cells(todo: list, c: CompareConfig, X: Any, y: np.ndarray, records: Seq
 
     def work(item):
         name, s, f, sp = item
-        write_json(cells_dir / f"{cell_id(name, s, f)}.json",
+        write_cell(cells_dir / f"{cell_id(name, s, f)}.json",
                    compute_cell(name, s, f, sp, X, y, records, settings, out / "synthetic"))
         return name
 
