@@ -51,7 +51,7 @@ def test_overwritten_patch_rows_are_recomputed(tmp_path, records, bb):
     mm[idx] = np.float16(7.0)
     mm.flush()
     del mm
-    from imbvision.backbones import patches as P
+    from imbvision.backbones import patch_store as P
     P._VERIFIED.clear()  # a new process: nothing checked yet
     f1, again, msgs = _patches(records, bb, cache)
     np.testing.assert_array_equal(again, clean)
@@ -94,7 +94,7 @@ def _read_only(monkeypatch, folder: Path) -> None:
     import errno
 
     from imbvision import _io
-    from imbvision.backbones import patches as P
+    from imbvision.backbones import patch_store as P
 
     real_open, real_mkstemp = builtins.open, _io.tempfile.mkstemp
 
@@ -129,7 +129,7 @@ def test_read_only_cache_goes_on_in_memory(tmp_path, records, bb, monkeypatch, f
 def test_full_disk_while_appending_leaves_no_partial_row(tmp_path, records, bb, monkeypatch):
     import errno
 
-    from imbvision.backbones import patches as P
+    from imbvision.backbones import patch_store as P
 
     cache = tmp_path / "c"
     _patches(records[:4], bb, cache)

@@ -10,6 +10,7 @@ string alone.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -24,7 +25,14 @@ from ..notices import CacheWarning
 
 from ..training.synthetic_store import load_synthetic, save_synthetic, synthetic_key  # re-exported
 
-__all__ = ["cell_key", "load_cell", "write_cell", "synthetic_key", "load_synthetic", "save_synthetic", "has_cells"]
+__all__ = ["cell_id", "cell_key", "load_cell", "write_cell", "read_cells", "synthetic_key", "load_synthetic", "save_synthetic", "has_cells"]
+
+
+def cell_id(strategy: str, seed: int, fold: int | None) -> str:
+    """The file stem of a cell: readable strategy, its hash, seed and fold."""
+    h = hashlib.sha1(strategy.encode()).hexdigest()[:8]
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in strategy)[:60]
+    return f"{safe}-{h}__s{seed}" + (f"_f{fold}" if fold is not None else "")
 
 
 def cell_key(data_key: str, strategy: str, seed: int, fold: int | None, split: Any) -> str:
@@ -72,3 +80,25 @@ def load_cell(path: Path, key: str) -> dict[str, Any] | None:
 def has_cells(cells_dir: Path) -> bool:
     """Whether a compare folder holds any finished cell (so its settings are worth protecting)."""
     return Path(cells_dir).is_dir() and any(p.stat().st_size > 0 for p in Path(cells_dir).glob("*.json"))
+
+
+def read_cells(cells_dir: Path, names: list[str], splits: list, data_key: str) -> dict[tuple, dict[str, Any]]:
+    """Every finished cell ``{(strategy, seed, fold): cell}``, each verified as :func:`load_cell` does.
+
+    Raises
+    ------
+    DataError
+        A cell is missing or fails its checksum or key (changed on disk while the compare ran).
+    """
+    from ..errors import DataError
+
+    cells = {}
+    for n in names:
+        for s, f, sp in splits:
+            path = Path(cells_dir) / f"{cell_id(n, s, f)}.json"
+            cell = load_cell(path, cell_key(data_key, n, s, f, sp))
+            if cell is None:
+                raise DataError(f"compare cell {path} is missing or changed on disk while this compare ran "
+                                "(checksum or key); rerun the same command to recompute it")
+            cells[(n, s, f)] = cell
+    return cells

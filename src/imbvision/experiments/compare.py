@@ -19,13 +19,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._io import ensure_output_dir, read_json, write_json
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..notices import collect_warnings, run_warnings
 from ..strategies.registry import compose, list_strategies
 from .._fingerprint import combine, records_fingerprint
 from ..training.cell import embed_features, representation_of
 from .cell import CellSettings, cached_backbone, cell_id, compute_cell
-from .cellstore import cell_key, has_cells, load_cell, write_cell
+from .cellstore import cell_key, has_cells, load_cell, read_cells, write_cell
 from .config import CompareConfig
 from .._text import plural
 from .stats import compare_to_baseline, few_splits_note, mean_ci, min_exact_p
@@ -106,12 +106,8 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
         (e.g. ``run_compare("demo", strategies="ce,focal", seeds=5)``).
 
     Returns a :class:`CompareResult`; files: ``leaderboard.csv``, ``leaderboard.json``,
-    ``report.html``, ``config.json``, ``cells/*.json``.
-
-    Raises
-    ------
-    ConfigError
-        Another process is writing into ``out`` (the refusal names it), or a setting is invalid.
+    ``report.html``, ``config.json``, ``cells/*.json``. Raises ConfigError when another process
+    writes into ``out`` (naming it) or a setting is invalid.
     """
     t0 = time.perf_counter()
     c = CompareConfig.make(cfg, **overrides)
@@ -119,9 +115,8 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
         from .ray_executor import require_ray
         require_ray()  # before any work: say how to install it
     names = resolve_strategies(c.strategies)
-    from .._rundir import refuse_out_in_data
+    from .._rundir import folder_lock, refuse_out_in_data
     refuse_out_in_data(c.out, c.data)  # its example PNGs would be read back as data
-    from .._rundir import folder_lock
     with folder_lock(c.out):  # one writer per compare folder: a second compare into it is refused, naming the first
         return _compare_in(c, names, t0)
 
@@ -191,15 +186,7 @@ def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
             if load_cell(cells_dir / f"{cell_id(n, s, f)}.json", cell_key(data_key, n, s, f, sp)) is None]
     _run_cells(todo, c, X, y, ds.records, settings, out, len(names) * len(splits),
                f"compare: {plural(len(names), 'strategy', 'strategies')} × {plural(len(splits), 'split')}")
-    cells = {}
-    for n in names:
-        for s, f, sp in splits:  # read back verified: a cell changed on disk meanwhile is refused, never used
-            path = cells_dir / f"{cell_id(n, s, f)}.json"
-            cell = load_cell(path, cell_key(data_key, n, s, f, sp))
-            if cell is None:
-                raise DataError(f"compare cell {path} changed on disk while this compare ran (checksum or key); "
-                                "rerun the same command to recompute it")
-            cells[(n, s, f)] = cell
+    cells = read_cells(cells_dir, names, splits, data_key)  # verified again: a cell changed meanwhile is refused
     board, rec = _aggregate(names, splits, cells, y, c.n_boot)
     wall = time.perf_counter() - t0
     result = CompareResult(out, board, rec, wall, len(names) * len(splits) - len(todo))
