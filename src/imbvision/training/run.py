@@ -60,7 +60,8 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
         "backbone": {"name": backbone.name, "weights": cfg.weights, "weights_id": backbone.weights_id,
                      "image_size": cfg.image_size, "tiles": cfg.tiles, "features": cfg.feature_kind,
                      "resize": cfg.resize, **({"patch_layers": settings.patch_layers} if rep == "patches" else {}),
-                     "preprocess": "draft"},  # files were decoded with min_side (Model.decode_min_side)
+                     "preprocess": "draft",  # files were decoded with min_side (Model.decode_min_side)
+                     **_feature_record(feats, rep)},  # widths and versions checked at load (bundle_heads)
         "head": {"name": fit.head_name, "params": fit.head_params, "config": fit.head.get_config(),
                  **({"representation": rep} if rep != "global" else {})},
     }
@@ -69,6 +70,23 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
                   "synthetic_rows": cf.synthetic_rows, "fit_seconds": fit.fit_seconds,
                   "head": fit.head_name, "embedding": stats, **_head_summary(fit.head)}
     return cf.p_val, cf.p_test, arrays, model_meta, fit.effective_prior, train_info, examples, cf.post
+
+
+def _feature_record(feats: dict[str, Any], rep: str) -> dict[str, Any]:
+    """The feature widths and versions a bundle records, so its arrays are checked against them at load."""
+    from ..backbones.embed import PREPROCESS_VERSION
+
+    x = feats[rep]
+    out: dict[str, Any] = {"preprocess_version": PREPROCESS_VERSION}
+    if rep == "patches":
+        from ..backbones.patches import PATCH_VERSION
+
+        out.update(patch_dim=int(x.dim), patch_grid=[int(g) for g in x.grid], patch_version=PATCH_VERSION)
+        if getattr(x, "global_", None) is not None:
+            out["feature_dim"] = int(np.shape(x.global_)[1])
+    else:
+        out["feature_dim"] = int(np.shape(x)[1])
+    return out
 
 
 def _head_summary(head: Any) -> dict[str, Any]:
