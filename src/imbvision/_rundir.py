@@ -18,12 +18,85 @@ import os
 import shutil
 from pathlib import Path
 
+from contextlib import contextmanager
+from typing import Iterator
+
 from ._io import _fsync_dir, ensure_output_dir
 from .errors import ConfigError
 
-__all__ = ["staging_dir", "open_run_dir", "commit_run_dir", "discard_run_dir", "refuse_out_in_data", "data_roots"]
+__all__ = ["staging_dir", "open_run_dir", "commit_run_dir", "discard_run_dir", "refuse_out_in_data", "data_roots",
+           "folder_lock", "lock_path"]
 
 _MARK = "config.json"  # every run folder has it
+
+
+def lock_path(out: str | os.PathLike[str]) -> Path:
+    """The lock of the output folder ``out``: ``PARENT/.NAME.lock``, beside it (``train`` renames ``out`` whole)."""
+    out = Path(out).absolute()
+    return out.parent / f".{out.name}.lock"
+
+
+def _holder_text(path: Path) -> str:
+    import json
+
+    try:
+        h = json.loads(path.read_text(encoding="utf-8"))
+        return f"pid {h['pid']} on {h['host']}, `{h['command']}`, since {h['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+@contextmanager
+def folder_lock(out: str | os.PathLike[str], what: str = "--out") -> Iterator[Path]:
+    """Hold an exclusive lock on the output folder ``out`` for the ``with`` block: one writer per folder.
+
+    The lock is a :class:`filelock.FileLock` on ``PARENT/.NAME.lock`` (released by the system when the
+    process dies, so a killed run never leaves a stale lock); the holder's pid, host and command line
+    are written beside it (``.NAME.lock.holder.json``) so the refusal can name them. Only rank 0 of a
+    distributed run takes it (every rank runs ``train`` into the same folder).
+
+    Raises
+    ------
+    ConfigError
+        Another process holds the lock (one line naming the holder), or the parent folder cannot be written.
+    """
+    import json
+    import socket
+    import sys
+    import time
+
+    from filelock import FileLock, Timeout
+
+    if not _is_rank0():
+        yield Path(out)
+        return
+    lock = lock_path(out)
+    holder = lock.with_name(lock.name + ".holder.json")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fl = FileLock(str(lock), timeout=0)
+        fl.acquire()
+    except Timeout:
+        raise ConfigError(f"{what} {out} is in use by another imbvision process ({_holder_text(holder)}); "
+                          f"wait for it to finish or choose another {what}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot lock {what} {out} ({lock}: {exc.strerror or exc}); choose a writable folder") from None
+    try:
+        from ._io import write_json
+
+        cmd = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "python"
+        try:
+            write_json(holder, {"pid": os.getpid(), "host": socket.gethostname(), "command": cmd[:300],
+                                "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+        except OSError:
+            pass  # the lock itself holds; only the name of the holder is missing
+        yield Path(out)
+    finally:
+        try:
+            holder.unlink(missing_ok=True)
+        except OSError:
+            pass
+        fl.release()
 
 
 def staging_dir(out: str | os.PathLike[str]) -> Path:

@@ -53,6 +53,13 @@ class _Backbone(_Strict):
     resize: Literal["stretch", "keep-aspect"] = "stretch"
     patch_layers: Optional[Literal["s16+s32", "s8+s16"]] = None  # patch-level heads; bundles saved before this field used s8+s16
     preprocess: Optional[Literal["draft"]] = None  # "draft": large JPEGs were decoded in draft mode (head mode)
+    # Recorded since issue 19 (absent in older bundles): the widths the head's arrays must match and the
+    # versions of the features they were fitted on (imbvision.bundle_heads checks them at load).
+    feature_dim: Optional[int] = Field(default=None, ge=1, le=1_000_000)
+    patch_dim: Optional[int] = Field(default=None, ge=1, le=1_000_000)
+    patch_grid: Optional[list[int]] = Field(default=None, min_length=2, max_length=2)
+    patch_version: Optional[str] = Field(default=None, max_length=200)
+    preprocess_version: Optional[str] = Field(default=None, max_length=200)
     weights_path: Optional[str] = Field(default=None, max_length=4096)
     weights_file_sha256: Optional[str] = Field(default=None, pattern=_HEX64)
 

@@ -121,9 +121,29 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             _err().print(f"[yellow]interrupted[/]: {_INTERRUPTED.get(fn.__name__, _INTERRUPTED['_'])}")
             raise typer.Exit(130) from None
+        except OSError as exc:
+            line = _disk_error_line(exc)
+            if line is None:
+                raise
+            _err().print(f"[bold red]error:[/] {line}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
         finally:
             undo()
     return wrapper
+
+
+def _disk_error_line(exc: OSError) -> str | None:
+    """One line for a full disk or a read-only / forbidden file system (``None``: another fault, re-raised)."""
+    import errno
+
+    where = exc.filename or "a file"
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return (f"no space left on the device while writing {where}; free space (or use another --out / "
+                "--cache-dir) and rerun the same command: every file already written is whole")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (f"cannot write {where} ({exc.strerror}); choose a writable folder (--out / --cache-dir) and rerun "
+                "the same command")
+    return None
 
 
 def _metrics_table(rows: list[dict[str, Any]], title: str) -> Table:
@@ -197,20 +217,31 @@ def embed(
     engine: str = typer.Option("auto", help="auto (ONNX when exact), onnx or torch"),
     batch_size: int = typer.Option(32),
     workers: Optional[int] = typer.Option(None, help="DataLoader workers for decoding"),
-    cache_dir: Optional[Path] = typer.Option(None, help="Cache folder (default ~/.cache/imbvision)"),
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache folder (default $IMBVISION_CACHE or ~/.cache/imbvision)"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="List bad files in bad_files.csv and go on"),
 ) -> None:
     """Embed images with a frozen backbone (cached: a second run reads the cache)."""
+    from ._io import ensure_output_dir
+    from .backbones.embed import check_embed_settings
+    check_embed_settings(image_size=image_size, tiles=tiles, batch_size=batch_size, workers=workers)
+    from ._rundir import folder_lock
+
+    with folder_lock(out):  # one writer per output folder
+        _embed_into(ensure_output_dir(out), data, positive, skip_bad, backbone, weights, image_size, tiles, cache_dir,
+                    batch_size, workers, engine)
+
+
+def _embed_into(out: Path, data: str, positive: Optional[str], skip_bad: bool, backbone: str, weights: Optional[str],
+                image_size: int, tiles: int, cache_dir: Optional[Path], batch_size: int, workers: Optional[int],
+                engine: str) -> None:
+    """The body of ``embed``, run while holding the lock on ``out``."""
     from safetensors.numpy import save as st_save
 
-    from ._io import ensure_output_dir, write_json
+    from ._io import write_json
     from .backbones import embed_dataset
     from .data.checks import load_checked
     from .data.sources import cache_root
 
-    from .backbones.embed import check_embed_settings
-    check_embed_settings(image_size=image_size, tiles=tiles, batch_size=batch_size, workers=workers)
-    out = ensure_output_dir(out)
     rep = load_checked(data, positive=positive, skip_bad=skip_bad, out_dir=out, progress=True)
     emb = embed_dataset(rep.dataset, backbone=backbone, weights=weights, image_size=image_size, tiles=tiles,
                         cache_dir=cache_dir or cache_root(), batch_size=batch_size, workers=workers, engine=engine)
@@ -360,6 +391,7 @@ def predict(
     out: Optional[Path] = typer.Option(None, "--out", help="Write predictions CSV here (default: print)"),
     weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights file, when it has moved since training (checked by SHA-256)"),
     heatmaps: Optional[Path] = typer.Option(None, "--heatmaps", help="Write heat-map overlays (PNG) here (patch, normality, fusion heads)"),
+    cache_dir: Optional[str] = typer.Option(None, help="Cache folder (ONNX exports, image checks; default $IMBVISION_CACHE or ~/.cache/imbvision)"),
 ) -> None:
     """Probability and decision (at the stored threshold) per image; unreadable files are listed, not fatal.
 
@@ -394,8 +426,10 @@ def predict(
         check_file_name(p)
     split_of = _run_splits(run)
     if heatmaps is not None:
+        from ._rundir import folder_lock
         from .explain import write_heatmaps
-        n_maps = write_heatmaps(model, paths, heatmaps, masks=mask_of)
+        with folder_lock(heatmaps, "--heatmaps"):  # one writer per folder
+            n_maps = write_heatmaps(model, paths, heatmaps, masks=mask_of)
         _err().print(f"{n_maps} heat maps → {heatmaps}")
     rows, bad = model.predict_files(paths)
     text = csv_text(["path", "label", "split", "probability", "decision", "error"],
@@ -480,7 +514,7 @@ def audit(
     from ._limits import check_range
     check_range("seed", seed)
     from ._io import ensure_output_dir
-    from .data.sources import cache_root, load_source
+    from .data.sources import load_source
 
     ds = load_source(data, positive=positive)
     if review is not None:
@@ -496,13 +530,22 @@ def audit(
                      f"dropped {summary['dropped']}. The source {summary['source'] or data} is untouched.",
                      highlight=False)
         return
+    from ._rundir import folder_lock
+
+    with folder_lock(out):  # one writer per output folder
+        _audit_into(ensure_output_dir(out), ds, data, skip_bad, backbone, weights, tiles, cache_dir, k, seed, as_json)
+
+
+def _audit_into(out: Path, ds: Any, data: str, skip_bad: bool, backbone: str, weights: Optional[str], tiles: int,
+                cache_dir: Optional[str], k: int, seed: int, as_json: bool) -> None:
+    """The body of ``audit``, run while holding the lock on ``out``."""
     from .audit import run_audit
     from .backbones import embed_dataset
     from .data.checks import load_checked
+    from .data.sources import cache_root
 
     from .training.prepare import duplicate_features
 
-    out = ensure_output_dir(out)
     rep = load_checked(ds, skip_bad=skip_bad, out_dir=out, progress=not as_json, require_both_classes=False)
     part = None
     if split_file is not None:

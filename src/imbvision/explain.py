@@ -248,9 +248,11 @@ def write_heatmaps(model, paths: Sequence[str | Path], out_dir: str | Path, *, b
     from .data.decode import load_image_array, load_mask
     from .errors import BadFileError
 
+    from ._io import ensure_output_dir
+
     if not is_patch_model(model.meta):
         explain(model, [])  # raises the explanatory error
-    out = Path(out_dir)
+    out = ensure_output_dir(out_dir)  # an existing file, a read-only or special folder: one line, before any work
     n = 0
     for s in range(0, len(paths), batch):
         items = []

@@ -118,11 +118,17 @@ class Model:
         except Exception as exc:  # noqa: BLE001 - any parse failure is a damaged bundle
             raise BundleError(f"{w_path} cannot be read as safetensors ({exc})") from None
         model = cls(meta, arrays, run_dir, weights_override=None if weights is None else str(weights))
-        if meta["mode"] == "head":
+        from .bundle_heads import check_arrays_finite, check_feature_versions, check_head_bundle
+
+        if meta["mode"] == "head":  # every head array and config number against its meaning, before rebuilding it
+            check_feature_versions(meta, meta_path)
+            check_head_bundle({k[5:]: v for k, v in arrays.items() if k.startswith("head.")}, meta["head"]["config"],
+                              meta["backbone"], meta["head"].get("representation", "global"), meta_path)
             try:
                 model._get_head()  # head parameters are checked (and sized) now, not mid-predict
             except (ValueError, KeyError, TypeError) as exc:  # BundleError and ConfigError are ValueErrors
                 raise BundleError(f"{meta_path}: the head cannot be rebuilt from its config and arrays ({exc})") from None
+        check_arrays_finite(arrays, w_path)  # the rest (a fine-tuned network's weights): numeric and finite
         # Head mode needs the backbone weights file; a fine-tuned bundle holds every weight itself.
         if meta["mode"] == "head" and (weights is not None or meta["backbone"].get("weights_file_sha256")):
             from .bundle_schema import resolve_weights

@@ -14,6 +14,7 @@ runs, not code that runs in several threads at once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import warnings
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 __all__ = ["collect_warnings", "run_warnings", "unique_messages", "warn_about_data", "DataWarning", "ReportNote", "add_report_note",
-           "FEW_POSITIVES"]
+           "FEW_POSITIVES", "CacheWarning", "LibraryWarning", "library_line", "passing_result_warnings"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _CURRENT: ContextVar[list[warnings.WarningMessage] | None] = ContextVar("imbvision_warnings", default=None)
@@ -70,6 +71,42 @@ def warn_about_data(labels: Any, train_index: Any, masks: list[Any], specs: Any)
                       "check the examples in the report, or give real masks", DataWarning, stacklevel=2)
 
 
+class CacheWarning(RuntimeWarning):
+    """A cached artefact failed verification and is recomputed, or a cache cannot be written (kept in memory)."""
+
+
+class LibraryWarning(UserWarning):
+    """A library warning that changes a result (scikit-learn's ``ConvergenceWarning``), as one line."""
+
+
+def library_line(w: warnings.WarningMessage, where: str = "") -> str | None:
+    """One line for a library warning that changes a result, else ``None``.
+
+    scikit-learn's ``ConvergenceWarning`` (matched by name, so sklearn is not imported here) means a fit
+    stopped before converging: its scores differ from a converged fit's.
+    """
+    if getattr(w.category, "__name__", "") != "ConvergenceWarning":
+        return None
+    first = " ".join(str(w.message).split("\n")[0].split())
+    return (f"scikit-learn did not converge{f' in {where}' if where else ''} ({first.rstrip('.:')}): the fit "
+            "stopped early and its scores differ from a converged fit's; raise max_iter")
+
+
+@contextlib.contextmanager
+def passing_result_warnings(where: str = ""):
+    """Silence the warnings of a block (a cell of a grid repeats them) except those that change its result:
+    :class:`CacheWarning` and library convergence warnings (as one :class:`LibraryWarning` line), re-emitted."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        line = library_line(w, where)
+        if line is not None:
+            warnings.warn(line, LibraryWarning, stacklevel=3)
+        elif issubclass(w.category, CacheWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 class ReportNote(DataWarning):
     """A remark already printed once (e.g. "12 duplicate sets grouped"): recorded for the report, not re-emitted."""
 
@@ -87,8 +124,10 @@ def _ours(w: warnings.WarningMessage) -> bool:
 
 
 def unique_messages(caught: list[warnings.WarningMessage]) -> list[str]:
-    """The distinct imbvision warning texts in ``caught``, first-seen order."""
-    return list(dict.fromkeys(str(w.message) for w in caught if _ours(w)))
+    """The distinct imbvision warning texts in ``caught`` (library warnings that change a result as their
+    one line), first-seen order."""
+    return list(dict.fromkeys(str(w.message) if _ours(w) else library_line(w) for w in caught
+                              if _ours(w) or library_line(w) is not None))
 
 
 def collect_warnings(fn: F) -> F:
@@ -109,6 +148,9 @@ def collect_warnings(fn: F) -> F:
                     _CURRENT.reset(token)
                     seen: set[tuple[type, str]] = set()
                     for w in caught:
+                        line = library_line(w)
+                        if line is not None:  # one line, as ours
+                            w = warnings.WarningMessage(LibraryWarning(line), LibraryWarning, __file__, 0)
                         key = (w.category, str(w.message))
                         if key not in seen and not issubclass(w.category, (DeprecationWarning, ReportNote)):
                             seen.add(key)

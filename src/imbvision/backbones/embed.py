@@ -22,14 +22,16 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.numpy import load_file, save
+from safetensors.numpy import save
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 
+from .._digest import arrays_digest
 from .._io import atomic_write
 from .._fingerprint import content_digest
 from ..data.decode import load_image_array
 from ..data.records import Dataset, ImageRecord
 from ..errors import BadFileError, ConfigError
+from ..notices import CacheWarning
 from .engine import make_engine
 from .registry import Backbone, create_backbone
 
@@ -143,6 +145,30 @@ def _settings(backbone: Backbone, image_size: int, tiles: int, resize: str = "st
     return out
 
 
+#: Shards carry ``{"format": "2", "sha256": arrays_digest(tensors)}`` in their safetensors metadata.
+SHARD_FORMAT = "2"
+
+
+def _read_shard(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a shard when it parses, carries the current format and its tensors match its SHA-256."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            meta = fh.metadata() or {}
+            if meta.get("format") != SHARD_FORMAT:
+                return None
+            arrays = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception:  # noqa: BLE001 - any parse failure is a damaged shard
+        return None
+    if meta.get("sha256") != arrays_digest(arrays):
+        return None
+    shapes = {a.shape for a in arrays.values()}
+    if len(shapes) > 1 or any(a.ndim != 2 for a in arrays.values()):
+        return None
+    return arrays
+
+
 class _Cache:
     """Shards of ``{digest: features}`` in safetensors, one folder per settings key."""
 
@@ -154,14 +180,22 @@ class _Cache:
         self.read_only_reason: str | None = None
         if self.folder is not None and self.folder.is_dir():
             # Nothing is written when reading: a read-only cache that holds everything is used as is.
+            bad = []
             for shard in sorted(self.folder.glob("shard-*.safetensors")):
-                try:
-                    self.data.update(load_file(str(shard)))
-                except Exception:  # noqa: BLE001 - a damaged shard is recomputed, not fatal
+                arrays = _read_shard(shard)
+                if arrays is None:  # damaged, or from before checksums: recomputed, never used
+                    bad.append(shard)
                     try:
                         shard.unlink(missing_ok=True)
                     except OSError:
                         pass
+                else:
+                    self.data.update(arrays)
+            if bad:
+                import warnings
+                warnings.warn(f"embedding cache {self.folder}: {len(bad)} shard(s) failed their SHA-256 check "
+                              f"(damaged, or written without one), e.g. {bad[0].name}; their images are recomputed",
+                              CacheWarning, stacklevel=3)
 
     def _prepare_write(self) -> bool:
         """Create the folder and its settings.json before the first shard; False (with a warning) if read-only."""
@@ -180,8 +214,8 @@ class _Cache:
     def _read_only(self, exc: OSError) -> None:
         import warnings
         self.read_only_reason = exc.strerror or str(exc)
-        warnings.warn(f"embedding cache {self.folder} is not writable ({self.read_only_reason}); "
-                      "new features are kept in memory only", RuntimeWarning, stacklevel=4)
+        warnings.warn(f"embedding cache {self.folder} cannot be written ({self.read_only_reason}); "
+                      "new features are kept in memory only", CacheWarning, stacklevel=4)
 
     def get(self, digest: str) -> np.ndarray | None:
         return self.data.get(digest)
@@ -193,13 +227,15 @@ class _Cache:
         if not self._prepare_write():
             return
         name = f"shard-{time.time_ns()}-{os.getpid()}.safetensors"
+        arrays = {k: np.ascontiguousarray(v) for k, v in items.items()}
         try:
-            with atomic_write(self.folder / name, "wb") as fh:
-                fh.write(save({k: np.ascontiguousarray(v) for k, v in items.items()}))
+            with atomic_write(self.folder / name, "wb") as fh:  # a unique name: no other writer touches it
+                fh.write(save(arrays, metadata={"format": SHARD_FORMAT, "sha256": arrays_digest(arrays)}))
         except OSError as exc:
-            if exc.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):  # other faults (ENOSPC...) are real
+            if exc.errno not in (errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOSPC,
+                                 getattr(errno, "EDQUOT", errno.ENOSPC)):
                 raise
-            self._read_only(exc)
+            self._read_only(exc)  # a full disk too: the run goes on in memory, one line
 
 
 def check_embed_settings(*, image_size: int = 224, tiles: int = 0, batch_size: int = 32,

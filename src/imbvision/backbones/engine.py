@@ -142,7 +142,8 @@ def make_engine(backbone: Backbone, image_size: int, *, kind: str = "auto", cach
     if kind == "torch":
         return torch_engine
     key = hashlib.sha256(f"{backbone.name}|{module_digest(backbone)}|{image_size}|{torch.__version__}|v2".encode()).hexdigest()
-    folder = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "imbvision"
+    from ..data.source_registry import cache_root
+    folder = Path(cache_dir) if cache_dir else cache_root()  # --cache-dir, then IMBVISION_CACHE, then the default
     path = folder / "onnx" / f"{backbone.name}-{image_size}-{key[:16]}.onnx"
     batch = np.random.default_rng(0).integers(0, 256, (4, 3, image_size, image_size), dtype=np.uint8)
     return checked_onnx(path, key, lambda p: _export(backbone, image_size, p), lambda p: OnnxEngine(p, threads),

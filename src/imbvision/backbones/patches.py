@@ -38,10 +38,7 @@ it needs.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -60,6 +57,7 @@ from ..data.decode import load_image_and_size
 from ..data.records import Dataset, ImageRecord
 from ..errors import ConfigError
 from .engine import checked_onnx, module_digest
+from .patch_store import PatchStore as _Store
 from .patch_geometry import RESIZE_MODES, _check_resize, canvas_view, grid_to_image, mask_to_grid
 from .patch_geometry import measure_block_centres, resample_matrix
 from .patch_geometry import valid_grid as _valid_grid
@@ -223,7 +221,8 @@ def make_patch_engine(backbone: Backbone, image_size: int, *, kind: str = "auto"
         return torch_engine
     key = hashlib.sha256(f"{backbone.name}|{module_digest(backbone)}|{image_size}|{torch.__version__}|{PATCH_VERSION}"
                          f"|{layers}".encode()).hexdigest()
-    folder = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "imbvision"
+    from ..data.source_registry import cache_root
+    folder = Path(cache_dir) if cache_dir else cache_root()  # --cache-dir, then IMBVISION_CACHE, then the default
     path = folder / "onnx" / f"patch-{layers.replace('+', '-')}-{backbone.name}-{image_size}-{key[:16]}.onnx"
 
     def export(p: Path) -> None:
@@ -319,51 +318,6 @@ def _settings(backbone: Backbone, image_size: int, resize: str, layers: str) -> 
             "resize": resize, "patch": PATCH_VERSION, "layers": layers}
 
 
-class _Store:
-    """Append-only float16 rows in ``rows.f16`` plus ``index.json`` {digest: [row, box, size]}."""
-
-    def __init__(self, root: Path, settings: dict, shape: tuple[int, int, int]) -> None:
-        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
-        self.folder = Path(root) / "patches" / key
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.shape = shape
-        self.data, self.index_path, self.lock = self.folder / "rows.f16", self.folder / "index.json", self.folder / "lock"
-        with atomic_write(self.folder / "settings.json", "w") as fh:
-            json.dump({**settings, "row_shape": list(shape)}, fh, indent=2)
-        self.index = self._read_index()
-
-    def _read_index(self) -> dict:
-        try:
-            idx = json.loads(self.index_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
-        n = self.data.stat().st_size // (2 * int(np.prod(self.shape))) if self.data.exists() else 0
-        return {k: v for k, v in idx.items() if v[0] < n}  # rows past a torn write are recomputed
-
-    def append(self, items: dict[str, tuple[np.ndarray, tuple, tuple]]) -> None:
-        if not items:
-            return
-        with open(self.lock, "a") as lk:
-            fcntl.flock(lk, fcntl.LOCK_EX)
-            self.index = {**self._read_index(), **self.index}
-            n = self.data.stat().st_size // (2 * int(np.prod(self.shape))) if self.data.exists() else 0
-            with open(self.data, "ab") as fh:
-                for k, (feat, box, size) in items.items():
-                    fh.write(np.ascontiguousarray(feat, dtype=np.float16).tobytes())
-                    self.index[k] = [n, list(map(int, box)), list(map(int, size))]
-                    n += 1
-                fh.flush()
-                os.fsync(fh.fileno())
-            with atomic_write(self.index_path, "w") as fh:
-                json.dump(self.index, fh)
-
-    def memmap(self) -> np.ndarray:
-        n = self.data.stat().st_size // (2 * int(np.prod(self.shape))) if self.data.exists() else 0
-        if n == 0:
-            return np.zeros((0, *self.shape), np.float16)
-        return np.memmap(self.data, dtype=np.float16, mode="r", shape=(n, *self.shape))
-
-
 class _Views(TorchDataset):
     def __init__(self, paths: Sequence[Path], size: int, resize: str) -> None:
         self.paths, self.size, self.resize = list(paths), size, resize
@@ -435,7 +389,8 @@ def patch_features(
     net_dim = _probe_dim(bb, image_size, layers)
     store = _Store(root, settings, net_dim)
     digests = [file_digest(r.path) for r in records]
-    todo = sorted({d: i for i, d in reversed(list(enumerate(digests))) if d not in store.index}.values())
+    store.verify(digests)  # a row that fails its checksum is recomputed below, never used
+    todo = sorted({d: i for i, d in reversed(list(enumerate(digests))) if not store.has(d)}.values())
     t0 = time.perf_counter()
     stats = {"images": len(records), "computed": len(todo), "from_cache": len(records) - len(todo)}
     if todo:
@@ -451,11 +406,8 @@ def patch_features(
                           for k, i in enumerate(idx.tolist())})
     stats["seconds"] = time.perf_counter() - t0
     stats["images_per_s"] = stats["computed"] / stats["seconds"] if stats["computed"] else None
-    entries = [store.index[d] for d in digests]
-    rows = np.array([e[0] for e in entries], dtype=np.int64)
-    boxes = np.array([e[1] for e in entries], dtype=np.int64).reshape(-1, 4)
-    sizes = np.array([e[2] for e in entries], dtype=np.int64).reshape(-1, 2)
-    return PatchFeatures(store.memmap(), rows, boxes, sizes, image_size, settings, stats)
+    arr, rows, boxes, sizes = store.rows_for(digests)
+    return PatchFeatures(arr, rows, boxes, sizes, image_size, settings, stats)
 
 
 def _probe_dim(bb: Backbone, image_size: int, layers: str) -> tuple[int, int, int]:

@@ -95,7 +95,7 @@ def _store(sql: str, args: tuple) -> None:
 
 
 #: Part of every key: a new version of the check (what it refuses, what it returns) never reads older answers.
-CHECK_VERSION = "3"
+CHECK_VERSION = "4"  # 4: images beyond MAX_ASPECT refused
 
 
 def cached_check(rec: ImageRecord, check: Callable[[ImageRecord], Any]) -> Any:

@@ -45,11 +45,16 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from ..errors import BadFileError
 
 __all__ = ["load_image", "load_image_array", "load_image_and_size", "load_mask", "read_size", "MAX_PIXELS",
-           "PagesDroppedWarning"]
+           "MAX_ASPECT", "PagesDroppedWarning", "check_shape"]
 
 #: Refuse images above this many pixels (decompression-bomb guard): 16k x 16k.
 MAX_PIXELS = 16384 * 16384
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+#: Refuse images whose long side is more than this many times the short side. Every step that resizes an
+#: image to a square input, tiles it or draws its heat map works on arrays whose size grows with the aspect
+#: ratio (a 1×20000 strip resized to a 224-px square side by side with its map needs gigabytes), so the
+#: bound keeps memory per image within a few hundred MB for any accepted file (with MAX_PIXELS).
+MAX_ASPECT = 100
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: Sensor depths tried, smallest first, when a file does not say how many bits it uses.
@@ -109,10 +114,15 @@ def _open(path: Path, draft: int | None = None) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with _strict_decoding():
                 im = Image.open(path)
+                check_shape(path, *im.size)  # from the header, before any pixel is decoded
                 im.info[_FULL_SIZE] = im.size
                 if draft and im.format == "JPEG" and min(im.size) >= 2 * draft:
                     im.draft(im.mode, (draft, draft))  # DCT scaling by 1/2, 1/4 or 1/8; both sides stay >= draft
                 im.load()
+    except BadFileError:
+        if im is not None:
+            im.close()
+        raise
     except Exception as exc:  # noqa: BLE001 - Pillow raises struct.error, IndexError... on damaged files
         if im is not None:  # do not leak the file handle of a half-decoded image
             im.close()
@@ -123,6 +133,23 @@ def _open(path: Path, draft: int | None = None) -> Image.Image:
     if pages > 1:
         warnings.warn(f"{path}: {pages} pages, only the first is used", PagesDroppedWarning, stacklevel=3)
     return im
+
+
+def check_shape(path: str | Path, width: int, height: int) -> None:
+    """Refuse an image whose shape cannot be processed within bounded memory (one :class:`BadFileError` line).
+
+    Raises
+    ------
+    BadFileError
+        More than :data:`MAX_PIXELS` pixels, or a long side more than :data:`MAX_ASPECT` times the short side.
+    """
+    if width * height > MAX_PIXELS:
+        raise BadFileError(path, f"image too large ({width}x{height} = {width * height} pixels); at most {MAX_PIXELS}")
+    long, short = max(width, height), max(1, min(width, height))
+    if long > MAX_ASPECT * short:
+        raise BadFileError(path, f"image is {width}x{height} px, aspect ratio {long / short:.0f}:1; at most "
+                           f"{MAX_ASPECT}:1 can be processed within bounded memory (crop it into tiles of at most "
+                           f"{MAX_ASPECT}:1)")
 
 
 def _png_sbit(path: Path | None) -> int | None:

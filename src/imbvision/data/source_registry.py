@@ -88,8 +88,17 @@ def cache_override(folder: "str | os.PathLike[str] | None"):
     if folder is None:
         yield
         return
-    token = _CACHE_OVERRIDE.set(Path(folder).expanduser())
+    folder = Path(folder).expanduser()
+    token = _CACHE_OVERRIDE.set(folder)
+    # The environment variable too: worker threads (which do not inherit context variables), DataLoader
+    # processes and Ray workers started inside the block then find the same root.
+    old = os.environ.get("IMBVISION_CACHE")
+    os.environ["IMBVISION_CACHE"] = str(folder)
     try:
         yield
     finally:
         _CACHE_OVERRIDE.reset(token)
+        if old is None:
+            os.environ.pop("IMBVISION_CACHE", None)
+        else:
+            os.environ["IMBVISION_CACHE"] = old

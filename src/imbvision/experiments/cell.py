@@ -9,7 +9,6 @@ itself is :func:`imbvision.training.cell.fit_and_score`, the path
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..strategies.registry import compose
-from .cellstore import cell_key
+from .cellstore import cell_id, cell_key
 from ..training.cell import FeatureSettings, fit_and_score, representation_of, synthetic_features
 
 __all__ = ["CellSettings", "cell_id", "compute_cell", "cached_backbone"]
@@ -33,13 +32,6 @@ class CellSettings(FeatureSettings):
     calibration: str
     prior_correction: bool
     data_key: str = ""  # fingerprint of the records and run settings (cellstore keys)
-
-
-def cell_id(strategy: str, seed: int, fold: int | None) -> str:
-    """The file stem of a cell: readable strategy, its hash, seed and fold."""
-    h = hashlib.sha1(strategy.encode()).hexdigest()[:8]
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in strategy)[:60]
-    return f"{safe}-{h}__s{seed}" + (f"_f{fold}" if fold is not None else "")
 
 
 def _weights_stamp(weights: str | None) -> tuple | None:
@@ -87,8 +79,9 @@ def compute_cell(strategy: str, seed: int, fold: int | None, split: Any,
     """
     from ..evaluation import brier, ranking_metrics, threshold_metrics
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    from ..notices import passing_result_warnings
+
+    with passing_result_warnings(strategy):  # a damaged cache or an unconverged fit still reaches the user
         recipe = compose(strategy)
         extra = synthetic_features(recipe, records, split.train, seed=seed, settings=settings,
                                    backbone=lambda: cached_backbone(settings.backbone, settings.weights),

@@ -25,7 +25,7 @@ from ..strategies.registry import compose, list_strategies
 from .._fingerprint import combine, records_fingerprint
 from ..training.cell import embed_features, representation_of
 from .cell import CellSettings, cached_backbone, cell_id, compute_cell
-from .cellstore import cell_key, has_cells, load_cell
+from .cellstore import cell_key, has_cells, load_cell, read_cells, write_cell
 from .config import CompareConfig
 from .._text import plural
 from .split_plan import FIXED_TEST_REPLICATION, fixed_test_of, plan_splits, say_splits, split_rows, split_settings
@@ -96,19 +96,26 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
         (e.g. ``run_compare("demo", strategies="ce,focal", seeds=5)``).
 
     Returns a :class:`CompareResult`; files: ``leaderboard.csv``, ``leaderboard.json``,
-    ``report.html``, ``config.json``, ``cells/*.json``.
+    ``report.html``, ``config.json``, ``cells/*.json``. Raises ConfigError when another process
+    writes into ``out`` (naming it) or a setting is invalid.
     """
-    from ..data.checks import load_checked
-    from ..data.sources import cache_root
-
     t0 = time.perf_counter()
     c = CompareConfig.make(cfg, **overrides)
     if c.executor == "ray":
         from .ray_executor import require_ray
         require_ray()  # before any work: say how to install it
     names = resolve_strategies(c.strategies)
-    from .._rundir import refuse_out_in_data
+    from .._rundir import folder_lock, refuse_out_in_data
     refuse_out_in_data(c.out, c.data)  # its example PNGs would be read back as data
+    with folder_lock(c.out):  # one writer per compare folder: a second compare into it is refused, naming the first
+        return _compare_in(c, names, t0)
+
+
+def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
+    """The body of :func:`run_compare`, run while holding the lock on ``c.out``."""
+    from ..data.checks import load_checked
+    from ..data.sources import cache_root
+
     out = ensure_output_dir(c.out)
     kind = c.feature_kind
     cfg_d = {"data": c.data, "strategies": names, "seeds": c.seeds, "folds": c.folds, "mode": c.mode,
@@ -174,10 +181,7 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
             if load_cell(cells_dir / f"{cell_id(n, s, f)}.json", cell_key(data_key, n, s, f, sp)) is None]
     _run_cells(todo, c, X, y, ds.records, settings, out, len(names) * len(splits),
                f"compare: {plural(len(names), 'strategy', 'strategies')} × {plural(len(splits), 'split')}")
-    cells = {}
-    for n in names:
-        for s, f, _ in splits:
-            cells[(n, s, f)] = read_json(cells_dir / f"{cell_id(n, s, f)}.json")
+    cells = read_cells(cells_dir, names, splits, data_key)  # verified again: a cell changed meanwhile is refused
     board, rec = _aggregate(names, splits, cells, y, c.n_boot, baseline)
     wall = time.perf_counter() - t0
     result = CompareResult(out, board, rec, wall, len(names) * len(splits) - len(todo), fixed_test is not None,
@@ -195,7 +199,7 @@ def _run_cells(todo: list, c: CompareConfig, X: Any, y: np.ndarray, records: Seq
 
     def work(item):
         name, s, f, sp = item
-        write_json(cells_dir / f"{cell_id(name, s, f)}.json",
+        write_cell(cells_dir / f"{cell_id(name, s, f)}.json",
                    compute_cell(name, s, f, sp, X, y, records, settings, out / "synthetic"))
         return name
 

@@ -54,7 +54,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .._io import write_json
+from .cellstore import write_cell
 from ..errors import ConfigError
 from .cell import CellSettings, cell_id, compute_cell
 
@@ -231,7 +231,7 @@ def run_cells_ray(
                     if isinstance(cause, Exception):
                         raise cause from None
                     raise
-                write_json(cells_dir / f"{cell_id(name, seed, fold)}.json", cell)
+                write_cell(cells_dir / f"{cell_id(name, seed, fold)}.json", cell)
                 if on_done is not None:
                     on_done(name)
     except BaseException:

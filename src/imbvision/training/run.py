@@ -63,7 +63,8 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
         "backbone": {"name": backbone.name, "weights": cfg.weights, "weights_id": backbone.weights_id,
                      "image_size": cfg.image_size, "tiles": cfg.tiles, "features": cfg.feature_kind,
                      "resize": cfg.resize, **({"patch_layers": settings.patch_layers} if rep == "patches" else {}),
-                     "preprocess": "draft"},  # files were decoded with min_side (Model.decode_min_side)
+                     "preprocess": "draft",  # files were decoded with min_side (Model.decode_min_side)
+                     **_feature_record(feats, rep)},  # widths and versions checked at load (bundle_heads)
         "head": {"name": fit.head_name, "params": fit.head_params, "config": fit.head.get_config(),
                  **({"representation": rep} if rep != "global" else {})},
     }
@@ -73,6 +74,23 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
                   "head": fit.head_name, "embedding": stats, **_head_summary(fit.head),
                   **({"localisation": localisation} if localisation else {})}
     return cf.p_val, cf.p_test, arrays, model_meta, fit.effective_prior, train_info, examples, cf.post
+
+
+def _feature_record(feats: dict[str, Any], rep: str) -> dict[str, Any]:
+    """The feature widths and versions a bundle records, so its arrays are checked against them at load."""
+    from ..backbones.embed import PREPROCESS_VERSION
+
+    x = feats[rep]
+    out: dict[str, Any] = {"preprocess_version": PREPROCESS_VERSION}
+    if rep == "patches":
+        from ..backbones.patches import PATCH_VERSION
+
+        out.update(patch_dim=int(x.dim), patch_grid=[int(g) for g in x.grid], patch_version=PATCH_VERSION)
+        if getattr(x, "global_", None) is not None:
+            out["feature_dim"] = int(np.shape(x.global_)[1])
+    else:
+        out["feature_dim"] = int(np.shape(x)[1])
+    return out
 
 
 def _head_summary(head: Any) -> dict[str, Any]:
@@ -128,17 +146,18 @@ def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, pro
     overwrite
         Replace the run already in ``out`` (only once the new one is whole).
     """
-    from .._rundir import commit_run_dir, discard_run_dir, open_run_dir
+    from .._rundir import commit_run_dir, discard_run_dir, folder_lock, open_run_dir
 
     cfg = TrainConfig(**{**(cfg.to_dict() if cfg else {}), **overrides})
     final = Path(out).absolute()
-    stage = open_run_dir(final, overwrite=overwrite, resume=resume, source=cfg.data)
-    try:
-        res = _train_in(cfg, stage, progress=progress, resume=resume)
-    except BaseException:
-        discard_run_dir(final)
-        raise
-    commit_run_dir(final)
+    with folder_lock(final):  # one writer per run folder: a second train into it is refused, naming the first
+        stage = open_run_dir(final, overwrite=overwrite, resume=resume, source=cfg.data)
+        try:
+            res = _train_in(cfg, stage, progress=progress, resume=resume)
+        except BaseException:
+            discard_run_dir(final)
+            raise
+        commit_run_dir(final)
     res.out = Path(out)
     return res
 

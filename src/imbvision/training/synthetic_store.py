@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from .._digest import arrays_digest
 from .._fingerprint import combine
+from ..notices import CacheWarning
 
 __all__ = ["synthetic_key", "load_synthetic", "save_synthetic"]
 
@@ -36,10 +38,15 @@ def load_synthetic(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None
         return None
     try:
         with safe_open(str(path), framework="numpy") as fh:
-            if (fh.metadata() or {}).get("key") != key:
+            meta = fh.metadata() or {}
+            if meta.get("key") != key:
                 return None
             X, y = fh.get_tensor("X"), fh.get_tensor("y")
     except Exception:  # noqa: BLE001 - any parse failure means a damaged cache file: recompute it
+        _damaged(path)
+        return None
+    if meta.get("sha256") != arrays_digest({"X": X, "y": y}):  # flipped bytes, or a file from before checksums
+        _damaged(path)
         return None
     if X.ndim < 2 or y.ndim != 1 or len(X) != len(y) or not np.isfinite(X).all():
         return None
@@ -52,5 +59,22 @@ def save_synthetic(path: Path, key: str, X: np.ndarray, y: np.ndarray) -> None:
 
     from .._io import atomic_write
 
-    with atomic_write(path, "wb") as fh:
-        fh.write(save({"X": np.ascontiguousarray(X), "y": np.ascontiguousarray(y)}, metadata={"key": key}))
+    arrays = {"X": np.ascontiguousarray(X), "y": np.ascontiguousarray(y)}
+    try:
+        with atomic_write(path, "wb") as fh:  # atomic: concurrent writers of one entry each leave a whole file
+            fh.write(save(arrays, metadata={"key": key, "sha256": arrays_digest(arrays)}))
+    except OSError as exc:
+        import errno
+        import warnings
+
+        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, getattr(errno, "EDQUOT", 0)):
+            raise
+        warnings.warn(f"synthetic-feature cache {path} cannot be written ({exc.strerror}); the features are "
+                      "used from memory", CacheWarning, stacklevel=2)
+
+
+def _damaged(path: Path) -> None:
+    import warnings
+
+    warnings.warn(f"synthetic-feature cache {path} is damaged (checksum or format); recomputing it", CacheWarning,
+                  stacklevel=3)
