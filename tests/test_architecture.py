@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("imbvision.backbones",),
     ("imbvision.strategies",),
     ("imbvision.evaluation", "imbvision.htmlreport"),  # one HTML builder for every report
-    ("imbvision.training", "imbvision.bundle_schema"),  # head, cell, network, fine-tune: below the saved model
+    ("imbvision.training", "imbvision.bundle_schema", "imbvision.bundle_heads"),  # head, cell, network, fine-tune: below the saved model
     ("imbvision.model", "imbvision.explain"),
     ("imbvision.training.run", "imbvision._rundir"),  # writes bundles and run folders: above the model
     ("imbvision.experiments", "imbvision.audit", "imbvision.catalog"),

@@ -84,7 +84,9 @@ def test_cut_rows_file_is_recomputed(tmp_path, records, bb):
     size = rows.stat().st_size
     os.truncate(rows, size - size // len(records) // 2)  # the last row cut mid-way
     f, arr, _ = _patches(records, bb, cache)
-    np.testing.assert_array_equal(arr, clean)
+    np.testing.assert_array_equal(arr[:-1], clean[:-1])  # the whole rows are kept as they were
+    # the cut row is recomputed alone (a batch of one): equal up to float16 rounding, never the torn bytes
+    np.testing.assert_allclose(arr[-1], clean[-1], rtol=0, atol=1e-4)
     assert f.stats["computed"] == 1
 
 

@@ -31,9 +31,17 @@ _MARK = "config.json"  # every run folder has it
 
 
 def lock_path(out: str | os.PathLike[str]) -> Path:
-    """The lock of the output folder ``out``: ``PARENT/.NAME.lock``, beside it (``train`` renames ``out`` whole)."""
-    out = Path(out).absolute()
-    return out.parent / f".{out.name}.lock"
+    """The lock of the output folder ``out``: ``<temp dir>/imbvision-locks/<hash of its real path>.lock``.
+
+    Kept outside ``out`` and its parent, so taking the lock writes nothing into the user's folders (a data
+    folder, a read-only parent) and ``train`` can still rename its staging folder onto ``out`` whole. One
+    machine's processes share the temp dir, which is the scope a file lock has anyway.
+    """
+    import hashlib
+    import tempfile
+
+    real = os.path.realpath(os.path.abspath(os.fspath(out)))
+    return Path(tempfile.gettempdir()) / "imbvision-locks" / (hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".lock")
 
 
 def _holder_text(path: Path) -> str:
@@ -50,15 +58,15 @@ def _holder_text(path: Path) -> str:
 def folder_lock(out: str | os.PathLike[str], what: str = "--out") -> Iterator[Path]:
     """Hold an exclusive lock on the output folder ``out`` for the ``with`` block: one writer per folder.
 
-    The lock is a :class:`filelock.FileLock` on ``PARENT/.NAME.lock`` (released by the system when the
+    The lock is a :class:`filelock.FileLock` on :func:`lock_path` (released by the system when the
     process dies, so a killed run never leaves a stale lock); the holder's pid, host and command line
-    are written beside it (``.NAME.lock.holder.json``) so the refusal can name them. Only rank 0 of a
+    are written beside the lock file (``<hash>.lock.holder.json``) so the refusal can name them. Only rank 0 of a
     distributed run takes it (every rank runs ``train`` into the same folder).
 
     Raises
     ------
     ConfigError
-        Another process holds the lock (one line naming the holder), or the parent folder cannot be written.
+        Another process holds the lock (one line naming the holder), or the lock folder cannot be written.
     """
     import json
     import socket

@@ -533,11 +533,12 @@ def audit(
     from ._rundir import folder_lock
 
     with folder_lock(out):  # one writer per output folder
-        _audit_into(ensure_output_dir(out), ds, data, skip_bad, backbone, weights, tiles, cache_dir, k, seed, as_json)
+        _audit_into(ensure_output_dir(out), ds, data, skip_bad, backbone, weights, tiles, cache_dir, k, seed, as_json,
+                    split_file)
 
 
 def _audit_into(out: Path, ds: Any, data: str, skip_bad: bool, backbone: str, weights: Optional[str], tiles: int,
-                cache_dir: Optional[str], k: int, seed: int, as_json: bool) -> None:
+                cache_dir: Optional[str], k: int, seed: int, as_json: bool, split_file: Optional[str] = None) -> None:
     """The body of ``audit``, run while holding the lock on ``out``."""
     from .audit import run_audit
     from .backbones import embed_dataset

@@ -108,7 +108,7 @@ def test_partly_cached_read_only_cache_warns_and_goes_on(tmp_path, tiny_manifest
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
     monkeypatch.setattr(emb_mod, "atomic_write", refuse)
-    with pytest.warns(RuntimeWarning, match="not writable"):
+    with pytest.warns(RuntimeWarning, match="cannot be written .*kept in memory"):
         res = embed_dataset(recs, **kw)
     assert res.stats["computed"] == 6 and res.global_.shape[0] == 12
 
