@@ -50,7 +50,9 @@ def duplicate_features(cfg, progress: bool = False):
         from ..backbones import create_backbone, embed_dataset
 
         bb = create_backbone(cfg.backbone, weights=cfg.weights)
-        return embed_dataset(ds, backbone=bb, image_size=cfg.image_size, tiles=cfg.tiles, cache_dir=cfg.resolved_cache_dir(),
+        from ..backbones.resolution import DEFAULT_IMAGE_SIZE
+        size = cfg.image_size or DEFAULT_IMAGE_SIZE  # the grouping's thresholds were set at 224 px
+        return embed_dataset(ds, backbone=bb, image_size=size, tiles=cfg.tiles, cache_dir=cfg.resolved_cache_dir(),
                              progress=progress).global_
     return features
 
