@@ -149,3 +149,18 @@ def test_train_records_the_chosen_resolution_and_predict_uses_it(tmp_path: Path,
     assert write_heatmaps(model, [str(big)], tmp_path / "maps") == 1
     w, h = Image.open(next((tmp_path / "maps").glob("*.png"))).size
     assert h / w == pytest.approx(2400 / 480, rel=0.02) and h <= 2 * HEATMAP_MAX_SIDE
+
+
+def test_bundle_meta_before_the_policy_still_validates_and_a_bad_record_is_refused() -> None:
+    """A model saved before the policy has no ``resolution``: it loads with its recorded size and resize;
+    a damaged record is refused with the field named."""
+    from pydantic import ValidationError
+
+    from imbvision.bundle_schema import _Backbone
+
+    old = {"name": "efficientnet_lite0", "weights_id": "x", "image_size": 224, "tiles": 0, "features": "global"}
+    b = _Backbone.model_validate(old)
+    assert (b.image_size, b.resize, b.resolution) == (224, "stretch", None)
+    bad = {**old, "resolution": {"image_size": 448, "resize": "sideways", "source": {}, "images_read": 1}}
+    with pytest.raises(ValidationError, match="resolution.resize"):
+        _Backbone.model_validate(bad)

@@ -176,9 +176,9 @@ def _available_memory() -> int | None:
         return None
 
 
-#: Peak bytes of engine activations per canvas pixel of a batch (float32 activations of EfficientNet-Lite
-#: up to the stride-32 block, with PyTorch's/ONNX Runtime's working buffers): measured 0.8 GB for a batch
-#: of 32 images at 224 px on EfficientNet-Lite0, rounded up.
+#: Peak bytes of engine memory per canvas pixel of a batch: the patch engine of EfficientNet-Lite0 raised
+#: peak RSS by 244 bytes/pixel (PyTorch) and 211 (ONNX Runtime) on a batch of 8 at 448 px; about twice
+#: that is assumed (wider backbones, the global engine's later blocks, allocator slack).
 _ENGINE_BYTES_PER_PIXEL = 520
 
 
