@@ -36,10 +36,15 @@ def _images(folder: Path, n: int, size: int = 40) -> list[ImageRecord]:
     return recs
 
 
-def test_embedded_efficientnet_lite0_knows_a_cat() -> None:
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_embedded_efficientnet_lite_knows_a_cat(variant: int) -> None:
+    """Each embedded Lite variant's weights are mapped right: the ImageNet classifier names a cat."""
+    from imbvision.backbones.registry import EMBEDDED_LITE, load_efficientnet_lite
+
     skimage_data = pytest.importorskip("skimage.data")
-    model = load_efficientnet_lite0()
-    img = Image.fromarray(skimage_data.chelsea()).resize((224, 224), Image.BILINEAR)
+    model = load_efficientnet_lite0() if variant == 0 else load_efficientnet_lite(variant)
+    px = EMBEDDED_LITE[variant][2]
+    img = Image.fromarray(skimage_data.chelsea()).resize((px, px), Image.BILINEAR)
     x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div(255)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)

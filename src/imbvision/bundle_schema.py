@@ -43,6 +43,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+class _Resolution(_Strict):
+    """How ``image_size`` and ``resize`` were chosen (:mod:`imbvision.backbones.resolution`); informative:
+    the model is always read back with the recorded ``image_size`` and ``resize``, never with the rule."""
+    image_size: int = Field(ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)
+    resize: Literal["stretch", "keep-aspect"]
+    source: dict[str, Literal["policy", "given", "default"]]
+    policy: Optional[str] = Field(default=None, max_length=200)
+    median_long_side: Optional[float] = Field(default=None, ge=0)
+    median_aspect: Optional[float] = Field(default=None, ge=1)
+    images_read: int = Field(ge=0)
+
+
 class _Backbone(_Strict):
     name: str = Field(min_length=1, max_length=200)
     weights: Optional[str] = Field(default=None, max_length=4096)
@@ -60,6 +72,7 @@ class _Backbone(_Strict):
     patch_grid: Optional[list[int]] = Field(default=None, min_length=2, max_length=2)
     patch_version: Optional[str] = Field(default=None, max_length=200)
     preprocess_version: Optional[str] = Field(default=None, max_length=200)
+    resolution: Optional[_Resolution] = None  # absent in bundles saved before the resolution policy
     weights_path: Optional[str] = Field(default=None, max_length=4096)
     weights_file_sha256: Optional[str] = Field(default=None, pattern=_HEX64)
 

