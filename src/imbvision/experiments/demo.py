@@ -88,7 +88,7 @@ def demo_spec(**overrides: Any) -> "DemoSpec":
 
 def run_demo(out: str | Path = "runs/demo", *, spec: "DemoSpec | None" = None, strategies: str = DEMO_STRATEGIES,
              seeds: int = DEMO_SEEDS, train_best: bool = True, cache_dir: str | None = None,
-             progress: bool = True) -> DemoResult:
+             progress: bool = True, **options: Any) -> DemoResult:
     """Generate the demo set, compare ``strategies`` on ``seeds`` paired splits, train the winner.
 
     Parameters
@@ -107,6 +107,9 @@ def run_demo(out: str | Path = "runs/demo", *, spec: "DemoSpec | None" = None, s
         Train the recommended strategy (as ``imbvision train --from OUT``).
     cache_dir
         Feature cache (default: the imbvision cache folder).
+    **options
+        Further settings shared by ``compare`` and ``train`` (e.g. ``backbone``, ``image_size``), passed to
+        the comparison; the winner is trained with the same ones (:func:`~imbvision.experiments.promote.settings_from_compare`).
 
     Returns
     -------
@@ -126,7 +129,7 @@ def run_demo(out: str | Path = "runs/demo", *, spec: "DemoSpec | None" = None, s
 
     spec = demo_spec() if spec is None else spec
     res = run_compare(demo_source(spec), strategies=strategies, seeds=seeds, out=out, cache_dir=cache_dir,
-                      progress=progress)
+                      progress=progress, **options)
     settings, why = settings_from_compare(res.out)
     best, heatmaps = None, False
     if train_best:
