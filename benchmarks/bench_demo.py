@@ -3,6 +3,7 @@
     python benchmarks/bench_demo.py                        # label "after": this tree's `imbvision demo`
     python benchmarks/bench_demo.py --label before --src /tmp/old/src   # another source tree
     python benchmarks/bench_demo.py --label before --ingest TIME_LOG RUN_DIR   # a run timed by /usr/bin/time -v
+    python benchmarks/bench_demo.py --label before --recorded WALL_S CPU_S RSS_MB --source TEXT --conclusion TEXT
 
 Each run gets a fresh ``IMBVISION_CACHE`` and output folder (nothing cached: the demo set, the
 ONNX export, the features are all made), the command's CPU time is taken from ``RUSAGE_CHILDREN``
@@ -114,12 +115,23 @@ def main() -> None:
     ap.add_argument("--label", default="after")
     ap.add_argument("--src", type=Path, default=None, help="source tree to run (default: this one)")
     ap.add_argument("--ingest", nargs=2, type=Path, metavar=("TIME_LOG", "RUN_DIR"))
+    ap.add_argument("--recorded", nargs=3, type=float, metavar=("WALL_S", "CPU_S", "RSS_MB"),
+                    help="a measurement made elsewhere (say where with --source)")
+    ap.add_argument("--source", default="", help="where a --recorded measurement comes from")
+    ap.add_argument("--conclusion", default="", help="the conclusion that run printed (--recorded)")
+    ap.add_argument("--strategies", default="default", help="its strategies (--recorded)")
+    ap.add_argument("--seeds", type=int, default=10, help="its splits (--recorded)")
     ap.add_argument("demo_args", nargs="*", help="extra arguments for `imbvision demo`")
     args = ap.parse_args()
     path = RESULTS / "bench_demo.json"
     old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     runs = old.get("runs", {})
-    if args.ingest:
+    if args.recorded:
+        wall, cpu, rss = args.recorded
+        runs[args.label] = {"command": "imbvision demo", "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss,
+                            "source": args.source, "conclusion": args.conclusion, "strategies": args.strategies,
+                            "seeds": args.seeds}
+    elif args.ingest:
         runs[args.label] = ingest(*args.ingest, src=str(args.src or "?"))
     else:
         runs[args.label] = run(args.label, args.src, args.demo_args)

@@ -67,17 +67,20 @@ def quote(text: str) -> str:
 
 # ---------------------------------------------------------------- sections
 def demo(d: dict[str, Any]) -> str:
-    out = [d["what"] + "\n"]
+    out = [d["what"] + "\n\n"]
     rows = []
-    for name, r in d["runs"].items():
+    runs = dict(sorted(d["runs"].items(), key=lambda kv: (kv[0] != "before", kv[0])))  # before, then after
+    for name, r in runs.items():
         rows.append([name, r["command"], r["strategies"], r["seeds"], f(r["wall_s"], 0), f(r["cpu_s"], 0),
                      f(r.get("peak_rss_mb"), 0), r.get("conclusion", "—")])
     out.append(table(["run", "command", "strategies", "splits", "wall s", "CPU s", "peak RSS MB", "conclusion"],
                      rows))
     t = d["targets"]
-    out.append(f"Targets: wall ≤ {t['wall_s']} s on a quiet 2-core machine, ≤ {t['cpu_s']} CPU-seconds, a "
+    out.append(f"\nTargets: wall ≤ {t['wall_s']} s on a quiet 2-core machine, ≤ {t['cpu_s']} CPU-seconds, a "
                "conclusion beyond noise. " + d["decision"] + "\n")
-    for name, r in d["runs"].items():
+    for name, r in runs.items():
+        if r.get("source"):
+            out.append(f"\n`{name}`: {r['source']}\n")
         if not r.get("leaderboard"):
             continue
         out.append(f"\nLeaderboard of `{name}` ({r['data']}):\n\n")
@@ -90,9 +93,8 @@ def demo(d: dict[str, Any]) -> str:
         if r.get("recommendation"):
             out.append("\n" + quote(r["recommendation"]))
         if r.get("steps"):
-            out.append("\nWhere the time went (CPU-seconds, this process and its workers):\n\n")
-            out.append(table(["step", "CPU s", "wall s"],
-                             [[k, f(v.get("cpu_s"), 1), f(v.get("wall_s"), 1)] for k, v in r["steps"].items()]))
+            out.append("\nWhere the time went (wall seconds, from the run's own timings):\n\n")
+            out.append(table(["step", "wall s"], [[k, f(v.get("wall_s"), 1)] for k, v in r["steps"].items()]))
     return "".join(out)
 
 
