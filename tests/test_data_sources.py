@@ -210,11 +210,30 @@ def test_demo_source_generates_once_and_masks_positives(tmp_path: Path, monkeypa
     assert os.stat(ds.records[0].path).st_mtime_ns == mtime  # read, not regenerated
 
 
+def test_demo_source_size_field_sets_the_image_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from imbvision.data.synthetic import DemoSpec, demo_source
+
+    monkeypatch.setenv("IMBVISION_CACHE", str(tmp_path / "cache"))
+    big = load_source("demo:12:0.25:1:96")
+    plain = load_source("demo:12:0.25:1")
+    assert {Image.open(r.path).size for r in big.records} == {(96, 96)}
+    assert {Image.open(r.path).size for r in plain.records} == {(DemoSpec.size, DemoSpec.size)}
+    assert big.records[0].path.parent != plain.records[0].path.parent  # two sets, two folders
+    # demo_source writes the text the source reads back, naming the size only when it is not the default
+    assert demo_source(DemoSpec(n=12, positive_rate=0.25, seed=1, size=96)) == "demo:12:0.25:1:96"
+    assert demo_source(DemoSpec(n=12, positive_rate=0.25, seed=1)) == "demo:12:0.25:1"
+
+
 @pytest.mark.parametrize("text, needle", [
     ("demo:5", "at least 10 images"),
     ("demo:100:1.5", "positive_rate=1.5"),
-    ("demo:abc", "demo[:N[:RATE[:SEED]]]"),
+    ("demo:abc", "demo[:N[:RATE[:SEED[:SIZE]]]]"),
     ("demo:100:0.1:-1", "seed=-1"),
+    ("demo:100:0.1:0:16", "size=16"),
+    ("demo:100:0.1:0:5000", "size=5000"),
+    ("demo:100:0.1:0:64:9", "5 fields"),
 ])
 def test_bad_demo_source(text: str, needle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMBVISION_CACHE", str(tmp_path))
@@ -513,7 +532,7 @@ def test_cli_embed_unknown_label_and_one_class(tmp_path: Path, monkeypatch: pyte
     r = run_cli(["embed", "--data", str(tmp_path / "only"), "--positive", "positive", "--out", str(tmp_path / "o2")])
     assert_one_clear_line(r, "only one class present")
     r = run_cli(["embed", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o3")])
-    assert_one_clear_line(r, "not found", "demo[:N[:RATE[:SEED]]]")
+    assert_one_clear_line(r, "not found", "demo[:N[:RATE[:SEED[:SIZE]]]]")
 
 
 def test_cli_embed_skip_bad_writes_bad_files_and_continues(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

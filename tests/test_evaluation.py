@@ -642,3 +642,28 @@ def test_build_run_report_minimal_and_errors(tmp_path: Path):
     assert "holds no positive" in page and "False-alarm rate" in page and "0.2000" in page
     with pytest.raises(DataError, match="paths"):
         build_run_report(tmp_path / "x", {"test": {"y": y, "score": s, "paths": ["a"]}}, {})
+
+
+def test_run_report_with_heat_maps_shows_the_objects_found(tmp_path: Path):
+    """With a heat-map hook the report shows the found positives (highest scores first) beside the misses."""
+    y = np.array([0] * 14 + [1] * 6)
+    s = np.array([0.05 * i for i in range(14)] + [0.95, 0.2, 0.9, 0.7, 0.1, 0.8])  # threshold 0.5 fixed below
+    paths = _fake_images(tmp_path / "imgs", len(y), y)
+    shown: list[str] = []
+
+    def heat(path: str) -> np.ndarray:
+        shown.append(Path(path).name)
+        return np.asarray(Image.open(path).convert("RGB"))
+
+    page = build_run_report(tmp_path / "run", {"test": {"y": y, "score": s, "paths": paths, "heatmap": heat},
+                                               "threshold": 0.5}, {}, n_boot=0).read_text(encoding="utf-8")
+    found = [Path(paths[i]).name for i in (14, 16, 19, 17)]  # positives scored >= 0.5, highest first
+    missed = [Path(paths[i]).name for i in (18, 15)]  # positives below 0.5, lowest first
+    false_alarms = [Path(paths[i]).name for i in (13, 12, 11, 10)]  # negatives >= 0.5, highest first
+    assert "Objects found" in page
+    assert shown == found + missed + false_alarms
+    assert page.index("Objects found") < page.index(found[0]) < page.index("Worst false negatives")
+    # without a hook (a global head) the section is left out: it would repeat the scores table
+    plain = build_run_report(tmp_path / "run2", {"test": {"y": y, "score": s, "paths": paths}, "threshold": 0.5},
+                             {}, n_boot=0).read_text(encoding="utf-8")
+    assert "Objects found" not in plain and "Worst false negatives" in plain

@@ -28,6 +28,7 @@ from rich.table import Table
 
 from ._csv import csv_text, write_csv
 from .errors import ImbvisionError
+from .experiments.demo import DEMO_DATA, DEMO_SEEDS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Find a rare object in images: every class-imbalance remedy, compared on your data.")
@@ -87,7 +88,7 @@ def _show_warnings_once() -> Callable[[], None]:
     return undo
 
 POSITIVE_HELP = "Name of the positive (rare) class: a class folder name or a label value in the CSV"
-DATA_HELP = "Data source: magnetic-tile:PATH, mvtec:PATH (benchmark layout), csv:PATH or PATH.csv, folder:PATH or a folder (with --positive), demo[:N[:RATE[:SEED]]]"
+DATA_HELP = "Data source: magnetic-tile:PATH, mvtec:PATH (benchmark layout), csv:PATH or PATH.csv, folder:PATH or a folder (with --positive), demo[:N[:RATE[:SEED[:SIZE]]]], demo-tall[:N[:RATE[:SEED]]]"
 SPLIT_HELP = "random (drawn per seed) or official (the benchmark layout's own train/test, mvtec:PATH)"
 SPLIT_FILE_HELP = "CSV path,split (train/val/test): its test rows are the fixed test set; train/val are drawn per seed from the others"
 
@@ -653,12 +654,12 @@ def backbones() -> None:
     _out().print("Any timm model name also works: hub weights when online, --weights FILE offline.")
 
 
-def _demo_quick(out: Path, n: int, rate: float, seed: int) -> None:
+def _demo_quick(out: Path, data: str, seed: int) -> None:
     from .training.run import train as run_train
 
     rows = []
     for strat in ("ce", "weighted-ce"):
-        res = run_train(None, out / strat, data=f"demo:{n}:{rate}:{seed}", strategy=strat, seed=seed, n_boot=500,
+        res = run_train(None, out / strat, data=data, strategy=strat, seed=seed, n_boot=500,
                         progress=False, overwrite=True)
         rows.append({"name": strat, "metrics": res.metrics})
     _out().print(_metrics_table(rows, "demo: logistic-regression head on frozen EfficientNet-Lite0 features"))
@@ -668,31 +669,41 @@ def _demo_quick(out: Path, n: int, rate: float, seed: int) -> None:
 @_friendly
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Output folder"),
-    n: int = typer.Option(600, help="Images in the generated demo set"),
-    rate: float = typer.Option(0.05, help="Fraction of images with the object"),
-    seed: int = typer.Option(0),
-    seeds: int = typer.Option(10, help="Seeds for the comparison (each a split: the unit of evidence)"),
-    quick: bool = typer.Option(False, help="Only ce vs weighted-ce, one seed"),
+    n: int = typer.Option(DEMO_DATA["n"], help="Images in the generated demo set"),
+    rate: float = typer.Option(DEMO_DATA["positive_rate"], help="Fraction of images with the object"),
+    size: int = typer.Option(DEMO_DATA["size"], help="Image size of the demo set in px (objects keep their size in px)"),
+    seed: int = typer.Option(DEMO_DATA["seed"], help="Data seed of the demo set"),
+    seeds: int = typer.Option(DEMO_SEEDS, help="Seeds for the comparison (each a split: the unit of evidence)"),
+    full: bool = typer.Option(False, "--full", help="Compare every default strategy (remedies and the three patch heads; about 15 CPU-minutes) instead of ce, weighted-ce and patch"),
+    quick: bool = typer.Option(False, help="Only ce vs weighted-ce, one seed, no comparison"),
 ) -> None:
-    """Generate the demo data and compare the default remedies on it (a few minutes on 2 cores)."""
+    """Generate the demo set, compare the plain classifier with a remedy and a patch head, train the winner (about 2 minutes on 2 cores)."""
     from ._io import ensure_output_dir
     from .data.sources import load_source
+    from .data.synthetic import demo_source
+    from .experiments.demo import DEMO_STRATEGIES, FULL_STRATEGIES, demo_spec, describe
 
+    spec = demo_spec(n=n, positive_rate=rate, seed=seed, size=size)
     out = ensure_output_dir(out)
-    _err().print(f"generating/reading demo data: {n} images, {rate:.0%} with the object (seed {seed})")
-    load_source(f"demo:{n}:{rate}:{seed}")
-    try:
-        from .experiments.compare import run_compare  # noqa: F401
-    except ImportError:
-        quick = True
+    strategies = FULL_STRATEGIES if full else DEMO_STRATEGIES
     if quick:
-        _demo_quick(out, n, rate, seed)
+        _err().print(f"generating/reading demo data: {n} images, {rate:.0%} with the object (seed {seed})")
+        load_source(demo_source(spec))
+        _demo_quick(out, demo_source(spec), seed)
         return
-    from .experiments.compare import print_leaderboard, run_compare
+    from .experiments.compare import print_leaderboard
+    from .experiments.demo import run_demo
 
-    res = run_compare(f"demo:{n}:{rate}:{seed}", strategies="default", seeds=seeds, out=out, progress=True)
-    print_leaderboard(res, _out())
-    _out().print(f"report: {res.report}")
+    _err().print(describe(spec, strategies, seeds), highlight=False, soft_wrap=True)
+    res = run_demo(out, spec=spec, strategies=strategies, seeds=seeds)
+    print_leaderboard(res.compare, _out())
+    if res.best is not None:
+        _out().print(f"trained [bold]{res.best.recipe}[/] into {res.best.out}: {res.chosen_because}",
+                     highlight=False, soft_wrap=True)
+    best = "" if res.best is None else f" · {res.best.report} (the saved model" + (
+        ": heat maps of the objects found and missed)" if res.heatmaps else ": its misses and false alarms)")
+    _out().print(f"reports: {res.compare.report} (leaderboard){best}", highlight=False, soft_wrap=True)
+    _out().print(f"the same on your own images: {res.own_data}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover

@@ -13,8 +13,8 @@
                                           the CSV.
 ``folder:PATH`` or an existing folder     Class-folder tree ``PATH/<class>/**/*.png``;
                                           ``positive`` names the positive class.
-``demo[:N[:RATE[:SEED]]]``                The procedural demo set (generated once into
-                                          the cache folder).
+``demo[:N[:RATE[:SEED[:SIZE]]]]``         The procedural demo set (generated once into
+                                          the cache folder; SIZE in px, default 128).
 ========================================  =========================================
 
 Each form is a record in :data:`~imbvision.data.source_registry.SOURCES`,

@@ -36,7 +36,7 @@ from .records import Dataset
 from .source_registry import cache_root, register_source
 
 __all__ = ["DemoSpec", "TALL_SPEC", "make_surface", "make_object", "generate_demo_dataset", "ensure_demo_dataset",
-           "render_demo_image"]
+           "render_demo_image", "demo_folder", "demo_source"]
 
 KINDS = ("blob", "scratch", "spot")
 
@@ -73,15 +73,22 @@ class DemoSpec:
             raise ConfigError(f"demo size={self.size} too small; use at least 32 px")
         if not 0 < self.variation <= 1:
             raise ConfigError(f"demo variation={self.variation} invalid; use a value in (0, 1] (1: every surface its own)")
-        if self.height and not 32 <= self.height <= 4096 or self.size > 4096:
-            raise ConfigError(f"demo image {self.size}x{self.height or self.size} invalid; use sides of 32..4096 px")
+        if self.height and not 32 <= self.height <= 4096:
+            raise ConfigError(f"demo height={self.height} invalid; use 0 (square) or 32..4096 px")
         if not self.kinds or set(self.kinds) - set(KINDS):
             raise ConfigError(f"demo kinds={self.kinds!r} invalid; use a non-empty selection of {', '.join(KINDS)}")
+        if self.size > 1024:  # n images of size² pixels are written to disk: bound it
+            raise ConfigError(f"demo size={self.size} too large; use at most 1024 px")
 
     @property
     def shape(self) -> tuple[int, int]:
         """``(height, width)`` of every image, pixels."""
         return (self.height or self.size, self.size)
+
+    @property
+    def n_positive(self) -> int:
+        """How many images carry the object (at least 3, so every split can hold one)."""
+        return max(3, int(round(self.n * self.positive_rate)))
 
 
 #: The tall demo set (``demo-tall`` source): 500×1250 px, thin scratches only, 10% positives.
@@ -209,7 +216,7 @@ def generate_demo_dataset(folder: Path, spec: DemoSpec = DemoSpec(), *, progress
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    n_pos = max(3, int(round(spec.n * spec.positive_rate)))
+    n_pos = spec.n_positive
     order = np.random.default_rng(spec.seed).permutation(spec.n)
     positive = np.zeros(spec.n, dtype=bool)
     positive[order[:n_pos]] = True
@@ -265,27 +272,43 @@ def ensure_demo_dataset(folder: Path, spec: DemoSpec = DemoSpec(), *, progress: 
         return generate_demo_dataset(folder, spec, progress=progress)
 
 
-@register_source("demo", syntax="demo[:N[:RATE[:SEED]]]",
+@register_source("demo", syntax="demo[:N[:RATE[:SEED[:SIZE]]]]",
                  description="the procedural demo set (generated once into the cache folder)")
 def _demo_source(rest: str, positive: str | None = None) -> Dataset:
     from .manifest import read_csv
 
     parts = [p for p in rest.split(":") if p]
-    usage = "write demo[:N[:RATE[:SEED]]], e.g. demo:600:0.05:0"
-    if len(parts) > 3:
+    usage = "write demo[:N[:RATE[:SEED[:SIZE]]]], e.g. demo:600:0.05:0 or demo:600:0.1:0:224"
+    if len(parts) > 4:
         raise DataError(f"bad demo source 'demo:{rest}': {len(parts)} fields; {usage}")
+    default = DemoSpec()
     try:
-        n = int(parts[0]) if len(parts) > 0 else 600
-        rate = float(parts[1]) if len(parts) > 1 else 0.05
-        seed = int(parts[2]) if len(parts) > 2 else 0
+        n = int(parts[0]) if len(parts) > 0 else default.n
+        rate = float(parts[1]) if len(parts) > 1 else default.positive_rate
+        seed = int(parts[2]) if len(parts) > 2 else default.seed
+        size = int(parts[3]) if len(parts) > 3 else default.size
     except ValueError as exc:
         raise DataError(f"bad demo source 'demo:{rest}' ({exc}); {usage}") from None
     try:
-        spec = DemoSpec(n=n, positive_rate=rate, seed=seed)
-    except ValueError as exc:  # ConfigError from DemoSpec: n or rate out of range
+        spec = DemoSpec(n=n, positive_rate=rate, seed=seed, size=size)
+    except ValueError as exc:  # ConfigError from DemoSpec: n, rate, seed or size out of range
         raise DataError(f"bad demo source 'demo:{rest}': {exc}; {usage}") from None
-    folder = cache_root() / "demo" / f"n{spec.n}-r{spec.positive_rate:g}-s{spec.seed}"
-    return read_csv(ensure_demo_dataset(folder, spec))
+    return read_csv(ensure_demo_dataset(demo_folder(spec), spec))
+
+
+def demo_folder(spec: DemoSpec) -> Path:
+    """Where the set of ``spec`` lives in the cache (the size is named only when it is not the default,
+    so sets generated before the size could be chosen are still found)."""
+    name = f"n{spec.n}-r{spec.positive_rate:g}-s{spec.seed}"
+    if spec.size != DemoSpec.size:
+        name += f"-px{spec.size}"
+    return cache_root() / "demo" / name
+
+
+def demo_source(spec: DemoSpec) -> str:
+    """The ``--data`` text of the demo set ``spec`` (read back by the ``demo`` source)."""
+    text = f"demo:{spec.n}:{spec.positive_rate:g}:{spec.seed}"
+    return text + (f":{spec.size}" if spec.size != DemoSpec.size else "")
 
 
 @register_source("demo-tall", syntax="demo-tall[:N[:RATE[:SEED]]]",

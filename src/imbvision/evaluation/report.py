@@ -229,6 +229,12 @@ def _add_split_and_types(rep: Report, results: Mapping[str, Any]) -> None:
         add_type_section(rep, {str(results.get("name") or "model"): results["ap_by_type"]})
 
 
+def _found(y: np.ndarray, s: np.ndarray, t: float, k: int) -> np.ndarray:
+    """Indices of up to ``k`` true positives (positives scored at or above ``t``), highest scores first."""
+    tp = np.flatnonzero((y == 1) & (s >= t))
+    return tp[np.argsort(-s[tp], kind="stable")][:k]
+
+
 def build_run_report(
     run_dir: str | os.PathLike[str],
     results: Mapping[str, Any],
@@ -502,7 +508,11 @@ def build_run_report(
         from ..data.names import display_names, source_root
         shown = display_names(paths, source_root(config.get("data")))  # test/crack/003.png, not 003.png
         fn_idx, fp_idx = _worst(y, s, t, n_worst)
+        # With heat maps, the objects found too: whether the model looked at the object, not only that it scored.
+        found = [("Objects found (positives at or above the threshold, highest scores first)", _found(y, s, t, n_worst),
+                  "objects_found", "No positive reaches the threshold.")] if test.get("heatmap") is not None else []
         for label, idx, stem, empty in (
+            *found,
             ("Worst false negatives (positives with the lowest scores)", fn_idx,
              "false_negatives", "No false negatives at this threshold."),
             ("Worst false positives (negatives with the highest scores)", fp_idx,
