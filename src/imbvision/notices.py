@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import json
 import warnings
 from contextvars import ContextVar
@@ -118,9 +119,14 @@ def add_report_note(message: str) -> None:
         caught.append(warnings.WarningMessage(ReportNote(message), ReportNote, __file__, 0))
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def _ours(w: warnings.WarningMessage) -> bool:
+    """An imbvision warning: its class is ours, or it was raised from a file inside this package
+    (not merely from a path that contains the word, e.g. a checkout folder named ``imbvision``)."""
     mod = getattr(w.category, "__module__", "") or ""
-    return mod.startswith("imbvision") or "imbvision" in str(w.filename).replace("\\", "/")
+    return mod.startswith("imbvision") or os.path.abspath(str(w.filename)).startswith(_PACKAGE_DIR)
 
 
 def unique_messages(caught: list[warnings.WarningMessage]) -> list[str]:
