@@ -205,3 +205,27 @@ def test_data_warnings_few_positives_and_automatic_masks():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_about_data(np.array([1] * 30 + [0] * 30), np.arange(60), ["m"] * 60, [cp])  # nothing to say
+
+
+def test_a_warning_from_a_folder_named_imbvision_is_not_ours(tmp_path, monkeypatch):
+    # CI clones the project into a folder named imbvision: a third-party warning raised from a file
+    # under it counted as imbvision's and landed in the report.
+    import importlib
+    import sys
+
+    pkg = tmp_path / "imbvision" / "elsewhere"
+    pkg.mkdir(parents=True)
+    (pkg / "third_party_mod.py").write_text("import warnings\n\ndef go():\n    warnings.warn('a third-party note', UserWarning)\n")
+    monkeypatch.syspath_prepend(str(pkg))
+    mod = importlib.import_module("third_party_mod")
+    try:
+        @collect_warnings
+        def run():
+            mod.go()
+            return run_warnings(tmp_path)
+
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            assert run() == []
+    finally:
+        sys.modules.pop("third_party_mod", None)
