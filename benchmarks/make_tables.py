@@ -256,14 +256,16 @@ def issue_seeds(d: dict[str, Any]) -> str:
 
 def null_sim(d: dict[str, Any]) -> str:
     s = d["settings"]
-    rows = [[r["splits"], r["test"], r["family_wise_false_beyond_noise_4_twins"],
-             f"{r['null_interval_coverage']:.3f} / {r['effect_95ci_coverage']:.3f} / {r['effect_decision_ci_coverage']:.3f}",
-             f(r["power_for_effect"], 2)] for r in d["rows"]]
-    return (f"{d['what']}; {s['reps']:,} simulated comparisons each, true ΔAP of the effect "
-            f"{s['true_delta_ap_of_effect']:+.3f}. Targets: family-wise {d['targets']['family_wise_false_beyond_noise']}, "
-            f"coverage {d['targets']['coverage']}.\n\n"
-            + table(["splits", "test", "family-wise false 'beyond noise'",
-                     "coverage (null / effect 95% / effect Holm-level)", "power"], rows))
+    rows = [[r["model"], r["design"], r["splits"], r["test"], r["multiplicity"],
+             r["family_wise_false_beyond_noise_4_twins"], f(r["effect_95ci_coverage"], 3), f(r["power_for_effect"], 2)]
+            for r in d["rows"]]
+    true = ", ".join(f"{m} {v:+.3f}" for m, v in s["true_delta_ap_of_effect"].items())
+    return (f"{d['what']}; {s['reps']:,} simulated comparisons each, true ΔAP of the effect: {true}. "
+            f"Models of the training-set effect: {', '.join(f'{m} {kw or {}}' for m, kw in s['models'].items())}. "
+            f"Targets: family-wise {d['targets']['family_wise_false_beyond_noise']}, "
+            f"coverage {d['targets']['coverage']}. CPU {d.get('cpu_seconds', 0):.0f} s.\n\n"
+            + table(["training effect", "design", "splits", "test", "multiplicity",
+                     "family-wise false 'beyond noise'", "effect 95% CI coverage", "power"], rows))
 
 
 def ci_positives(d: dict[str, Any]) -> str:

@@ -173,3 +173,24 @@ def test_kfold_uses_the_fold_sizes_in_the_corrected_variance(tmp_path, tiny_kwar
     assert 35 <= st["n_test"] <= 45 and st["n_train"] + st["n_test"] < 120  # a third tested; validation held out
     assert st["variance_factor"] == pytest.approx(1 / 3 + st["n_test"] / st["n_train"])
     assert "Only 3 paired splits" in res.recommendation
+
+
+def test_declared_primary_is_recorded_and_fixed_for_the_folder(compared, tmp_path, tiny_kwargs):
+    import shutil
+    out = tmp_path / "primary"
+    shutil.copytree(compared.out, out)
+    (out / "config.json").unlink()  # a new declaration needs a new folder; the cells are reused by their keys
+    with pytest.raises(ValueError, match=r"--primary 'focal' is not one of the compared strategies; valid: weighted-ce, random-over"):
+        run_compare(strategies=STRATS, seeds=2, out=out, n_boot=200, progress=False, primary="focal", **_kw(tiny_kwargs))
+    res = run_compare(strategies=STRATS, seeds=2, out=out, n_boot=200, progress=False, primary="random-over",
+                      **_kw(tiny_kwargs))
+    by = {r["strategy"]: r for r in res.leaderboard}
+    assert by["random-over"]["gate"] == "primary" and by["weighted-ce"]["gate"] == "after primary"
+    assert by["random-over"]["p_holm"] == pytest.approx(by["random-over"]["p"])  # the full 5% level
+    assert by["weighted-ce"]["p_holm"] >= by["random-over"]["p"]
+    assert "Declared primary comparison: random-over vs ce" in res.recommendation
+    assert json.loads((out / "config.json").read_text())["primary"] == "random-over"
+    # the declaration belongs to the folder: changing it afterwards is refused, naming it
+    with pytest.raises(ValueError, match=r"other settings \(primary: 'random-over' → 'weighted-ce'"):
+        run_compare(strategies=STRATS, seeds=2, out=out, n_boot=200, progress=False, primary="weighted-ce",
+                    **_kw(tiny_kwargs))

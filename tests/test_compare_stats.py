@@ -11,6 +11,7 @@ from scipy import stats as sps
 from sklearn.metrics import average_precision_score
 
 from imbvision.data.splits import Split
+from imbvision.errors import ConfigError
 from imbvision.experiments.compare import BASELINE, _aggregate, _recommend
 from imbvision.experiments.stats import (
     compare_to_baseline,
@@ -220,3 +221,92 @@ def test_ranking_score_keeps_confident_scores_apart():
     np.testing.assert_allclose(expit(s), post.uncalibrated(p), rtol=1e-12)  # same score, logit scale
     y = np.array([1, 0, 1, 1, 0])
     assert average_precision_score(y, s) == pytest.approx((1 + 2 / 3 + 3 / 4) / 3)  # ranked 50, 45, 40, 2, −3
+
+
+# ----------------------------------------------------------------------------- declared primary comparison
+def test_primary_is_tested_at_full_level_and_gates_the_others():
+    from imbvision.experiments.stats import seeds_to_decide  # noqa: F401 - exported
+    k = 10
+    fac = 1 / k + N_TEST / N_TRAIN
+    # Built so the unadjusted p of "main" lies between alpha/2 and alpha: Holm over two says noise,
+    # the declared primary comparison says beyond noise.
+    base = np.array([1.0, -1.0] * 5)
+    t_target = sps.t.ppf(1 - 0.035 / 2, k - 1)
+    sd = base.std(ddof=1)
+    mean = t_target * sd * np.sqrt(fac)
+    deltas = {"main": mean + base, "other": np.array([0.3, -0.2] * 5)}
+    holm_res = compare_to_baseline(deltas, n_train=N_TRAIN, n_test=N_TEST)
+    assert holm_res["main"]["p"] == pytest.approx(0.035, rel=1e-6)
+    assert not holm_res["main"]["beyond_noise"] and holm_res["main"]["gate"] is None
+    prim = compare_to_baseline(deltas, n_train=N_TRAIN, n_test=N_TEST, primary="main")
+    m, o = prim["main"], prim["other"]
+    assert m["beyond_noise"] and m["p_holm"] == pytest.approx(m["p"]) and m["decision_level"] == pytest.approx(0.95)
+    assert m["decision_ci"][0] > 0 and m["gate"] == "primary"
+    # the other is tested only after the primary, with an adjusted p never below the primary's
+    assert o["gate"] == "after primary" and o["p_holm"] >= m["p"] and not o["beyond_noise"]
+    # primary not beyond noise: the others are not tested, whatever their own p
+    gated = compare_to_baseline({"main": np.array([0.01, -0.01] * 5), "strong": 0.2 + base * 0.01},
+                                n_train=N_TRAIN, n_test=N_TEST, primary="main")
+    assert not gated["main"]["beyond_noise"]
+    assert gated["strong"]["p"] < 1e-6 and not gated["strong"]["beyond_noise"]
+    assert gated["strong"]["decision_ci"] is None and "primary comparison (main)" in gated["strong"]["note"]
+    with pytest.raises(ConfigError, match="primary strategy 'nope' is not among"):
+        compare_to_baseline(deltas, n_train=N_TRAIN, n_test=N_TEST, primary="nope")
+
+
+def test_primary_procedure_controls_family_wise_error_in_simulation():
+    from imbvision.experiments.simulation import simulate_comparisons
+    null = {"a": 0.0, "b": 0.0, "c": 0.0}
+    res = simulate_comparisons(null, splits=10, reps=300, seed=5, primary="a")
+    assert float(np.mean([any(r[n]["beyond_noise"] for n in r) for r in res])) <= 0.05
+    # and it gives the declared question more power than Holm over the whole family
+    eff = {"better": 0.6, "t1": 0.0, "t2": 0.0, "t3": 0.0}
+    p = simulate_comparisons(eff, splits=10, reps=300, seed=6, primary="better")
+    h = simulate_comparisons(eff, splits=10, reps=300, seed=6)
+    assert np.mean([r["better"]["beyond_noise"] for r in p]) > np.mean([r["better"]["beyond_noise"] for r in h]) + 0.1
+
+
+def test_kfold_design_every_item_tested_once_per_repeat_and_calibrated():
+    from imbvision.experiments.simulation import SimSettings, _kfold_tests, simulate_comparisons
+    rng = np.random.default_rng(0)
+    y = (rng.random(300) < 0.15).astype(int)
+    parts = _kfold_tests(rng, SimSettings(), y, 5)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(300))
+    assert max(p.size for p in parts) - min(p.size for p in parts) <= 2
+    assert all(abs(y[p].sum() - y.sum() / 5) <= 1 for p in parts)  # stratified
+    res = simulate_comparisons({"a": 0.0, "b": 0.0}, splits=10, reps=300, seed=8, design="kfold",
+                               settings=SimSettings(train_sd=0.25, split_sd=0.1))
+    assert float(np.mean([any(r[n]["beyond_noise"] for n in r) for r in res])) <= 0.05
+    with pytest.raises(ValueError, match="multiple of folds"):
+        simulate_comparisons({"a": 0.0}, splits=7, reps=1, design="kfold")
+
+
+def test_ahead_on_every_split_but_not_beyond_noise_says_likely_better_with_the_splits_that_would_decide():
+    from imbvision.experiments.stats import seeds_to_decide
+    d = [0.10, 0.40, 0.05, 0.35, 0.08, 0.30, 0.12, 0.45, 0.06, 0.24]
+    t = corrected_ttest(d, N_TRAIN, N_TEST)
+    rows = [
+        {"strategy": "patch", "rank": 1, "ap_mean": 0.85, "recall": 0.5, "precision": 0.5, "cells": 10,
+         "delta_ap": t["mean"], "delta_ci": [-0.05, 0.48], "delta_ci_level": 0.975, "p_holm": 0.11,
+         "beyond_noise": False, "splits_better": 10, "splits_worse": 0, "delta_per_split": d},
+        {"strategy": BASELINE, "rank": 2, "ap_mean": 0.64, "recall": 0.5, "precision": 0.5, "cells": 10},
+    ]
+    rec = _recommend(rows, n_train=N_TRAIN, n_test=N_TEST)
+    assert rec.startswith("patch is likely better than the plain baseline — ahead on all 10 paired splits")
+    assert "Keep the plain baseline" not in rec and "Use patch" not in rec
+    need = seeds_to_decide(d, N_TRAIN, N_TEST, level=0.025)
+    assert need is not None and need > 10 and f"about {need} paired splits" in rec and f"--seeds {need}" in rec
+    # the planning figure is right: at `need` splits with the same mean and sd the test decides, at need-1 not
+    m, sd = np.mean(d), np.std(d, ddof=1)
+    for kk, decides in ((need, True), (need - 1, False)):
+        se = sd * np.sqrt(1 / kk + N_TEST / N_TRAIN)
+        assert (m / se > sps.t.ppf(1 - 0.025 / 2, kk - 1)) == decides
+    # a tiny, noisy lead that more seeds cannot settle: says to add data
+    far = [0.001, 0.3, 0.002, 0.25, 0.001, 0.28, 0.003, 0.2, 0.002, 0.3]
+    rows[0].update(delta_per_split=far, delta_ap=float(np.mean(far)))
+    assert seeds_to_decide(far, N_TRAIN, 20 * N_TRAIN, level=0.025) is None
+    rec2 = _recommend(rows, n_train=N_TRAIN, n_test=20 * N_TRAIN)
+    assert "more seeds cannot decide it" in rec2 and "add data" in rec2
+    # behind on one split: the plain no-decision text stays
+    rows[0].update(splits_better=9, splits_worse=1)
+    assert _recommend(rows, n_train=N_TRAIN, n_test=N_TEST).startswith("No remedy beats the baseline beyond noise")

@@ -29,7 +29,7 @@ from .cellstore import cell_key, has_cells, load_cell, read_cells, write_cell
 from .config import CompareConfig
 from .._text import plural
 from .split_plan import FIXED_TEST_REPLICATION, fixed_test_of, plan_splits, say_splits, split_rows, split_settings
-from .stats import compare_to_baseline, few_splits_note, mean_ci, min_exact_p
+from .stats import compare_to_baseline, few_splits_note, mean_ci, min_exact_p, seeds_to_decide
 from ..training.localise import localisation_means
 from .zero_positive import plan_for_positives
 from .terminal import _ci_cell, print_leaderboard  # noqa: F401 - print_leaderboard re-exported (the CLI imports it)
@@ -105,6 +105,9 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
         from .ray_executor import require_ray
         require_ray()  # before any work: say how to install it
     names = resolve_strategies(c.strategies)
+    if c.primary is not None and c.primary not in names:
+        raise ConfigError(f"--primary {c.primary!r} is not one of the compared strategies; valid: "
+                          + ", ".join(n for n in names if n != BASELINE))
     from .._rundir import folder_lock, refuse_out_in_data
     refuse_out_in_data(c.out, c.data)  # its example PNGs would be read back as data
     with folder_lock(c.out):  # one writer per compare folder: a second compare into it is refused, naming the first
@@ -126,6 +129,8 @@ def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
              "group_duplicates": c.group_duplicates,
              "cell_scores": "float64 prior-corrected logit"}  # cells of older runs held rounded probabilities
     cfg_d.update(split_settings(c))  # --split / --split-file, only when given
+    if c.primary is not None:
+        cfg_d["primary"] = c.primary
     if c.patch_layers != "s16+s32":
         cfg_d["patch_layers"] = c.patch_layers
     cfg_path = out / "config.json"
@@ -187,7 +192,10 @@ def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
     _run_cells(todo, c, X, y, ds.records, settings, out, len(names) * len(splits),
                f"compare: {plural(len(names), 'strategy', 'strategies')} × {plural(len(splits), 'split')}")
     cells = read_cells(cells_dir, names, splits, data_key)  # verified again: a cell changed meanwhile is refused
-    board, rec = _aggregate(names, splits, cells, y, c.n_boot, baseline)
+    if c.primary is not None and c.primary == baseline:
+        raise ConfigError(f"--primary {c.primary!r} is the baseline every remedy is tested against; name a remedy: "
+                          + ", ".join(n for n in names if n != baseline))
+    board, rec = _aggregate(names, splits, cells, y, c.n_boot, baseline, primary=c.primary, folds=c.folds)
     wall = time.perf_counter() - t0
     result = CompareResult(out, board, rec, wall, len(names) * len(splits) - len(todo), fixed_test is not None,
                            baseline)
@@ -255,7 +263,7 @@ def _clip(ci: list[float] | None) -> list[float] | None:
     return None if ci is None else [max(-1.0, ci[0]), min(1.0, ci[1])]
 
 
-def _aggregate(names, splits, cells, y, n_boot, baseline=BASELINE):
+def _aggregate(names, splits, cells, y, n_boot, baseline=BASELINE, *, primary=None, folds=None):
     """Leaderboard rows (sorted by AP) and the recommendation.
 
     Every ranking number comes from the cells' stored test scores, so the AP column, ΔAP, its interval,
@@ -267,7 +275,7 @@ def _aggregate(names, splits, cells, y, n_boot, baseline=BASELINE):
     per = {n: [_cell_ranking(cells[(n, s, f)], y) for s, f in keys] for n in names}
     ap = {n: np.array([m["ap"] for m in per[n]], dtype=np.float64) for n in names}
     deltas = {n: ap[n] - ap[baseline] for n in names if n != baseline}
-    tests = compare_to_baseline(deltas, n_train=n_train, n_test=n_test, alpha=ALPHA)
+    tests = compare_to_baseline(deltas, n_train=n_train, n_test=n_test, alpha=ALPHA, primary=primary)
     rows = []
     for n in names:
         cs = [cells[(n, s, f)] for s, f in keys]
@@ -290,21 +298,38 @@ def _aggregate(names, splits, cells, y, n_boot, baseline=BASELINE):
                         "delta_ci_level": t["decision_level"], "delta_ci95": _clip(t["ci"]), "p": t["p"], "p_holm": t["p_holm"], "beyond_noise": t["beyond_noise"],
                         "t": t["t"], "df": t["df"], "delta_per_split": d.tolist(),
                         "splits_better": int((d > 0).sum()), "splits_worse": int((d < 0).sum()),
-                        "test_note": t["note"]})
+                        "test_note": t["note"], "gate": t["gate"]})
         rows.append(row)
     rows.sort(key=lambda r: -r["ap_mean"])
     for i, r in enumerate(rows, 1):
         r["rank"] = i
-    return rows, _recommend(rows, baseline)
+    return rows, _recommend(rows, baseline, n_train=n_train, n_test=n_test, folds=folds, primary=primary)
 
 
 def _delta_text(r: dict[str, Any]) -> str:
-    """ΔAP with the interval behind its decision and the Holm-adjusted p, as one parenthesis."""
+    """ΔAP with the interval behind its decision and the adjusted p, as one parenthesis."""
     ci = r.get("delta_ci")
     if ci is None:
         return f"ΔAP {r['delta_ap']:+.3f}, no interval ({r.get('test_note') or 'no test possible'})"
+    if r.get("gate") == "primary":
+        return (f"ΔAP {r['delta_ap']:+.3f}, {100 * r['delta_ci_level']:.3g}% CI {ci[0]:+.3f} to {ci[1]:+.3f}, "
+                f"p = {r['p_holm']:.2g} as the declared primary comparison")
     return (f"ΔAP {r['delta_ap']:+.3f}, {100 * r['delta_ci_level']:.3g}% CI {ci[0]:+.3f} to {ci[1]:+.3f} "
             f"at Holm's level, Holm-adjusted p = {r['p_holm']:.2g}")
+
+
+def _likely_better(top: dict[str, Any], k: int, n_train, n_test, folds) -> str | None:
+    """The sentence for a remedy ahead on every split yet not beyond noise: how many splits would decide."""
+    if top.get("delta_ap") is None or top["delta_ap"] <= 0 or top.get("splits_better") != k or k < 2:
+        return None
+    level = 1.0 - (top.get("delta_ci_level") or 0.95)
+    need = seeds_to_decide(top["delta_per_split"], n_train, n_test, level=level)
+    unit = (lambda n: f"--seeds {-(-n // folds)} with --folds {folds}") if folds else (lambda n: f"--seeds {n}")
+    more = (f"about {need} paired splits at today's spread would decide ({unit(need)}), or add data"
+            if need is not None else
+            "more seeds cannot decide it at today's spread (overlapping splits share images): add data")
+    return (f"{top['strategy']} is likely better than the plain baseline — ahead on all {k} paired splits, AP "
+            f"{top['ap_mean']:.3f} ({_delta_text(top)}) — but not beyond noise yet; {more}.")
 
 
 def _fusion_weights(cells: list[dict[str, Any]]) -> dict[str, Any]:
@@ -316,7 +341,8 @@ def _fusion_weights(cells: list[dict[str, Any]]) -> dict[str, Any]:
     return {"fusion_weights": mean, "fusion_winner": max(mean, key=mean.get)}
 
 
-def _recommend(rows: list[dict[str, Any]], baseline: str = BASELINE) -> str:
+def _recommend(rows: list[dict[str, Any]], baseline: str = BASELINE, *, n_train=None, n_test=None, folds=None,
+               primary: str | None = None) -> str:
     """One paragraph that agrees with the table: decisions are the rows' ``beyond_noise`` flags."""
     base = next(r for r in rows if r["strategy"] == baseline)
     others = [r for r in rows if r["strategy"] != baseline]  # in table order (by AP)
@@ -331,6 +357,8 @@ def _recommend(rows: list[dict[str, Any]], baseline: str = BASELINE) -> str:
         if len(better) > 1:
             lines.append("Also better than the baseline beyond noise: "
                          + ", ".join(r["strategy"] for r in better[1:]) + ".")
+    elif others and (likely := _likely_better(others[0], k, n_train, n_test, folds)) is not None:
+        lines.append(likely)
     else:
         msg = f"No remedy beats the baseline beyond noise over {plural(k, 'paired split')}"
         if others:
@@ -346,6 +374,11 @@ def _recommend(rows: list[dict[str, Any]], baseline: str = BASELINE) -> str:
     if worse:
         lines.append("Worse than the baseline beyond noise: "
                      + "; ".join(f"{r['strategy']} ({_delta_text(r)})" for r in worse) + ".")
+    if primary is not None:
+        p = next(r for r in others if r["strategy"] == primary)
+        lines.append(f"Declared primary comparison: {primary} vs {baseline}, tested at the full 5% level"
+                     + ("; the other remedies were then tested by Holm." if p.get("beyond_noise") else
+                        "; it is not beyond noise, so the other remedies were not tested."))
     note = few_splits_note(k, ALPHA)
     if note:
         lines.append(note)

@@ -29,6 +29,9 @@ class CompareConfig(PipelineOptions):
     ray_address: str | None = None
     n_boot: int = 2000
     progress: bool = True
+    #: A strategy declared before the run as the primary question: tested at the full 5% level, the
+    #: others (Holm) only once it is beyond noise (fixed-sequence procedure; ``None``: Holm over all).
+    primary: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode != "head":

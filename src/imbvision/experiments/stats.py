@@ -38,6 +38,7 @@ __all__ = [
     "holm",
     "holm_levels",
     "min_exact_p",
+    "seeds_to_decide",
     "few_splits_note",
 ]
 
@@ -182,8 +183,8 @@ def holm_levels(pvalues: Sequence[float | None], alpha: float = 0.05) -> list[fl
 
 
 def compare_to_baseline(deltas: Mapping[str, Sequence[float]], *, n_train: float | None, n_test: float | None,
-                        alpha: float = 0.05) -> dict[str, dict]:
-    """Test every strategy's per-split ΔAP against zero, Holm-corrected over strategies.
+                        alpha: float = 0.05, primary: str | None = None) -> dict[str, dict]:
+    """Test every strategy's per-split ΔAP against zero, with family-wise error control over strategies.
 
     Parameters
     ----------
@@ -193,30 +194,94 @@ def compare_to_baseline(deltas: Mapping[str, Sequence[float]], *, n_train: float
         Images per training and test split, for the corrected variance.
     alpha
         Family-wise error rate of the "beyond noise" decisions.
+    primary
+        A strategy declared *before* the comparison as the primary question, or ``None``.
+        ``None``: Holm's step-down over all strategies (Holm 1979). A name: the
+        fixed-sequence procedure (Maurer, Hothorn & Lehmacher 1995; Westfall & Krishen 2001) —
+        the primary comparison is tested at the full ``alpha``, and only if it is beyond
+        noise are the others tested, by Holm at ``alpha``. Both control the family-wise error
+        at ``alpha`` (the second is a closed test); the second does not charge the primary
+        question for the other strategies, and gives the others nothing when it fails.
 
     Returns
     -------
     dict
         Per strategy: everything :func:`corrected_ttest` returns (``p`` unadjusted,
-        ``ci`` at 95%), plus ``p_holm``, ``beyond_noise`` (``p_holm < alpha``),
-        ``decision_level`` and ``decision_ci`` — the interval at Holm's level for
-        that strategy, which excludes 0 exactly when ``beyond_noise`` is true.
-        ``decision_ci`` is ``None`` where ``ci`` is (no test possible, or identical AP on every split).
+        ``ci`` at 95%), plus ``p_holm`` (the adjusted p of the procedure used), ``beyond_noise``
+        (``p_holm < alpha``), ``decision_level`` and ``decision_ci`` — the interval at the
+        procedure's level for that strategy, which excludes 0 exactly when ``beyond_noise`` is
+        true — and ``gate``: ``None`` (Holm), ``"primary"``, or ``"after primary"``.
+        ``decision_ci`` is ``None`` where ``ci`` is (no test possible, or identical AP on every
+        split) and for the others when the primary comparison was not beyond noise (they were not tested).
+
+    Raises
+    ------
+    ConfigError
+        ``primary`` is not one of the strategies in ``deltas``.
     """
     names = list(deltas)
+    if primary is not None and primary not in deltas:
+        raise ConfigError(f"primary strategy {primary!r} is not among the compared strategies "
+                          f"({', '.join(names) or 'none'})")
     tests = {n: corrected_ttest(deltas[n], n_train, n_test) for n in names}
-    ps = [tests[n]["p"] for n in names]
+    rest = [n for n in names if n != primary]
+    ps = [tests[n]["p"] for n in rest]
     adj, levels = holm(ps), holm_levels(ps, alpha)
-    for n, a, lev in zip(names, adj, levels):
+    gate_open = True
+    if primary is not None:
+        t = tests[primary]
+        gate_open = t["p"] is not None and t["p"] < alpha
+        _decide(t, t["p"], None if t["p"] is None else alpha, alpha)
+        t["gate"] = "primary"
+    for n, a, lev in zip(rest, adj, levels):
         t = tests[n]
-        t["p_holm"] = a
-        t["beyond_noise"] = a is not None and a < alpha
-        t["decision_level"] = None if lev is None else 1.0 - lev
-        t["decision_ci"] = None
-        if lev is not None and t["ci"] is not None:
-            q = float(sps.t.ppf(1 - lev / 2, t["df"]))
-            t["decision_ci"] = [t["mean"] - q * t["se"], t["mean"] + q * t["se"]]
+        if primary is None:
+            _decide(t, a, lev, alpha)
+            t["gate"] = None
+            continue
+        p1 = tests[primary]["p"]
+        a = None if a is None else (a if p1 is None else max(a, p1))
+        _decide(t, a, lev if gate_open else None, alpha)
+        t["gate"] = "after primary"
+        if not gate_open and t["note"] is None:
+            t["note"] = f"not tested: the primary comparison ({primary}) is not beyond noise"
     return tests
+
+
+def _decide(t: dict, p_adj: float | None, level: float | None, alpha: float) -> None:
+    """Fill ``p_holm``, ``beyond_noise`` and the decision interval of one test dict in place."""
+    t["p_holm"] = p_adj
+    t["beyond_noise"] = p_adj is not None and p_adj < alpha and level is not None
+    t["decision_level"] = None if level is None else 1.0 - level
+    t["decision_ci"] = None
+    if level is not None and t["ci"] is not None:
+        q = float(sps.t.ppf(1 - level / 2, t["df"]))
+        t["decision_ci"] = [t["mean"] - q * t["se"], t["mean"] + q * t["se"]]
+
+
+def seeds_to_decide(diffs: Sequence[float], n_train: float | None, n_test: float | None, *,
+                    level: float, max_splits: int = 50) -> int | None:
+    """Paired splits at which today's mean and spread of ``diffs`` would be beyond noise at ``level``.
+
+    A planning figure, not a test: it assumes the mean and standard deviation stay as observed.
+    With the corrected variance ``sd² (1/K + n_test/n_train)`` more splits stop helping once
+    ``1/K`` is small beside ``n_test/n_train`` (overlapping splits share images), so the answer is
+    ``None`` when even ``max_splits`` would not do — then only more data decides.
+
+    Returns
+    -------
+    int or None
+        The smallest K (> len(diffs)) that would decide, or ``None``.
+    """
+    d = np.asarray(diffs, dtype=np.float64)
+    if len(d) < 2 or not d.std(ddof=1) > 0:
+        return None
+    mean, sd = abs(float(d.mean())), float(d.std(ddof=1))
+    for k in range(len(d) + 1, max_splits + 1):
+        se = sd * math.sqrt(_correction(k, n_train, n_test))
+        if mean / se > float(sps.t.ppf(1 - level / 2, k - 1)):
+            return k
+    return None
 
 
 def min_exact_p(k: int) -> float:
