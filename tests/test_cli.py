@@ -71,6 +71,21 @@ def test_compare_via_cli(tmp_path, tiny_kwargs):
     assert res.exit_code == 2 and "head mode" in res.output
 
 
+def test_compare_primary_via_cli_is_declared_in_the_page_and_the_json(tmp_path, tiny_kwargs):
+    out = tmp_path / "cmp"
+    res = runner.invoke(app, ["compare", *_opts(tiny_kwargs), "--out", str(out), "--strategies", "ce,weighted-ce,random-over",
+                              "--seeds", "2", "--primary", "weighted-ce", "--json"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.stdout)
+    by = {r["strategy"]: r for r in payload["leaderboard"]}
+    assert by["weighted-ce"]["gate"] == "primary" and by["random-over"]["gate"] == "after primary"
+    assert "Declared primary comparison: weighted-ce vs ce" in payload["recommendation"]
+    res = runner.invoke(app, ["compare", *_opts(tiny_kwargs), "--out", str(tmp_path / "c2"), "--strategies",
+                              "ce,weighted-ce", "--seeds", "2", "--primary", "ce"])
+    assert res.exit_code == 2 and "--primary 'ce' is the baseline" in res.output and "name a remedy: weighted-ce" in res.output
+    assert "4/4" not in res.output  # refused before any cell ran
+
+
 def test_audit_then_review_writes_a_new_manifest(tmp_path, tiny_kwargs):
     out = tmp_path / "audit"
     opts = ["--data", tiny_kwargs["data"], "--backbone", tiny_kwargs["backbone"], "--weights", tiny_kwargs["weights"],

@@ -583,6 +583,7 @@ def compare(
     strategies: str = typer.Option("default", "--strategies", help="default | all | comma-separated list (each may use '+')"),
     seeds: int = typer.Option(10, help="Seeds (each a different split; the split is the unit of evidence, so fewer than 6 cannot show a difference without a normality assumption)"),
     folds: Optional[int] = typer.Option(None, help="k-fold per seed instead of one train/val/test split"),
+    primary: Optional[str] = typer.Option(None, "--primary", help="The strategy you came to test, declared before the run: tested at the full 5% level; the others are then tested (Holm) only if it is beyond noise. Fixed for the folder once set"),
     mode: str = typer.Option("head", help="head (strategies on cached embeddings)"),
     positive: Optional[str] = typer.Option(None),
     train_positive_rate: Optional[float] = typer.Option(None, help="Keep only enough training positives for this rate (val/test untouched)"),
@@ -611,7 +612,7 @@ def compare(
     precheck_strategies(strategies)  # a typo fails here, before torch is imported
     from .experiments.compare import print_leaderboard, run_compare
 
-    res = run_compare(data, strategies=strategies, seeds=seeds, folds=folds, mode=mode, out=out, positive=positive,
+    res = run_compare(data, strategies=strategies, seeds=seeds, folds=folds, primary=primary, mode=mode, out=out, positive=positive,
                       train_positive_rate=train_positive_rate, backbone=backbone, weights=weights,
                       image_size=image_size, tiles=tiles, resize=resize, patch_layers=patch_layers,
                       threshold=threshold, calibration=calibration,

@@ -166,6 +166,9 @@ def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
     say_splits(splits, balances, split_notes, c.progress)
     names, baseline = plan_for_positives(names, splits, y, c.threshold, c.calibration, resolve_strategies,
                                          BASELINE)  # no training positive: normality variants against normality
+    if c.primary is not None and c.primary == baseline:  # before any cell runs
+        raise ConfigError(f"--primary {c.primary!r} is the baseline every remedy is tested against; name a remedy: "
+                          + ", ".join(n for n in names if n != baseline))
     cfg_d["strategies"] = names
     # Written once the data and backbone are known good, so a failed start leaves nothing that blocks a fix.
     write_json(cfg_path, cfg_d)
@@ -192,9 +195,6 @@ def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
     _run_cells(todo, c, X, y, ds.records, settings, out, len(names) * len(splits),
                f"compare: {plural(len(names), 'strategy', 'strategies')} × {plural(len(splits), 'split')}")
     cells = read_cells(cells_dir, names, splits, data_key)  # verified again: a cell changed meanwhile is refused
-    if c.primary is not None and c.primary == baseline:
-        raise ConfigError(f"--primary {c.primary!r} is the baseline every remedy is tested against; name a remedy: "
-                          + ", ".join(n for n in names if n != baseline))
     board, rec = _aggregate(names, splits, cells, y, c.n_boot, baseline, primary=c.primary, folds=c.folds)
     wall = time.perf_counter() - t0
     result = CompareResult(out, board, rec, wall, len(names) * len(splits) - len(todo), fixed_test is not None,
