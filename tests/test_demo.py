@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from imbvision.cli import app
 from imbvision.data.synthetic import DemoSpec
-from imbvision.experiments.demo import DEMO_DATA, DEMO_SEEDS, DEMO_STRATEGIES, own_data_command, run_demo
+from imbvision.experiments.demo import DEMO_DATA, DEMO_PRIMARY, DEMO_SEEDS, DEMO_STRATEGIES, own_data_command, run_demo
 from imbvision.experiments.promote import pick_strategy
 
 
@@ -32,11 +32,15 @@ def test_demo_compares_trains_the_winner_and_names_the_next_command(tmp_path: Pa
     assert cfg["backbone"] == "test_efficientnet" and cfg["image_size"] == 64 and cfg["data"] == "demo:60:0.25:3:64"
     assert res.best.report.exists() and res.compare.report.exists()
     assert res.heatmaps == (winner in ("patch", "normality", "fusion"))
-    assert res.own_data == own_data_command(DEMO_STRATEGIES, 2)
+    assert res.own_data == own_data_command(DEMO_STRATEGIES, 2, DEMO_PRIMARY) and "--primary patch" in res.own_data
+    # the demo's question is declared before it runs: patch vs ce at the full level, the rest after it
+    assert board["config"]["primary"] == DEMO_PRIMARY
+    gates = {r["strategy"]: r.get("gate") for r in board["leaderboard"]}
+    assert gates["patch"] == "primary" and gates["weighted-ce"] in ("after primary", "not tested")
 
 
 def test_the_own_folder_line_is_a_compare_command_with_real_options() -> None:
-    line = own_data_command(DEMO_STRATEGIES, DEMO_SEEDS)
+    line = own_data_command(DEMO_STRATEGIES, DEMO_SEEDS, DEMO_PRIMARY)
     words = shlex.split(line)
     assert words[:2] == ["imbvision", "compare"] and "folder:PATH" in line and f"--seeds {DEMO_SEEDS}" in line
     help_text = CliRunner().invoke(app, ["compare", "--help"], env={"COLUMNS": "200"}).output
