@@ -37,7 +37,7 @@ TARGET_CPU_S = 180
 def _board(run_dir: Path) -> dict:
     d = json.loads((run_dir / "leaderboard.json").read_text(encoding="utf-8"))
     keep = ("strategy", "ap_mean", "delta_ap", "delta_ci", "p_holm", "beyond_noise", "splits_better",
-            "splits_worse", "fit_seconds")
+            "splits_worse", "fit_seconds", "gate")
     rows = [{k: r.get(k) for k in keep} for r in d["leaderboard"]]
     cfg = d["config"]
     steps = {"compare (wall, incl. data check and features)": {"wall_s": d["timing"]["wall_seconds"]}}
@@ -55,7 +55,8 @@ def _conclusion(rows: list[dict]) -> str:
     better = [r for r in rows if r.get("beyond_noise") and (r.get("delta_ap") or 0) > 0]
     if better:
         b = max(better, key=lambda r: r["delta_ap"])
-        return f"{b['strategy']} beats ce beyond noise (ΔAP {b['delta_ap']:+.3f}, Holm p {b['p_holm']:.2g})"
+        test = "declared primary, p" if b.get("gate") == "primary" else "Holm p"
+        return f"{b['strategy']} beats ce beyond noise (ΔAP {b['delta_ap']:+.3f}, {test} {b['p_holm']:.2g})"
     return "no remedy beyond noise"
 
 

@@ -369,6 +369,10 @@ class _Progress:
     def __init__(self, enabled: bool) -> None:
         self.bar = None
         if enabled:
+            from ..._progress import PlainProgress, stderr_is_terminal
+            if not stderr_is_terminal():  # a log: plain lines every few seconds instead of a bar drawn only at the end
+                self.bar = PlainProgress(rate="steps/s")
+                return
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("{task.fields[rate]} samples/s  loss {task.fields[loss]}"),
