@@ -28,6 +28,8 @@ from _common import RESULTS, ROOT, save
 CASES = {
     "--help": ["--help"],
     "strategies": ["strategies"],
+    "backbones": ["backbones"],
+    "sources": ["sources"],
     "train --help": ["train", "--help"],
     "unknown option": ["train", "--bogus"],
     "missing --data": ["audit", "--out", "x"],

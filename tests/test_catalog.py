@@ -38,3 +38,19 @@ def test_errors_read_as_the_full_parser_words_them(text, fragment):
         with pytest.raises(ConfigError) as full:
             parse_strategies(text)
         assert str(full.value) == str(early.value)
+
+
+def test_backbones_listing_is_the_registry_and_imports_no_torch():
+    import subprocess
+    import sys
+
+    from imbvision.backbones.offline import embedded_backbones
+    from imbvision.backbones.registry import list_backbones
+
+    assert [(b.name, b.description) for b in list_backbones()][:len(embedded_backbones())] == embedded_backbones()
+    code = ("import sys; from imbvision.cli import app\n"
+            "try:\n    app(['backbones'])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0 and "efficientnet_lite2" in res.stdout
+    assert res.stderr.strip().splitlines()[-1] == "False"  # listed without importing torch (2.9 s → 0.2 s)

@@ -21,6 +21,7 @@ from torch import nn
 from ..errors import ConfigError
 from .._digest import sha256_file
 from ..registry import Registry
+from .offline import EMBEDDED_LITE, embedded_backbones
 
 __all__ = ["Backbone", "BackboneSpec", "create_backbone", "list_backbones", "register_backbone",
            "load_efficientnet_lite", "load_efficientnet_lite0", "load_weights_file", "EMBEDDED_LITE"]
@@ -111,10 +112,6 @@ def _map_by_order(src: dict[str, torch.Tensor], model: nn.Module) -> dict[str, t
     return out
 
 
-#: Embedded EfficientNet-Lite variants: number → (weights id, ImageNet top-1 %, native input px).
-EMBEDDED_LITE = {0: ("imagenet-efficientnet-lite0-57934424", 75.1, 224),
-                 1: ("imagenet-efficientnet-lite1-77cc7160", 76.7, 240),
-                 2: ("imagenet-efficientnet-lite2-9656183e", 77.6, 260)}
 
 
 def load_efficientnet_lite(variant: int = 0, num_classes: int = 1000) -> nn.Module:
@@ -204,12 +201,8 @@ def _load_into(model: nn.Module, weights: str | Path) -> None:
         )
 
 
-for _v, (_wid, _top1, _px) in EMBEDDED_LITE.items():
-    register_backbone(BackboneSpec(
-        f"efficientnet_lite{_v}",
-        f"EfficientNet-Lite{_v}, ImageNet weights embedded (offline; top-1 {_top1}%, native {_px} px), 1280 features",
-        _lite_creator(_v),
-    ))
+for _v, (_name, _description) in zip(EMBEDDED_LITE, embedded_backbones()):
+    register_backbone(BackboneSpec(_name, _description, _lite_creator(_v)))
 
 
 def create_backbone(name: str = "efficientnet_lite0", *, weights: str | Path | None = None,

@@ -9,9 +9,11 @@ from typing import Any, Sequence
 from ..errors import ConfigError
 from ..training.config import PipelineOptions
 
-__all__ = ["CompareConfig"]
+__all__ = ["CompareConfig", "BASELINE"]
 
 EXECUTORS = ("local", "ray")
+#: The plain baseline every remedy is tested against (``normality`` when no training positive exists).
+BASELINE = "ce"
 
 
 @dataclass

@@ -29,11 +29,11 @@ from typing import Any
 
 from .._text import plural
 from ..errors import ConfigError
+from .config import BASELINE
+from .stats import ALPHA
 
 __all__ = ["settings_from_compare", "pick_strategy", "why_trained"]
 
-BASELINE = "ce"
-ALPHA = 0.05
 _KEYS = ("data", "positive", "backbone", "weights", "image_size", "tiles", "features", "threshold", "calibration",
          "prior_correction", "val", "test", "train_positive_rate", "max_synthetic", "n_boot", "group_duplicates",
          "resize", "patch_layers", "split")

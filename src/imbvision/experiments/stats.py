@@ -42,6 +42,9 @@ __all__ = [
     "few_splits_note",
 ]
 
+#: Family-wise error rate of the "beyond noise" decisions.
+ALPHA = 0.05
+
 #: Below this many paired splits no distribution-free (sign-flip) test can reach p < 0.05.
 MIN_SPLITS_FOR_EXACT = 6
 
