@@ -185,6 +185,9 @@ def test_declared_primary_is_recorded_and_fixed_for_the_folder(compared, tmp_pat
     res = run_compare(strategies=STRATS, seeds=2, out=out, n_boot=200, progress=False, primary="random-over",
                       **_kw(tiny_kwargs))
     by = {r["strategy"]: r for r in res.leaderboard}
+    # the declaration is analysis, not a cell setting: every cell of the undeclared run was reused as it was
+    for f in (compared.out / "cells").glob("*.json"):
+        assert (out / "cells" / f.name).read_bytes() == f.read_bytes(), f.name
     assert by["random-over"]["gate"] == "primary" and by["weighted-ce"]["gate"] == "after primary"
     assert by["random-over"]["p_holm"] == pytest.approx(by["random-over"]["p"])  # the full 5% level
     assert by["weighted-ce"]["p_holm"] >= by["random-over"]["p"]

@@ -45,6 +45,11 @@ DEFAULT_STRATEGIES = (
 )
 
 
+#: Settings of the analysis, not of a cell: a cell's scores do not depend on them, so they stay out of its key
+#: (a declared primary, more bootstrap draws or more seeds reuse every finished cell).
+_NOT_IN_CELL_KEY = ("strategies", "seeds", "n_boot", "data", "resolution", "primary")
+
+
 def resolve_strategies(spec: str | Sequence[str], baseline: str = BASELINE) -> list[str]:
     """``default``, ``all`` or a comma-separated list of strategy strings (each may use '+'), ``baseline`` first."""
     if isinstance(spec, str):
@@ -178,7 +183,7 @@ def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
     patch_key = {"patch_features": f"{PATCH_VERSION}|{c.patch_layers}"} if "patches" in needed else {}
     from ..backbones.embed import PREPROCESS_VERSION
     data_key = combine(records_fingerprint(ds.records), bb.weights_id, PREPROCESS_VERSION,
-                       {k: v for k, v in cfg_d.items() if k not in ("strategies", "seeds", "n_boot", "data", "resolution")},
+                       {k: v for k, v in cfg_d.items() if k not in _NOT_IN_CELL_KEY},
                        *([patch_key] if patch_key else []))
     settings = CellSettings(c.backbone, c.weights, c.image_size, c.tiles, kind, c.max_synthetic, c.threshold,
                             c.calibration, c.prior_correction, data_key, resize=c.resize, skip_bad=c.skip_bad,
