@@ -278,7 +278,7 @@ def _demo_source(rest: str, positive: str | None = None) -> Dataset:
     from .manifest import read_csv
 
     parts = [p for p in rest.split(":") if p]
-    usage = "write demo[:N[:RATE[:SEED[:SIZE]]]], e.g. demo:600:0.05:0 or demo:600:0.1:0:224"
+    usage = "write demo[:N[:RATE[:SEED[:SIZE]]]], e.g. demo:600:0.05:0 or demo:600:0.15:0:224"
     if len(parts) > 4:
         raise DataError(f"bad demo source 'demo:{rest}': {len(parts)} fields; {usage}")
     default = DemoSpec()

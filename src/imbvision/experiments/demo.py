@@ -11,8 +11,14 @@ other than the reported seed 0):
 - **small objects in larger images**: 224 px surfaces (the backbone's input size, so nothing is
   resized) with a blob, scratch or spot of a few pixels; one pooled vector per image barely moves,
   a patch grid sees it;
-- **enough test positives per split**: 10% of 600 images, so each test split holds about 12
-  positives (the default demo set's 5% left 6, and every AP interval spanned most of [0, 1]);
+- **enough test positives per split**: 15% of 600 images, so each test split holds about 18
+  positives. Chosen on data seeds 1-3 (the reported seed 0 served for nothing): at 10% the patch
+  head led ``ce`` on 29 of 30 splits but its declared comparison was beyond noise on 2 of the 3
+  sets (p 0.003, 0.018, 0.12); at 15% on all 3 (p 0.011, 0.005, 0.009), at the same cost (the
+  default demo set's 5% left 6 test positives, and every AP interval spanned most of [0, 1]);
+- **one declared question** (:data:`DEMO_PRIMARY`): patch vs ``ce`` is tested at the full 5%
+  level, ``weighted-ce`` after it (Holm), so adding the textbook remedy does not halve the
+  demo's power;
 - **three strategies** that answer one question each: ``ce`` (the plain classifier),
   ``weighted-ce`` (the textbook imbalance remedy: re-weighting moves the threshold, not the
   ranking) and ``patch`` (the patch head trained from the masks); the memory-bank heads
@@ -35,9 +41,9 @@ if TYPE_CHECKING:
 __all__ = ["DEMO_DATA", "DEMO_STRATEGIES", "DEMO_SEEDS", "DEMO_PRIMARY", "FULL_STRATEGIES", "DemoResult", "run_demo",
            "own_data_command", "demo_spec", "describe"]
 
-#: The demo's data (:class:`~imbvision.data.synthetic.DemoSpec` fields): 600 images of 224 px, 10% with
+#: The demo's data (:class:`~imbvision.data.synthetic.DemoSpec` fields): 600 images of 224 px, 15% with
 #: one small object, data seed 0. Plain values, so the CLI reads its defaults here without importing numpy.
-DEMO_DATA: dict[str, Any] = {"n": 600, "positive_rate": 0.1, "seed": 0, "size": 224}
+DEMO_DATA: dict[str, Any] = {"n": 600, "positive_rate": 0.15, "seed": 0, "size": 224}
 #: The demo's strategies: the plain baseline, the textbook remedy, the patch head.
 DEMO_STRATEGIES = "ce,weighted-ce,patch"
 #: Splits of the comparison (compare's default).
