@@ -17,8 +17,10 @@ PKG = SRC / "imbvision"
 LAYERS: list[tuple[str, ...]] = [
     ("imbvision._version", "imbvision.errors", "imbvision.registry", "imbvision._io", "imbvision._csv", "imbvision._text",
      "imbvision._digest", "imbvision._progress", "imbvision._fingerprint", "imbvision._limits",
-     "imbvision.notices"),
+     "imbvision.notices", "imbvision._choices",
+     "imbvision.evaluation.threshold_rule"),  # plain data / text grammar: read by the spec at start-up
     ("imbvision.data",),
+    ("imbvision.spec",),  # the run specification: declared settings, read by everything above
     ("imbvision.backbones",),
     ("imbvision.strategies",),
     ("imbvision.evaluation", "imbvision.htmlreport"),  # one HTML builder for every report
@@ -26,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("imbvision.model", "imbvision.explain"),
     ("imbvision.training.run", "imbvision._rundir"),  # writes bundles and run folders: above the model
     ("imbvision.experiments", "imbvision.audit", "imbvision.catalog"),
-    ("imbvision.cli",),
+    ("imbvision.cli", "imbvision._cli_spec"),
 ]
 TOP = "imbvision"  # the package __init__: lazy re-exports of the public API, above everything
 

@@ -54,7 +54,7 @@ def test_default_patch_layers_are_strides_16_and_32(tiny, tmp_path):
     assert coarse.stats["computed"] == len(ds)  # another settings key: never read from the finer pair's cache
     # the stride-16 block is the coarse part of the finer pair and the fine part of this one
     assert np.isfinite(coarse.image(0)).all() and not np.shares_memory(coarse.store, fine.store)
-    with pytest.raises(ConfigError, match="patch layers 's4\\+s8' invalid; valid: s16\\+s32, s8\\+s16"):
+    with pytest.raises(ConfigError, match="--patch-layers 's4\\+s8' invalid; valid: s16\\+s32, s8\\+s16"):
         patch_features(ds, backbone=bb, image_size=64, cache_dir=cache_dir, layers="s4+s8")
 
 

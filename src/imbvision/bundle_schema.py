@@ -26,15 +26,13 @@ import math
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import BundleError
+from .spec import CALIBRATIONS, MODES, FeatureKind, ImageSize, PatchLayers, Resize, Tiles
 
-__all__ = ["BundleMeta", "validate_meta", "meta_digest", "weights_record", "resolve_weights",
-           "MAX_IMAGE_SIZE", "MIN_IMAGE_SIZE", "MAX_TILES"]
+__all__ = ["BundleMeta", "validate_meta", "meta_digest", "weights_record", "resolve_weights"]
 
-#: Bounds shared with :func:`imbvision.backbones.embed_dataset`.
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, MAX_TILES = 32, 1024, 6
 _HEX64 = r"^[0-9a-f]{64}$"
 _MAX_KNOTS = 1_000_000  # isotonic calibration knots (at most one per validation image)
 
@@ -46,8 +44,8 @@ class _Strict(BaseModel):
 class _Resolution(_Strict):
     """How ``image_size`` and ``resize`` were chosen (:mod:`imbvision.backbones.resolution`); informative:
     the model is always read back with the recorded ``image_size`` and ``resize``, never with the rule."""
-    image_size: int = Field(ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)
-    resize: Literal["stretch", "keep-aspect"]
+    image_size: ImageSize
+    resize: Resize
     source: dict[str, Literal["policy", "given", "default"]]
     policy: Optional[str] = Field(default=None, max_length=200)
     median_long_side: Optional[float] = Field(default=None, ge=0)
@@ -59,11 +57,12 @@ class _Backbone(_Strict):
     name: str = Field(min_length=1, max_length=200)
     weights: Optional[str] = Field(default=None, max_length=4096)
     weights_id: str = Field(min_length=1, max_length=500)
-    image_size: int = Field(ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)
-    tiles: int = Field(ge=0, le=MAX_TILES)
-    features: Literal["global", "tiles", "both"]
-    resize: Literal["stretch", "keep-aspect"] = "stretch"
-    patch_layers: Optional[Literal["s16+s32", "s8+s16"]] = None  # patch-level heads; bundles saved before this field used s8+s16
+    # The run specification's own types (imbvision.spec): one declaration of what is valid
+    image_size: ImageSize
+    tiles: Tiles
+    features: FeatureKind
+    resize: Resize = "stretch"  # bundles saved before this field stretched
+    patch_layers: Optional[PatchLayers] = None  # patch-level heads; bundles saved before this field used s8+s16
     preprocess: Optional[Literal["draft"]] = None  # "draft": large JPEGs were decoded in draft mode (head mode)
     # Recorded since issue 19 (absent in older bundles): the widths the head's arrays must match and the
     # versions of the features they were fitted on (imbvision.bundle_heads checks them at load).
@@ -75,13 +74,6 @@ class _Backbone(_Strict):
     resolution: Optional[_Resolution] = None  # absent in bundles saved before the resolution policy
     weights_path: Optional[str] = Field(default=None, max_length=4096)
     weights_file_sha256: Optional[str] = Field(default=None, pattern=_HEX64)
-
-    @field_validator("tiles")
-    @classmethod
-    def _tiles(cls, v: int) -> int:
-        if v == 1:
-            raise ValueError("tiles must be 0 (whole image only) or 2..6")
-        return v
 
 
 class _Head(_Strict):
@@ -103,7 +95,7 @@ class _Strategy(_Strict):
 
 
 class _Calibration(_Strict):
-    method: Literal["none", "intercept", "platt", "isotonic"]
+    method: Literal[CALIBRATIONS]  # type: ignore[valid-type]
     params: dict[str, Any]
 
     @model_validator(mode="after")
@@ -156,7 +148,7 @@ class BundleMeta(_Strict):
 
     format: Literal["imbvision-model"]
     format_version: Literal[2]
-    mode: Literal["head", "finetune"]
+    mode: Literal[MODES]  # type: ignore[valid-type]
     backbone: _Backbone
     head: _Head
     strategy: _Strategy

@@ -26,8 +26,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ._cli_spec import spec_options
 from ._csv import csv_text, write_csv
 from .errors import ImbvisionError
+from .spec import CompareConfig, TrainConfig
 from .experiments.demo import DEMO_DATA, DEMO_SEEDS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -263,50 +265,19 @@ def _embed_into(out: Path, data: str, positive: Optional[str], skip_bad: bool, b
 
 
 @app.command()
+@spec_options(TrainConfig, skip=("data",), first=("strategy", "mode"))
 @_friendly
 def train(
     ctx: typer.Context,
     data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP + " (required unless --from)"),
     out: Path = typer.Option(..., "--out", help="Run folder"),
-    strategy: str = typer.Option("ce", "--strategy", help="Remedies joined by '+', e.g. focal:gamma=2+balanced-sampler (see `imbvision strategies`)"),
-    mode: str = typer.Option("head", help="head (frozen embeddings, CPU seconds) or finetune (end to end)"),
-    positive: Optional[str] = typer.Option(None, help="Positive class (class folders / named CSV labels)"),
-    backbone: str = typer.Option("efficientnet_lite0"),
-    weights: Optional[str] = typer.Option(None, help="Local backbone weights file, or 'none' for random init"),
-    image_size: Optional[int] = typer.Option(None, help="Square canvas side in px; default: chosen from the images' sizes (resolution policy: half the native long side, 224..448)"),
-    tiles: int = typer.Option(0, help="Head mode: add N×N tile features (small objects)"),
-    resize: Optional[str] = typer.Option(None, help="stretch (to a square) or keep-aspect (long side = image size, short side edge-padded); default: keep-aspect when the images' median aspect is 1.5 or more, else stretch"),
-    patch_layers: str = typer.Option("s16+s32", "--patch-layers", help="Patch heads: backbone strides of the patch features: s16+s32 (default) or s8+s16 (finer grid, for objects of a few pixels)"),
-    threshold: str = typer.Option("max-f1", help="Chosen on validation: max-f1 | recall>=0.95 | precision>=0.9 | fbeta:2 | fixed:0.5 | fpr<=0.01 (false-alarm rate from the validation negatives alone: needs no positive)"),
-    calibration: str = typer.Option("intercept", help="intercept (mean probability = validation prevalence) | none | platt | isotonic (fitted on validation)"),
-    prior_correction: bool = typer.Option(True, help="Undo the prior shift of resampling/weighting analytically"),
-    seed: int = typer.Option(0),
-    val: float = typer.Option(0.2, help="Validation fraction"),
-    test: float = typer.Option(0.2, help="Test fraction"),
-    train_positive_rate: Optional[float] = typer.Option(None, help="Keep only enough training positives for this rate"),
-    split: str = typer.Option("random", "--split", help=SPLIT_HELP),
-    split_file: Optional[str] = typer.Option(None, "--split-file", help=SPLIT_FILE_HELP),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="List bad files in bad_files.csv and go on"),
-    cache_dir: Optional[str] = typer.Option(None),
-    epochs: int = typer.Option(10, help="Fine-tune: epochs"),
-    batch_size: int = typer.Option(32, help="Fine-tune: batch size"),
-    lr: float = typer.Option(3e-4, help="Fine-tune: backbone learning rate"),
-    head_lr: float = typer.Option(3e-3, help="Fine-tune: learning rate of the new linear head"),
-    weight_decay: float = typer.Option(1e-4, help="Fine-tune: AdamW weight decay"),
-    unfreeze: str = typer.Option("all", help="Fine-tune: 'all' or the number of last backbone blocks to train"),
-    patience: int = typer.Option(5, help="Fine-tune: early stopping patience (epochs without val AP gain)"),
-    accelerator: str = typer.Option("auto", help="Fine-tune: cpu, cuda, mps, auto"),
-    devices: int = typer.Option(1, help="Fine-tune: number of devices (DDP when > 1)"),
-    precision: str = typer.Option("32-true", help="Fine-tune: 32-true, bf16-mixed, 16-mixed"),
-    dist_strategy: str = typer.Option("auto", "--dist-strategy", help="Fine-tune: Lightning Fabric strategy (auto, ddp, ...)"),
-    workers: int = typer.Option(0, help="Fine-tune: DataLoader workers"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out"),
-    group_duplicates: bool = typer.Option(True, "--group-duplicates/--no-group-duplicates", help="Keep exact and near duplicates on one side of the split"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out (once the new one is done)"),
     from_compare: Optional[Path] = typer.Option(
         None, "--from", metavar="CMP_DIR",
         help="Train the strategy a `compare` folder recommends, with its settings (options given here override)"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (no table, no progress bars)"),
+    **pipeline: Any,
 ) -> None:
     """Train one model, tune its threshold on validation, report on test."""
     settings = {k: v for k, v in ctx.params.items() if k not in ("out", "resume", "overwrite", "from_compare", "as_json")}
@@ -357,7 +328,6 @@ def _train(settings: dict[str, Any], out: Path, *, resume: bool = False, overwri
     from ._rundir import check_run_dir
 
     check_run_dir(out, overwrite=overwrite, resume=resume)  # an occupied --out too
-    from .training.config import TrainConfig
     from .training.run import train as run_train
 
     return run_train(TrainConfig(**settings), out, resume=resume, overwrite=overwrite, progress=not as_json)
@@ -576,49 +546,22 @@ def _audit_into(out: Path, ds: Any, data: str, skip_bad: bool, backbone: str, we
 
 
 @app.command()
+@spec_options(CompareConfig, skip=("data",), first=("strategies", "seeds", "folds", "primary"))
 @_friendly
 def compare(
     data: str = typer.Option(..., "--data", help=DATA_HELP),
     out: Path = typer.Option(..., "--out", help="Output folder (resumable: rerun to continue)"),
-    strategies: str = typer.Option("default", "--strategies", help="default | all | comma-separated list (each may use '+')"),
-    seeds: int = typer.Option(10, help="Seeds (each a different split; the split is the unit of evidence, so fewer than 6 cannot show a difference without a normality assumption)"),
-    folds: Optional[int] = typer.Option(None, help="k-fold per seed instead of one train/val/test split"),
-    primary: Optional[str] = typer.Option(None, "--primary", help="The strategy you came to test, declared before the run: tested at the full 5% level; the others are then tested (Holm) only if it is beyond noise. Fixed for the folder once set"),
-    mode: str = typer.Option("head", help="head (strategies on cached embeddings)"),
-    positive: Optional[str] = typer.Option(None),
-    train_positive_rate: Optional[float] = typer.Option(None, help="Keep only enough training positives for this rate (val/test untouched)"),
-    split: str = typer.Option("random", "--split", help=SPLIT_HELP),
-    split_file: Optional[str] = typer.Option(None, "--split-file", help=SPLIT_FILE_HELP),
-    backbone: str = typer.Option("efficientnet_lite0"),
-    weights: Optional[str] = typer.Option(None),
-    image_size: Optional[int] = typer.Option(None, help="Square canvas side in px; default: chosen from the images' sizes (resolution policy: half the native long side, 224..448)"),
-    tiles: int = typer.Option(0, help="Add N×N tile features (small objects)"),
-    resize: Optional[str] = typer.Option(None, help="stretch (to a square) or keep-aspect (long side = image size, short side edge-padded); default: keep-aspect when the images' median aspect is 1.5 or more, else stretch"),
-    patch_layers: str = typer.Option("s16+s32", "--patch-layers", help="Patch heads: backbone strides of the patch features: s16+s32 (default) or s8+s16 (finer grid, for objects of a few pixels)"),
-    threshold: str = typer.Option("max-f1", help="Threshold rule, tuned on each validation split (fpr<=0.01: from the validation negatives alone)"),
-    calibration: str = typer.Option("intercept", help="intercept | none | platt | isotonic (fitted on each validation split)"),
-    skip_bad: bool = typer.Option(False, "--skip-bad"),
-    cache_dir: Optional[str] = typer.Option(None),
-    jobs: int = typer.Option(1, help="Cells in parallel: threads locally; with --executor ray the CPUs of the private Ray (ignored with --ray-address)"),
-    executor: str = typer.Option("local", help="local or ray (pip install imbvision[ray])"),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="An existing Ray cluster, e.g. HEAD:6379"),
-    group_duplicates: bool = typer.Option(True, "--group-duplicates/--no-group-duplicates", help="Keep exact and near duplicates on one side of every split"),
     save_best: bool = typer.Option(False, "--save-best", help="Then train the recommended strategy into OUT/best (as `train --from OUT`)"),
     as_json: bool = typer.Option(False, "--json", help="Print the leaderboard and recommendation as JSON on stdout (no progress bars)"),
+    **pipeline: Any,
 ) -> None:
     """Which remedy helps on my data? A leaderboard with paired tests against the plain baseline."""
     from .catalog import precheck_strategies
 
-    precheck_strategies(strategies)  # a typo fails here, before torch is imported
+    precheck_strategies(pipeline["strategies"])  # a typo fails here, before torch is imported
     from .experiments.compare import print_leaderboard, run_compare
 
-    res = run_compare(data, strategies=strategies, seeds=seeds, folds=folds, primary=primary, mode=mode, out=out, positive=positive,
-                      train_positive_rate=train_positive_rate, backbone=backbone, weights=weights,
-                      image_size=image_size, tiles=tiles, resize=resize, patch_layers=patch_layers,
-                      threshold=threshold, calibration=calibration,
-                      skip_bad=skip_bad, cache_dir=cache_dir, jobs=jobs, executor=executor,
-                      ray_address=ray_address, progress=not as_json,
-                      group_duplicates=group_duplicates, split=split, split_file=split_file)
+    res = run_compare(data, out=out, progress=not as_json, **pipeline)
     payload: dict[str, Any] = {"out": str(res.out), "leaderboard": res.leaderboard,
                                "recommendation": res.recommendation, "report": str(res.report)}
     if not as_json:
@@ -628,8 +571,8 @@ def compare(
         from .experiments.promote import settings_from_compare
 
         settings, why = settings_from_compare(res.out)
-        settings["cache_dir"] = cache_dir
-        settings["skip_bad"] = skip_bad
+        settings["cache_dir"] = pipeline["cache_dir"]
+        settings["skip_bad"] = pipeline["skip_bad"]
         settings["extra"] = {"from_compare": str(res.out), "chosen_because": why}
         if not as_json:
             _err().print(f"training [bold]{settings['strategy']}[/] into {res.out / 'best'}: {why}",

@@ -66,9 +66,7 @@ def patch_model_features(model, images: Sequence[np.ndarray]):
     from .training.cell import FeatureSettings
     from .training.patch_fit import patches_from_images
 
-    b = model.meta["backbone"]
-    settings = FeatureSettings(b["name"], b.get("weights"), b["image_size"], b["tiles"], b["features"], 0,
-                               resize=b.get("resize", "stretch"), patch_layers=b.get("patch_layers", "s8+s16"))
+    settings = FeatureSettings.of_bundle(model.meta)  # older bundles migrated (spec.migrate_backbone)
     return patches_from_images(list(images), model._get_backbone(), settings)
 
 

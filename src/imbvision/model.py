@@ -177,11 +177,9 @@ class Model:
                 self._net = rebuild_network(self.meta, self.arrays)
             return predict_images(self._net, images, int(self.meta["backbone"]["image_size"]))
         from .training.cell import FeatureSettings, get_representation
-        b = self.meta["backbone"]
         # The features the head consumes: one global vector per image unless its record named another.
         rep = get_representation(self.meta["head"].get("representation", "global"))
-        settings = FeatureSettings(b["name"], b.get("weights"), b["image_size"], b["tiles"], b["features"], 0,
-                                   resize=b.get("resize", "stretch"), patch_layers=b.get("patch_layers", "s8+s16"))
+        settings = FeatureSettings.of_bundle(self.meta)  # older bundles migrated (spec.migrate_backbone)
         return self._get_head().predict_proba(rep.from_images(list(images), self._get_backbone(), settings))
 
     def explain(self, images: Sequence[str | Path | np.ndarray]) -> np.ndarray:

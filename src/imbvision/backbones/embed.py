@@ -242,10 +242,10 @@ def check_embed_settings(*, image_size: int = 224, tiles: int = 0, batch_size: i
                          workers: int | None = None) -> None:
     """Range-check the settings that size memory, before any work (one :class:`ConfigError` line)."""
     from .._limits import check_range
+    from ..spec import check_setting
 
-    check_range("image_size", image_size)
-    if isinstance(tiles, bool) or tiles not in (0, 2, 3, 4, 5, 6):
-        raise ConfigError(f"--tiles {tiles!r} invalid; use 0 (whole image only) or 2..6")
+    check_setting("image_size", image_size)
+    check_setting("tiles", tiles)
     check_range("batch_size", batch_size, 1, 4096)
     if workers is not None:
         check_range("workers", workers)
@@ -289,9 +289,8 @@ def embed_dataset(
     """
     records = list(dataset.records if isinstance(dataset, Dataset) else dataset)
     check_embed_settings(image_size=image_size, tiles=tiles, batch_size=batch_size, workers=workers)
-    from .patches import RESIZE_MODES
-    if resize not in RESIZE_MODES:
-        raise ConfigError(f"resize {resize!r} invalid; valid: {', '.join(RESIZE_MODES)}")
+    from ..spec import check_setting
+    check_setting("resize", resize)
     bb = backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights)
     settings = _settings(bb, image_size, tiles, resize)
     cache = _Cache(Path(cache_dir) if cache_dir else None, settings)

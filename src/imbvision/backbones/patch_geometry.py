@@ -19,17 +19,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import ConfigError
+from .._choices import RESIZE_MODES
+from ..spec import check_setting
 
 __all__ = ["RESIZE_MODES", "canvas_view", "mask_to_grid", "grid_to_image", "valid_grid", "measure_block_centres",
            "resample_matrix"]
 
-RESIZE_MODES = ("stretch", "keep-aspect")
-
-
 def _check_resize(resize: str) -> None:
-    if resize not in RESIZE_MODES:
-        raise ConfigError(f"resize {resize!r} invalid; valid: {', '.join(RESIZE_MODES)}")
+    check_setting("resize", resize)
 
 
 def canvas_view(arr: np.ndarray, size: int, resize: str = "stretch") -> tuple[np.ndarray, tuple[int, int, int, int]]:

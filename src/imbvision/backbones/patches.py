@@ -58,6 +58,7 @@ from ..data.records import Dataset, ImageRecord
 from ..errors import ConfigError
 from .engine import checked_onnx, module_digest
 from .patch_store import PatchStore as _Store
+from .._choices import DEFAULT_PATCH_LAYERS, LEGACY_PATCH_LAYERS, PATCH_LAYERS  # noqa: F401 - re-exported
 from .patch_geometry import RESIZE_MODES, _check_resize, canvas_view, grid_to_image, mask_to_grid
 from .patch_geometry import measure_block_centres, resample_matrix
 from .patch_geometry import valid_grid as _valid_grid
@@ -67,11 +68,6 @@ from .resolution import check_patch_budget, patch_batch_size
 __all__ = ["RESIZE_MODES", "PATCH_LAYERS", "DEFAULT_PATCH_LAYERS", "PatchFeatures", "PatchNet", "patch_features", "patch_features_arrays",
            "canvas_view", "mask_to_grid", "grid_to_image", "PATCH_VERSION"]
 
-#: Pairs of strides whose blocks make a patch descriptor (finer grid first).
-PATCH_LAYERS = {"s16+s32": (16, 32), "s8+s16": (8, 16)}
-DEFAULT_PATCH_LAYERS = "s16+s32"
-#: Bundles saved before the choice existed used this pair.
-LEGACY_PATCH_LAYERS = "s8+s16"
 PATCH_VERSION = "patch-avg3-v4-centred"  # v4: each block resampled by its measured effective centre
 #: Largest absolute difference allowed between the ONNX export and PyTorch.
 EXPORT_TOLERANCE = 2e-3
@@ -81,9 +77,9 @@ EXPORT_TOLERANCE = 2e-3
 # settings (the geometry lives in patch_geometry.py)
 # --------------------------------------------------------------------------- #
 def _check_layers(layers: str) -> tuple[int, int]:
-    if layers not in PATCH_LAYERS:
-        raise ConfigError(f"patch layers {layers!r} invalid; valid: {', '.join(PATCH_LAYERS)}")
-    return PATCH_LAYERS[layers]
+    from ..spec import check_setting
+
+    return PATCH_LAYERS[check_setting("patch_layers", layers)]
 
 
 # --------------------------------------------------------------------------- #

@@ -35,13 +35,13 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["Resolution", "resolve_resolution", "choose_resolution", "header_size", "DEFAULT_IMAGE_SIZE",
+__all__ = ["Resolution", "resolve_resolution", "with_resolution", "choose_resolution", "header_size", "DEFAULT_IMAGE_SIZE",
            "MIN_SIDE", "MAX_SIDE", "NATIVE_FRACTION", "KEEP_ASPECT_FROM", "POLICY", "check_patch_budget",
            "patch_batch_size"]
 
@@ -217,3 +217,18 @@ def check_patch_budget(n_images: int, image_size: int, grid: tuple[int, int], di
                           "(or leave it unset for the resolution policy)")
     return {"cache_bytes": cache_bytes, "engine_batch_bytes": engine_bytes, "disk_free_bytes": free,
             "memory_available_bytes": avail}
+
+
+def with_resolution(spec: Any, paths: Sequence[str | Path], *, policy: bool = True) -> tuple[Any, Resolution]:
+    """A copy of the run specification ``spec`` (:class:`~imbvision.spec.RunSpec`) with ``image_size`` and
+    ``resize`` filled (given values kept), and the :class:`Resolution` saying how.
+
+    ``policy=False`` fills them with 224 px ``stretch`` (fine-tuning) instead of reading the images ``paths``.
+    """
+    if policy:
+        res = resolve_resolution(paths, spec.image_size, spec.resize)
+    else:
+        res = Resolution(spec.image_size or DEFAULT_IMAGE_SIZE, spec.resize or "stretch",
+                         {"image_size": "given" if spec.image_size else "default",
+                          "resize": "given" if spec.resize else "default"})
+    return spec.replace(image_size=res.image_size, resize=res.resize), res

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._choices import SPLIT_RULES
 from .._csv import unneutralize
 from ..errors import ConfigError, DataError
 from .names import source_root
@@ -29,7 +30,6 @@ __all__ = ["SPLIT_NAMES", "SPLIT_RULES", "given_test", "read_split_file"]
 #: The split names a split file may use.
 SPLIT_NAMES = ("train", "val", "test")
 #: ``--split`` values: ``random`` (drawn per seed) or ``official`` (the layout's own train/test).
-SPLIT_RULES = ("random", "official")
 
 
 def _keys(path: Path) -> list[str]:

@@ -34,6 +34,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
 
+from .._choices import CALIBRATIONS
 from ..errors import ConfigError, DataError
 from .metrics import check_binary_scores
 
@@ -49,7 +50,7 @@ __all__ = [
     "calibration_in_the_large",
 ]
 
-CALIBRATION_METHODS = ("none", "intercept", "platt", "isotonic")
+CALIBRATION_METHODS = CALIBRATIONS  # declared once (imbvision._choices)
 _EPS = 1e-7
 
 

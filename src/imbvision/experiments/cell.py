@@ -33,6 +33,14 @@ class CellSettings(FeatureSettings):
     prior_correction: bool
     data_key: str = ""  # fingerprint of the records and run settings (cellstore keys)
 
+    @classmethod
+    def of_spec(cls, spec: Any, data_key: str) -> "CellSettings":  # type: ignore[override]
+        """The cell settings of a resolved comparison (:class:`~imbvision.experiments.config.CompareConfig`)."""
+        from dataclasses import asdict
+
+        return cls(**asdict(FeatureSettings.of_spec(spec)), threshold=spec.threshold, calibration=spec.calibration,
+                   prior_correction=spec.prior_correction, data_key=data_key)
+
 
 def _weights_stamp(weights: str | None) -> tuple | None:
     """Identify a weights file by path, size and mtime, so a replaced file is not served from the cache."""

@@ -29,7 +29,7 @@ from .cellstore import cell_key, has_cells, load_cell, read_cells, write_cell
 from .config import BASELINE, CompareConfig
 from .recommendation import recommend
 from .._text import plural
-from .split_plan import FIXED_TEST_REPLICATION, fixed_test_of, plan_splits, say_splits, split_rows, split_settings
+from .split_plan import FIXED_TEST_REPLICATION, fixed_test_of, plan_splits, say_splits, split_rows
 from .stats import ALPHA, compare_to_baseline, few_splits_note, mean_ci, min_exact_p
 from ..training.localise import localisation_means
 from .zero_positive import plan_for_positives
@@ -123,19 +123,7 @@ def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
     from ..data.sources import cache_root
 
     out = ensure_output_dir(c.out)
-    kind = c.feature_kind
-    cfg_d = {"data": c.data, "strategies": names, "seeds": c.seeds, "folds": c.folds, "mode": c.mode,
-             "positive": c.positive, "train_positive_rate": c.train_positive_rate, "backbone": c.backbone,
-             "weights": c.weights, "image_size": c.image_size, "tiles": c.tiles, "features": kind,
-             "threshold": c.threshold, "calibration": c.calibration, "prior_correction": c.prior_correction,
-             "val": c.val, "test": c.test, "max_synthetic": c.max_synthetic, "n_boot": c.n_boot,
-             "group_duplicates": c.group_duplicates,
-             "cell_scores": "float64 prior-corrected logit"}  # cells of older runs held rounded probabilities
-    cfg_d.update(split_settings(c))  # --split / --split-file, only when given
-    if c.primary is not None:
-        cfg_d["primary"] = c.primary
-    if c.patch_layers != "s16+s32":
-        cfg_d["patch_layers"] = c.patch_layers
+    cfg_d = _fingerprint(c, names)  # here too: an unreadable --split-file fails before the data check
     cfg_path = out / "config.json"
     cache = Path(c.cache_dir) if c.cache_dir else cache_root()
     bb = cached_backbone(c.backbone, c.weights)
@@ -149,10 +137,9 @@ def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
     y = ds.labels
     # The input scale: given, or chosen from the images by the resolution policy (recorded, not part of the key:
     # the values it resolves to are)
-    c, resolution = c.with_resolution([r.path for r in ds.records])
-    cfg_d["image_size"] = c.image_size
-    if c.resize != "stretch":  # absent for the default, so earlier run folders still match
-        cfg_d["resize"] = c.resize
+    from ..backbones.resolution import with_resolution
+    c, resolution = with_resolution(c, [r.path for r in ds.records])
+    cfg_d = _fingerprint(c, names)
     if cfg_path.exists():
         old = read_json(cfg_path)
         keep = {k: v for k, v in old.items() if k not in ("strategies", "resolution")}
@@ -185,9 +172,7 @@ def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
     data_key = combine(records_fingerprint(ds.records), bb.weights_id, PREPROCESS_VERSION,
                        {k: v for k, v in cfg_d.items() if k not in _NOT_IN_CELL_KEY},
                        *([patch_key] if patch_key else []))
-    settings = CellSettings(c.backbone, c.weights, c.image_size, c.tiles, kind, c.max_synthetic, c.threshold,
-                            c.calibration, c.prior_correction, data_key, resize=c.resize, skip_bad=c.skip_bad,
-                            patch_layers=c.patch_layers)
+    settings = CellSettings.of_spec(c, data_key)
     X, embed_stats = embed_features(ds.records, bb, settings, needed, cache_dir=cache, progress=c.progress)
     if set(X) == {"global"}:
         X = X["global"]  # one array travels to the workers as before
@@ -204,6 +189,17 @@ def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
                            baseline)
     _write_outputs(result, cfg_d, cells, splits, y, ds, embed_stats, balances)
     return result
+
+
+def _fingerprint(c: CompareConfig, names: list[str]) -> dict[str, Any]:
+    """A comparison's ``config.json``: the run specification's fingerprint and the comparison's own keys.
+
+    A folder holding cells of another fingerprint is refused (naming what differs); the cell key is
+    this minus :data:`_NOT_IN_CELL_KEY`.
+    """
+    return {**c.fingerprint(), "strategies": names, "seeds": c.seeds, "folds": c.folds, "mode": c.mode,
+            "n_boot": c.n_boot, "cell_scores": "float64 prior-corrected logit",  # older cells held probabilities
+            **({"primary": c.primary} if c.primary is not None else {})}
 
 
 def _run_cells(todo: list, c: CompareConfig, X: Any, y: np.ndarray, records: Sequence, settings: CellSettings,

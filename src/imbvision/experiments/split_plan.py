@@ -12,27 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plan_splits", "say_splits", "split_rows", "split_settings", "fixed_test_of", "FIXED_TEST_REPLICATION"]
-
-
-def split_settings(c: Any) -> dict[str, Any]:
-    """The split keys of a comparison's ``config.json`` (absent for the defaults, so older folders still match).
-
-    A split file enters with its SHA-256: its content, not only its name, decides the cells.
-    """
-    from .._digest import sha256_file
-    from ..errors import DataError
-
-    out: dict[str, Any] = {}
-    if c.split != "random":
-        out["split"] = c.split
-    if c.split_file is not None:
-        try:
-            out["split_file"] = {"path": str(c.split_file), "sha256": sha256_file(c.split_file)}
-        except OSError as exc:
-            raise DataError(f"split file {c.split_file} cannot be read ({exc.strerror or exc}); give a CSV "
-                            "with columns path,split") from None
-    return out
+__all__ = ["plan_splits", "say_splits", "split_rows", "fixed_test_of", "FIXED_TEST_REPLICATION"]
 
 
 def fixed_test_of(c: Any, ds: Any, bad: list) -> tuple[np.ndarray | None, list[str]]:

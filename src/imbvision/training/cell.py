@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .._choices import DEFAULT_PATCH_LAYERS
 from ..evaluation.postprocess import Postprocess, fit_postprocess
 from ..strategies.registry import Recipe
 from .head import HeadFit, choose_head, fit_head
@@ -49,7 +50,24 @@ class FeatureSettings:
     max_synthetic: int
     resize: str = field(default="stretch", kw_only=True)  # "stretch" or "keep-aspect"
     skip_bad: bool = field(default=False, kw_only=True)  # a bad mask is dropped (listed) instead of raising
-    patch_layers: str = field(default="s16+s32", kw_only=True)  # see imbvision.backbones.patches.PATCH_LAYERS
+    patch_layers: str = field(default=DEFAULT_PATCH_LAYERS, kw_only=True)  # see imbvision.backbones.patch_layers
+
+    @classmethod
+    def of_spec(cls, spec: Any) -> "FeatureSettings":
+        """The feature settings of a resolved run specification (:class:`~imbvision.spec.RunSpec`,
+        ``image_size`` and ``resize`` filled by ``with_resolution``)."""
+        return cls(spec.backbone, spec.weights, spec.image_size, spec.tiles, spec.feature_kind, spec.max_synthetic,
+                   resize=spec.resize, skip_bad=spec.skip_bad, patch_layers=spec.patch_layers)
+
+    @classmethod
+    def of_bundle(cls, meta: Mapping[str, Any]) -> "FeatureSettings":
+        """The feature settings a saved model was trained with (its ``model.json``), older bundles
+        migrated by :func:`~imbvision.spec.migrate_backbone` (what they lack filled as they were made)."""
+        from ..spec import migrate_backbone
+
+        b = migrate_backbone(meta["backbone"], meta.get("head", {}).get("representation", "global"))
+        return cls(b["name"], b.get("weights"), b["image_size"], b["tiles"], b["features"], 0, resize=b["resize"],
+                   patch_layers=b.get("patch_layers") or DEFAULT_PATCH_LAYERS)
 
 
 @dataclass(frozen=True)

@@ -165,8 +165,7 @@ def head_summary(head: Any) -> dict[str, Any]:
 
 
 def _layers_of(settings: Any) -> str:
-    from ..backbones.patches import DEFAULT_PATCH_LAYERS
-    return getattr(settings, "patch_layers", DEFAULT_PATCH_LAYERS)
+    return settings.patch_layers
 
 
 def _patches_from_records(records: Sequence, backbone: Any, settings: Any, cache_dir, progress: bool):
@@ -174,7 +173,7 @@ def _patches_from_records(records: Sequence, backbone: Any, settings: Any, cache
     from ..backbones import embed_dataset
     from ..backbones.patches import patch_features
 
-    resize = getattr(settings, "resize", "stretch")
+    resize = settings.resize
     feats = patch_features(records, backbone=backbone, image_size=settings.image_size, resize=resize,
                            cache_dir=cache_dir, progress=progress, layers=_layers_of(settings))
     skip_bad = getattr(settings, "skip_bad", False)
@@ -199,7 +198,7 @@ def patches_from_images(images: Sequence[np.ndarray], backbone: Any, settings: A
     from ..backbones import embed_arrays
     from ..backbones.patches import mask_to_grid, patch_features_arrays
 
-    resize = getattr(settings, "resize", "stretch")
+    resize = settings.resize
     feats = patch_features_arrays(list(images), backbone, image_size=settings.image_size, resize=resize,
                                   layers=_layers_of(settings))
     masks = masks if masks is not None else [None] * len(feats)

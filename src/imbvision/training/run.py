@@ -43,9 +43,7 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
 
     ds, split, y = prep.dataset, prep.split, prep.dataset.labels
     backbone = create_backbone(cfg.backbone, weights=cfg.weights)
-    settings = FeatureSettings(cfg.backbone, cfg.weights, cfg.image_size, cfg.tiles, cfg.feature_kind,
-                               cfg.max_synthetic, resize=cfg.resize, skip_bad=cfg.skip_bad,
-                               patch_layers=cfg.patch_layers)
+    settings = FeatureSettings.of_spec(cfg)
     rep = representation_of(recipe)
     feats, stats = embed_features(ds.records, backbone, settings, [rep], cache_dir=cfg.resolved_cache_dir(),
                                   progress=progress)
@@ -60,10 +58,8 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
                     if gives_heatmaps(recipe) else None)  # heat maps against the test masks
     model_meta: dict[str, Any] = {
         "mode": "head",
-        "backbone": {"name": backbone.name, "weights": cfg.weights, "weights_id": backbone.weights_id,
-                     "image_size": cfg.image_size, "tiles": cfg.tiles, "features": cfg.feature_kind,
-                     "resize": cfg.resize, **({"patch_layers": settings.patch_layers} if rep == "patches" else {}),
-                     "resolution": cfg.extra.get("resolution"),  # how image_size/resize were chosen (the policy)
+        "backbone": {"name": backbone.name, "weights_id": backbone.weights_id,
+                     **cfg.backbone_record(rep),  # the spec's input settings, read back by migrate_backbone
                      "preprocess": "draft",  # files were decoded with min_side (Model.decode_min_side)
                      **_feature_record(feats, rep)},  # widths and versions checked at load (bundle_heads)
         "head": {"name": fit.head_name, "params": fit.head_params, "config": fit.head.get_config(),
@@ -192,8 +188,9 @@ def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> R
     from .._rundir import check_resume_data
     check_resume_data(out, ds.records, resume=resume)  # a resumed run must see the same data
     # The input scale: given, or chosen from the images (head mode); config.json holds the values used and why.
-    cfg, resolution = cfg.with_resolution([r.path for r in ds.records], policy=cfg.mode == "head")
-    cfg.extra = {**cfg.extra, "resolution": resolution.to_dict()}
+    from ..backbones.resolution import with_resolution
+    cfg, resolution = with_resolution(cfg, [r.path for r in ds.records], policy=cfg.mode == "head")
+    cfg = cfg.replace(extra={**cfg.extra, "resolution": resolution.to_dict()})
     write_json(out / "config.json", {**cfg.to_dict(), "recipe": recipe.to_dict(), "split_realised": prep.balance})
     warn_about_data(ds.labels, split.train, [r.mask for r in ds.records], recipe.specs)  # shown in the report too
     y = ds.labels
