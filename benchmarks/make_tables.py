@@ -310,11 +310,28 @@ def hardness(d: dict[str, Any]) -> str:
 
 
 #: file stem → (title, anchor, section). Order = order on the page.
+def declarations(d: dict[str, Any]) -> str:
+    rows = [[f"`{k}`", ", ".join(f"`{x}`" for x in r["literals"]), r["before"]["literal_lines"],
+             len(r["before"]["files"]), f"**{r['after']['literal_lines']}**", f"**{len(r['after']['files'])}**",
+             r["before"]["option_definitions"], f"**{r['after']['option_definitions']}**"]
+            for k, r in d["settings"].items()]
+    o = d["cli_option_definitions"]
+    return (f"`python benchmarks/count_declarations.py`: revision {d['before']} (before the run specification) vs "
+            f"{d['after']}. The run specification (`imbvision.spec`) declares {d['spec_fields']} fields; the "
+            f"`train` and `compare` functions wrote {o['before']} `typer.Option` parameters before and write "
+            f"{o['after']} now (their own arguments: `--data`, `--out`, `--from`, `--json` …), the rest generated "
+            f"from the fields. {d['note']}\n\n"
+            + table(["setting", "literals counted", "lines before", "files before", "lines after", "files after",
+                     "CLI definitions before", "after"], rows))
+
+
+
 SECTIONS: dict[str, tuple[str, str, Section]] = {
     "bench_demo": ("Demo: `make demo` from a cold cache", "demo", demo),
     "bench_compare_mt": ("Magnetic-tile: the default comparison over 10 splits", "magnetic-tile-default-comparison",
                          compare_mt),
     "bench_cli_startup": ("Command start-up", "command-start-up", cli_startup),
+    "count_declarations": ("Where each pipeline setting is written", "declarations", declarations),
     "bench_check_cache": ("Image check with and without the check cache", "image-check", check_cache),
     "bench_embed": ("Embedding throughput", "embedding-throughput", embed),
     "bench_patch": ("Patch heads on Magnetic-tile", "patch-heads-on-magnetic-tile", patch_mt),

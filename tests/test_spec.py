@@ -270,3 +270,12 @@ def test_run_config_json_is_the_spec_serialised(tmp_path):
     b = bundle["backbone"]
     assert {k: b[k] for k in ("weights", "image_size", "tiles", "features", "resize")} == \
         {k: v for k, v in cfg.backbone_record("global").items() if k != "resolution"}
+
+
+def test_the_settings_reference_page_is_generated_from_the_fields():
+    from imbvision.spec.reference import settings_page
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "settings.md").read_text(encoding="utf-8")
+    assert page == settings_page(), "docs/settings.md is stale: run `python -m imbvision.spec.reference`"
+    for name in cli_fields(TrainConfig, skip=("data",)) + cli_fields(CompareConfig, skip=("data",)):
+        assert f"`{flag_of(TrainConfig if name in TrainConfig.model_fields else CompareConfig, name)}" in page, name
