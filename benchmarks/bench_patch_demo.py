@@ -23,7 +23,7 @@ def main() -> None:
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "imbv-cache"))
     ap.add_argument("--layers", default="s16+s32,s8+s16")
     args = ap.parse_args()
-    from imbvision.experiments.compare import run_compare
+    from imbvision.workflows.compare import run_compare
 
     runs = {}
     for layers in args.layers.split(","):

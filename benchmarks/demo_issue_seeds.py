@@ -33,7 +33,7 @@ def main() -> None:
     from imbvision.backbones import embed_dataset
     from imbvision.data.sources import load_source
     from imbvision.data.splits import train_val_test_split
-    from imbvision.experiments.compare import _aggregate, _cached_backbone, _run_cell
+    from imbvision.workflows.compare import _aggregate, _cached_backbone, _run_cell
 
     t0 = time.perf_counter()
     names = args.strategies.split(",")

@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--keep-cache", action="store_true", help="do not clear the embedding cache first")
     args = ap.parse_args()
 
-    from imbvision.experiments.compare import run_compare
+    from imbvision.workflows.compare import run_compare
 
     data = f"magnetic-tile:{magnetic_tile()}"
     if not args.keep_cache and CACHE.exists():

@@ -26,8 +26,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("imbvision.evaluation", "imbvision.htmlreport"),  # one HTML builder for every report
     ("imbvision.training", "imbvision.bundle_schema", "imbvision.bundle_heads"),  # head, cell, network, fine-tune: below the saved model
     ("imbvision.model", "imbvision.explain"),
-    ("imbvision.training.run", "imbvision._rundir"),  # writes bundles and run folders: above the model
-    ("imbvision.experiments", "imbvision.audit", "imbvision.catalog"),
+    ("imbvision._rundir",),  # run folders: staging, locks, resume checks
+    ("imbvision.experiments", "imbvision.audit", "imbvision.catalog"),  # the comparison's machinery, the audit
+    ("imbvision.workflows",),  # train, compare, promote, demo: the orchestration, above everything they call
     ("imbvision.cli", "imbvision._cli_spec"),
 ]
 TOP = "imbvision"  # the package __init__: lazy re-exports of the public API, above everything
@@ -123,7 +124,7 @@ def test_no_upward_import():
 
 def test_model_depends_only_downward():
     deps = import_graph()["imbvision.model"]
-    assert not any(d.startswith(("imbvision.training.run", "imbvision.training.finetune", "imbvision.experiments",
+    assert not any(d.startswith(("imbvision.workflows", "imbvision.training.finetune", "imbvision.experiments",
                                  "imbvision.cli")) for d in deps), deps
     assert "imbvision.training.network" in deps and "imbvision.evaluation.postprocess" in deps
 
@@ -139,9 +140,21 @@ def test_no_oversized_module_without_a_reason():
     assert not long, (f"modules over {MAX_LINES} lines without {REASON!r} in their docstring:\n" + "\n".join(long))
 
 
+def test_the_workflows_are_the_only_orchestration_and_nothing_below_imports_them():
+    """train/compare orchestration sits in one package above the model; training holds no run orchestrator."""
+    graph = import_graph()
+    below = [m for m in graph if not m.startswith(("imbvision.workflows", "imbvision.cli")) and m != TOP]
+    users = sorted(m for m in below if any(d.startswith("imbvision.workflows") for d in graph[m]))
+    assert not users, users
+    assert "imbvision.model" in graph["imbvision.workflows.train"]
+    up = sorted(f"{m} -> {d}" for m in graph if m.startswith("imbvision.training") for d in graph[m]
+                if d.startswith(("imbvision.model", "imbvision.explain")))
+    assert not up, up
+
+
 def test_layering_test_sees_lazy_imports():
     """The graph includes imports inside functions (the old compare <-> ray_executor circle was one)."""
     graph = import_graph()
     assert "imbvision.experiments.cell" in graph["imbvision.experiments.ray_executor"]
-    assert "imbvision.experiments.compare" not in graph["imbvision.experiments.ray_executor"]
-    assert "imbvision.training.run" in graph["imbvision"]  # the lazy __getattr__ re-export
+    assert "imbvision.workflows.compare" not in graph["imbvision.experiments.ray_executor"]
+    assert "imbvision.workflows.train" in graph["imbvision"]  # the lazy __getattr__ re-export

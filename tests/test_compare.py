@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from imbvision.experiments.compare import run_compare
+from imbvision.workflows.compare import run_compare
 from imbvision.evaluation import average_precision, roc_auc
 from imbvision.evaluation.metrics import _ap_rows
 from imbvision.experiments.stats import holm, mean_ci
@@ -131,7 +131,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(compared, tmp_path, tiny_kwargs
     out = tmp_path / "killed"
     kw = _kw(tiny_kwargs)
     code = (
-        "from imbvision.experiments.compare import run_compare\n"
+        "from imbvision.workflows.compare import run_compare\n"
         f"run_compare(strategies={STRATS!r}, seeds=2, out={str(out)!r}, n_boot=200, progress=False, **{kw!r})\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code])

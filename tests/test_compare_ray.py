@@ -17,7 +17,7 @@ ray = pytest.importorskip("ray")
 
 from imbvision.errors import ConfigError  # noqa: E402
 from imbvision.experiments import ray_executor  # noqa: E402
-from imbvision.experiments.compare import CellSettings, run_compare  # noqa: E402
+from imbvision.workflows.compare import CellSettings, run_compare  # noqa: E402
 
 # A pixel-space strategy (copy-paste) makes the workers build the backbone and embed new images.
 STRATS = "ce,weighted-ce,copy-paste"

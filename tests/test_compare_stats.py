@@ -12,7 +12,7 @@ from sklearn.metrics import average_precision_score
 
 from imbvision.data.splits import Split
 from imbvision.errors import ConfigError
-from imbvision.experiments.compare import BASELINE, _aggregate
+from imbvision.workflows.compare import BASELINE, _aggregate
 from imbvision.experiments.recommendation import recommend as _recommend
 from imbvision.experiments.stats import (
     compare_to_baseline,

@@ -148,7 +148,7 @@ def test_grouping_note_reaches_the_run_report(tmp_path, cache_dir):
     """Issue 13: "duplicates grouped" is a warning that matters, so the run's report shows it too."""
     import json
 
-    from imbvision.training.run import train
+    from imbvision.workflows.train import train
 
     manifest, _ = _manifest(tmp_path / "data")
     res = train(data=str(manifest), out=tmp_path / "run", backbone="test_efficientnet", weights="none",

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from imbvision.cli import app
 from imbvision.data.synthetic import DemoSpec
-from imbvision.experiments.demo import DEMO_DATA, DEMO_PRIMARY, DEMO_SEEDS, DEMO_STRATEGIES, own_data_command, run_demo
-from imbvision.experiments.promote import pick_strategy
+from imbvision.workflows.demo import DEMO_DATA, DEMO_PRIMARY, DEMO_SEEDS, DEMO_STRATEGIES, own_data_command, run_demo
+from imbvision.workflows.promote import pick_strategy
 
 
 def _options_of(command: str) -> list[str]:

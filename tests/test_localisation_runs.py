@@ -60,7 +60,7 @@ def _probs(out) -> list[float]:
 def test_compare_leaderboard_carries_localisation_and_roc_auc(tmp_path, tiny_kwargs):
     from rich.console import Console
 
-    from imbvision.experiments.compare import print_leaderboard, run_compare
+    from imbvision.workflows.compare import print_leaderboard, run_compare
 
     kw = {k: v for k, v in tiny_kwargs.items() if k != "max_synthetic"}
     res = run_compare(strategies="ce,normality", seeds=2, out=tmp_path / "cmp", progress=False, **kw)
@@ -78,7 +78,7 @@ def test_compare_leaderboard_carries_localisation_and_roc_auc(tmp_path, tiny_kwa
 
 
 def test_compare_without_training_positives_ranks_normality_variants(tmp_path, tiny_kwargs):
-    from imbvision.experiments.compare import run_compare
+    from imbvision.workflows.compare import run_compare
     from imbvision.strategies import get_strategy
 
     kw = {k: v for k, v in tiny_kwargs.items() if k != "max_synthetic"}

@@ -60,7 +60,7 @@ def test_report_thumbnails_get_the_heat_map(patch_run, tiny_kwargs):
     """Issue 13/15: the report's false-negative/positive thumbnails show the heat map of a patch model."""
     from imbvision.data.decode import load_image_array
     from imbvision.explain import overlay_heatmap
-    from imbvision.training.run import _heatmap_hook
+    from imbvision.workflows.train import _heatmap_hook
 
     model = Model.load(patch_run.out)
     hook = _heatmap_hook(model)
@@ -75,7 +75,7 @@ def test_report_thumbnails_get_the_heat_map(patch_run, tiny_kwargs):
 
 
 def test_report_of_a_global_model_has_no_heat_map_hook(tmp_path, tiny_kwargs):
-    from imbvision.training.run import _heatmap_hook
+    from imbvision.workflows.train import _heatmap_hook
 
     run = imbvision.train(out=tmp_path / "g2", strategy="ce", progress=False, **tiny_kwargs)
     assert _heatmap_hook(Model.load(run.out)) is None
@@ -128,7 +128,7 @@ def test_train_other_patch_heads(strategy, tmp_path, tiny_kwargs):
 
 
 def test_compare_shows_patch_heads_beside_the_remedies(tmp_path, tiny_kwargs):
-    from imbvision.experiments.compare import DEFAULT_STRATEGIES, run_compare
+    from imbvision.workflows.compare import DEFAULT_STRATEGIES, run_compare
 
     assert {"patch", "normality", "fusion"} <= set(DEFAULT_STRATEGIES)
     kw = {k: v for k, v in tiny_kwargs.items() if k not in ("max_synthetic",)}

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from imbvision.errors import ConfigError
-from imbvision.experiments.promote import pick_strategy, settings_from_compare
+from imbvision.workflows.promote import pick_strategy, settings_from_compare
 
 
 def _row(name, ap, delta=None, p=None):

@@ -112,7 +112,7 @@ def test_train_records_the_chosen_resolution_and_predict_uses_it(tmp_path: Path,
     """Tall images, no --image-size/--resize: the policy chooses, config.json and the bundle record it,
     and the saved model scores new images with exactly those settings."""
     from imbvision import Model
-    from imbvision.training.run import train
+    from imbvision.workflows.train import train
 
     rng = np.random.default_rng(0)
     rows = []

@@ -204,7 +204,7 @@ def _fingerprint_as_before(c: CompareConfig, names: list[str]) -> dict:
 ])
 def test_the_comparison_fingerprint_is_what_folders_made_before_it_hold(over, tmp_path):
     """Folders (and their cells) made before the spec keep matching: same keys, same values."""
-    from imbvision.experiments.compare import _fingerprint
+    from imbvision.workflows.compare import _fingerprint
 
     if over.get("split_file") == "SPLIT":
         (tmp_path / "s.csv").write_text("path,split\na.png,test\n")
@@ -248,7 +248,7 @@ def test_the_cli_refuses_a_bad_value_with_the_fields_message_and_exit_2(tmp_path
 
 
 def test_unknown_python_api_options_are_refused():
-    from imbvision.experiments.compare import run_compare
+    from imbvision.workflows.compare import run_compare
 
     with pytest.raises(ConfigError, match=r"unknown compare options \['colour'\]"):
         run_compare("demo:40", colour="red")
@@ -258,7 +258,7 @@ def test_unknown_python_api_options_are_refused():
 
 def test_run_config_json_is_the_spec_serialised(tmp_path):
     """A run folder's config.json and its bundle's config are TrainConfig.to_dict of the run's config."""
-    from imbvision.training.run import train
+    from imbvision.workflows.train import train
 
     res = train(None, tmp_path / "run", data="demo:60:0.3:0:64", strategy="ce", image_size=64, n_boot=0,
                 progress=False, cache_dir=str(tmp_path / "cache"))

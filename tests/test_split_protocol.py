@@ -149,7 +149,7 @@ def test_split_file_fixes_the_test_set_and_its_errors_name_the_line(tmp_path: Pa
 
 def test_compare_on_a_split_file_keeps_the_test_set_and_says_what_the_interval_covers(
         tmp_path: Path, tiny_manifest: Path, tiny_kwargs: dict) -> None:
-    from imbvision.experiments.compare import run_compare
+    from imbvision.workflows.compare import run_compare
 
     ds = load_source(str(tiny_manifest))
     split_file = _write(tmp_path / "split.csv", _rows(ds, tiny_manifest.parent, test_every=3))
@@ -167,7 +167,7 @@ def test_compare_on_a_split_file_keeps_the_test_set_and_says_what_the_interval_c
     html = (tmp_path / "cmp" / "report.html").read_text(encoding="utf-8")
     assert "not the sampling of the test images" in html and "The splits as realised" in html
     assert board["config"]["split_file"]["sha256"] and res.fixed_test
-    from imbvision.experiments.promote import settings_from_compare
+    from imbvision.workflows.promote import settings_from_compare
     assert settings_from_compare(tmp_path / "cmp")[0]["split_file"] == str(split_file)  # train --from keeps the test set
     # the same folder with another split file is another comparison: refused, not resumed
     other = _write(tmp_path / "split2.csv", _rows(ds, tiny_manifest.parent, test_every=4))
@@ -181,7 +181,7 @@ def test_compare_on_a_split_file_keeps_the_test_set_and_says_what_the_interval_c
 
 def test_train_on_the_benchmark_layout_names_files_with_their_folder_and_reports_ap_per_type(
         tmp_path: Path, mvtec: Path, tiny_kwargs: dict) -> None:
-    from imbvision.training.run import train
+    from imbvision.workflows.train import train
 
     # a split file giving test images from both test/good and test/<type>, and training positives
     ds = load_source(f"mvtec:{mvtec}")

@@ -130,7 +130,7 @@ def test_one_image_under_thousands_of_names_does_not_become_the_test_set(tmp_pat
 
 
 def test_train_records_the_realised_split_and_warns_in_one_line(tmp_path: Path, tiny_kwargs: dict) -> None:
-    from imbvision.training.run import train
+    from imbvision.workflows.train import train
 
     manifest = _hard_linked(tmp_path / "d", copies=59, others=60)
     with warnings.catch_warnings(record=True) as caught:

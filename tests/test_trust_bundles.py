@@ -13,7 +13,7 @@ from safetensors.numpy import load_file, save_file
 from imbvision.bundle_schema import meta_digest
 from imbvision.errors import BundleError
 from imbvision.model import Model
-from imbvision.training.run import train
+from imbvision.workflows.train import train
 from imbvision._digest import sha256_file
 
 

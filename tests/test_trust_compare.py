@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imbvision.experiments.compare import run_compare
+from imbvision.workflows.compare import run_compare
 
 STRATS = "ce,augment-oversample"
 

@@ -20,10 +20,10 @@ __all__ = ["__version__", "train", "compare", "Model", "load_source"]
 def __getattr__(name: str) -> Any:
     # Lazy imports keep `import imbvision` and the CLI's start-up fast.
     if name == "train":
-        from .training.run import train
+        from .workflows.train import train
         return train
     if name == "compare":
-        from .experiments.compare import run_compare
+        from .workflows.compare import run_compare
         return run_compare
     if name == "Model":
         from .model import Model

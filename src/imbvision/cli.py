@@ -30,7 +30,7 @@ from ._cli_spec import spec_options
 from ._csv import csv_text, write_csv
 from .errors import ImbvisionError
 from .spec import CompareConfig, TrainConfig
-from .experiments.demo import DEMO_DATA, DEMO_SEEDS
+from .workflows.demo import DEMO_DATA, DEMO_SEEDS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Find a rare object in images: every class-imbalance remedy, compared on your data.")
@@ -285,13 +285,13 @@ def train(
     if from_compare is not None:
         from click.core import ParameterSource
 
-        from .experiments.promote import settings_from_compare
+        from .workflows.promote import settings_from_compare
 
         chosen, why = settings_from_compare(from_compare)
         # by name: typer and click each define a ParameterSource enum, and ctx may return either
         given = {k for k in settings if getattr(ctx.get_parameter_source(k), "name", "") == ParameterSource.COMMANDLINE.name}
         settings.update({k: v for k, v in chosen.items() if k not in given})
-        from .experiments.promote import why_trained
+        from .workflows.promote import why_trained
 
         why = why_trained(chosen["strategy"], why, settings["strategy"])  # --strategy X: X was asked for
         settings["extra"] = {"from_compare": str(from_compare), "chosen_because": why}  # kept in config.json
@@ -328,7 +328,7 @@ def _train(settings: dict[str, Any], out: Path, *, resume: bool = False, overwri
     from ._rundir import check_run_dir
 
     check_run_dir(out, overwrite=overwrite, resume=resume)  # an occupied --out too
-    from .training.run import train as run_train
+    from .workflows.train import train as run_train
 
     return run_train(TrainConfig(**settings), out, resume=resume, overwrite=overwrite, progress=not as_json)
 
@@ -340,7 +340,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout"),
 ) -> None:
     """Re-score a run's test split and rewrite its report."""
-    from .training.run import evaluate_run
+    from .workflows.train import evaluate_run
 
     res = evaluate_run(run)
     if as_json:
@@ -559,7 +559,7 @@ def compare(
     from .catalog import precheck_strategies
 
     precheck_strategies(pipeline["strategies"])  # a typo fails here, before torch is imported
-    from .experiments.compare import print_leaderboard, run_compare
+    from .workflows.compare import print_leaderboard, run_compare
 
     res = run_compare(data, out=out, progress=not as_json, **pipeline)
     payload: dict[str, Any] = {"out": str(res.out), "leaderboard": res.leaderboard,
@@ -568,7 +568,7 @@ def compare(
         print_leaderboard(res, _out())
         _out().print(f"report: {res.report}")
     if save_best:
-        from .experiments.promote import settings_from_compare
+        from .workflows.promote import settings_from_compare
 
         settings, why = settings_from_compare(res.out)
         settings["cache_dir"] = pipeline["cache_dir"]
@@ -599,7 +599,7 @@ def backbones() -> None:
 
 
 def _demo_quick(out: Path, data: str, seed: int) -> None:
-    from .training.run import train as run_train
+    from .workflows.train import train as run_train
 
     rows = []
     for strat in ("ce", "weighted-ce"):
@@ -625,7 +625,7 @@ def demo(
     from ._io import ensure_output_dir
     from .data.sources import load_source
     from .data.synthetic import demo_source
-    from .experiments.demo import DEMO_STRATEGIES, FULL_STRATEGIES, demo_spec, describe
+    from .workflows.demo import DEMO_STRATEGIES, FULL_STRATEGIES, demo_spec, describe
 
     spec = demo_spec(n=n, positive_rate=rate, seed=seed, size=size)
     out = ensure_output_dir(out)
@@ -635,8 +635,8 @@ def demo(
         load_source(demo_source(spec))
         _demo_quick(out, demo_source(spec), seed)
         return
-    from .experiments.compare import print_leaderboard
-    from .experiments.demo import run_demo
+    from .workflows.compare import print_leaderboard
+    from .workflows.demo import run_demo
 
     _err().print(describe(spec, strategies, seeds), highlight=False, soft_wrap=True)
     res = run_demo(out, spec=spec, strategies=strategies, seeds=seeds)

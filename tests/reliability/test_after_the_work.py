@@ -178,7 +178,7 @@ def test_predict_out_onto_a_folder_or_the_bundle_is_refused(run_copy, tiny_manif
 
 def test_ctrl_c_messages_say_what_is_true(tmp_path, tiny_kwargs, monkeypatch):
     import imbvision.backbones as bb_mod
-    import imbvision.experiments.compare as cmp_mod
+    import imbvision.workflows.compare as cmp_mod
 
     def stop(*a, **k):
         raise KeyboardInterrupt

@@ -68,7 +68,7 @@ def test_failed_run_leaves_nothing(tmp_path, tiny_kwargs):
 
 
 def test_killed_run_leaves_no_finished_looking_folder(tmp_path, tiny_kwargs, monkeypatch):
-    import imbvision.training.run as run_mod
+    import imbvision.workflows.train as run_mod
 
     out = tmp_path / "run"
 
@@ -126,7 +126,7 @@ def test_resume_refuses_changed_data(tmp_path, tiny_manifest, tiny_kwargs):
 
 
 def test_compare_out_inside_the_data_is_refused(tmp_path, tiny_kwargs, class_folders):
-    from imbvision.experiments.compare import run_compare
+    from imbvision.workflows.compare import run_compare
 
     root = class_folders(tmp_path / "data")
     kw = {k: v for k, v in tiny_kwargs.items() if k not in ("data", "n_boot", "max_synthetic")}

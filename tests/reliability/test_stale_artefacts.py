@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from imbvision.experiments.compare import run_compare
+from imbvision.workflows.compare import run_compare
 
 STRATS = "ce,weighted-ce"
 

@@ -3,7 +3,7 @@
 Owns the wording of ``compare``'s conclusion -- use a remedy that is beyond noise, "likely better"
 with the number of paired splits that would decide (:func:`~imbvision.experiments.stats.seeds_to_decide`),
 or keep the plain baseline -- and of the declared primary comparison. Reads only the aggregated
-rows (:func:`imbvision.experiments.compare._aggregate`), so it cannot disagree with them.
+rows (:func:`imbvision.workflows.compare._aggregate`), so it cannot disagree with them.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ BASELINE = "ce"
 
 
 class CompareConfig(RunSpec):
-    """Everything :func:`~imbvision.experiments.compare.run_compare` needs (one declared field each).
+    """Everything :func:`~imbvision.workflows.compare.run_compare` needs (one declared field each).
 
     Raises
     ------

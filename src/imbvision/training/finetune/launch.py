@@ -51,7 +51,7 @@ STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork")
 
 @dataclass
 class FinetuneOutput:
-    """What :func:`run_finetune` returns to :func:`imbvision.training.run.train`.
+    """What :func:`run_finetune` returns to :func:`imbvision.workflows.train.train`.
 
     Attributes
     ----------

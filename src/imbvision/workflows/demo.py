@@ -62,10 +62,10 @@ class DemoResult:
     Attributes
     ----------
     compare
-        The comparison (:class:`~imbvision.experiments.compare.CompareResult`): leaderboard,
+        The comparison (:class:`~imbvision.workflows.compare.CompareResult`): leaderboard,
         recommendation, ``report.html``.
     best
-        The run of the recommended strategy (:class:`~imbvision.training.run.RunResult`), trained
+        The run of the recommended strategy (:class:`~imbvision.workflows.train.RunResult`), trained
         into ``OUT/best`` with a full report; ``None`` when ``train_best`` was off.
     chosen_because
         One sentence: which strategy was trained and why.
@@ -122,7 +122,7 @@ def run_demo(out: str | Path = "runs/demo", *, spec: "DemoSpec | None" = None, s
         Feature cache (default: the imbvision cache folder).
     **options
         Further settings shared by ``compare`` and ``train`` (e.g. ``backbone``, ``image_size``), passed to
-        the comparison; the winner is trained with the same ones (:func:`~imbvision.experiments.promote.settings_from_compare`).
+        the comparison; the winner is trained with the same ones (:func:`~imbvision.workflows.promote.settings_from_compare`).
 
     Returns
     -------
@@ -136,7 +136,7 @@ def run_demo(out: str | Path = "runs/demo", *, spec: "DemoSpec | None" = None, s
     """
     from ..data.synthetic import demo_source
     from ..training.config import TrainConfig
-    from ..training.run import train
+    from .train import train
     from .compare import resolve_strategies, run_compare
     from .promote import settings_from_compare
 

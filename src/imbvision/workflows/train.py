@@ -16,8 +16,8 @@ from ..evaluation.postprocess import fit_postprocess
 from ..notices import collect_warnings, run_warnings, warn_about_data
 from .._progress import step
 from ..strategies.registry import Recipe, compose
-from .config import TrainConfig
-from .prepare import Prepared, duplicate_features, prepare_data
+from ..training.config import TrainConfig
+from ..training.prepare import Prepared, duplicate_features, prepare_data
 
 __all__ = ["train", "RunResult", "evaluate_run"]
 
@@ -39,7 +39,7 @@ class RunResult:
 def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, progress: bool) -> tuple:
     """Head mode through the one cell path (:func:`~imbvision.training.cell.fit_and_score`) that compare uses."""
     from ..backbones import create_backbone
-    from .cell import FeatureSettings, embed_features, fit_and_score, representation_of, synthetic_features
+    from ..training.cell import FeatureSettings, embed_features, fit_and_score, representation_of, synthetic_features
 
     ds, split, y = prep.dataset, prep.split, prep.dataset.labels
     backbone = create_backbone(cfg.backbone, weights=cfg.weights)
@@ -53,7 +53,7 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
     cf = fit_and_score(recipe, feats, y, split, seed=cfg.seed, extra=extra, threshold=cfg.threshold,
                        calibration=cfg.calibration, prior_correction=cfg.prior_correction)
     fit = cf.fit
-    from .localise import gives_heatmaps, split_localisation
+    from ..training.localise import gives_heatmaps, split_localisation
     localisation = (split_localisation(fit.head, feats[rep], ds.records, split.test)
                     if gives_heatmaps(recipe) else None)  # heat maps against the test masks
     model_meta: dict[str, Any] = {
@@ -92,7 +92,7 @@ def _feature_record(feats: dict[str, Any], rep: str) -> dict[str, Any]:
 
 def _head_summary(head: Any) -> dict[str, Any]:
     """Fusion weights and MIL counts of a patch-level head (empty for the global heads)."""
-    from .patch_fit import head_summary
+    from ..training.patch_fit import head_summary
 
     return head_summary(head)
 
@@ -199,7 +199,7 @@ def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> R
         (p_val_raw, p_test_raw, arrays, model_meta, train_prior, train_info, examples,
          post) = _head_mode(cfg, prep, recipe, out, progress)
     else:
-        from .finetune import run_finetune
+        from ..training.finetune import run_finetune
 
         ft = run_finetune(cfg, prep, recipe, out, progress=progress, resume=resume)
         if getattr(ft, "rank", 0) != 0:

@@ -24,16 +24,16 @@ from ..notices import collect_warnings, run_warnings
 from ..strategies.registry import compose, list_strategies
 from .._fingerprint import combine, records_fingerprint
 from ..training.cell import embed_features, representation_of
-from .cell import CellSettings, cached_backbone, cell_id, compute_cell
-from .cellstore import cell_key, has_cells, load_cell, read_cells, write_cell
-from .config import BASELINE, CompareConfig
-from .recommendation import recommend
+from ..experiments.cell import CellSettings, cached_backbone, cell_id, compute_cell
+from ..experiments.cellstore import cell_key, has_cells, load_cell, read_cells, write_cell
+from ..experiments.config import BASELINE, CompareConfig
+from ..experiments.recommendation import recommend
 from .._text import plural
-from .split_plan import FIXED_TEST_REPLICATION, fixed_test_of, plan_splits, say_splits, split_rows
-from .stats import ALPHA, compare_to_baseline, few_splits_note, mean_ci, min_exact_p
+from ..experiments.split_plan import FIXED_TEST_REPLICATION, fixed_test_of, plan_splits, say_splits, split_rows
+from ..experiments.stats import ALPHA, compare_to_baseline, few_splits_note, mean_ci, min_exact_p
 from ..training.localise import localisation_means
-from .zero_positive import plan_for_positives
-from .terminal import _ci_cell, print_leaderboard  # noqa: F401 - print_leaderboard re-exported (the CLI imports it)
+from ..experiments.zero_positive import plan_for_positives
+from ..experiments.terminal import _ci_cell, print_leaderboard  # noqa: F401 - print_leaderboard re-exported (the CLI imports it)
 
 __all__ = ["DEFAULT_STRATEGIES", "CompareResult", "CompareConfig", "CellSettings", "run_compare", "resolve_strategies",
            "print_leaderboard"]
@@ -105,7 +105,7 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
     t0 = time.perf_counter()
     c = CompareConfig.make(cfg, **overrides)
     if c.executor == "ray":
-        from .ray_executor import require_ray
+        from ..experiments.ray_executor import require_ray
         require_ray()  # before any work: say how to install it
     names = resolve_strategies(c.strategies)
     if c.primary is not None and c.primary not in names:
@@ -218,7 +218,7 @@ def _run_cells(todo: list, c: CompareConfig, X: Any, y: np.ndarray, records: Seq
     with progress_bar(c.progress) as bar:
         task = bar.add_task(desc, total=total, completed=total - len(todo))
         if c.executor == "ray":
-            from .ray_executor import run_cells_ray
+            from ..experiments.ray_executor import run_cells_ray
             run_cells_ray(todo, X=X, y=y, records=records, settings=settings, out=out, address=c.ray_address,
                           num_cpus=c.jobs if c.jobs > 1 else None, on_done=lambda _n: bar.advance(task))
         elif c.jobs > 1:

@@ -29,8 +29,8 @@ from typing import Any
 
 from .._text import plural
 from ..errors import ConfigError
-from .config import BASELINE
-from .stats import ALPHA
+from ..experiments.config import BASELINE
+from ..experiments.stats import ALPHA
 
 __all__ = ["settings_from_compare", "pick_strategy", "why_trained"]
 
