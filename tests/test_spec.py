@@ -279,3 +279,21 @@ def test_the_settings_reference_page_is_generated_from_the_fields():
     assert page == settings_page(), "docs/settings.md is stale: run `python -m imbvision.spec.reference`"
     for name in cli_fields(TrainConfig, skip=("data",)) + cli_fields(CompareConfig, skip=("data",)):
         assert f"`{flag_of(TrainConfig if name in TrainConfig.model_fields else CompareConfig, name)}" in page, name
+
+
+def test_every_command_taking_a_pipeline_setting_takes_the_fields_definition():
+    """--positive, --backbone, --tiles, --cache-dir … of audit, embed, predict and derive-masks are the fields too."""
+    group = typer.main.get_command(app)
+    shared = ("positive", "backbone", "weights", "tiles", "seed", "cache_dir", "skip_bad")
+    seen = {}
+    for cname, cmd in group.commands.items():
+        for p in cmd.params:
+            own = (cname, p.name) in (("predict", "weights"), ("demo", "seed"))  # moved weights; the demo set's seed
+            if p.name in shared and not own:
+                f = TrainConfig.model_fields[p.name]
+                assert (p.help, p.default) == (f.description, f.default), (cname, p.name)
+                seen.setdefault(p.name, set()).add(cname)
+    assert seen["positive"] >= {"train", "compare", "audit", "embed", "predict", "derive-masks"}
+    assert seen["tiles"] >= {"train", "compare", "audit", "embed"}
+    data = {p.help for cmd in group.commands.values() for p in cmd.params if p.name == "data"}
+    assert all(RunSpec.model_fields["data"].description in h for h in data)

@@ -46,12 +46,13 @@ def _option_type(annotation: Any) -> Any:
     return annotation
 
 
-def spec_options(model: type[BaseModel], *, skip: tuple[str, ...] = (),
-                 first: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+def spec_options(model: type[BaseModel], *, skip: tuple[str, ...] = (), first: tuple[str, ...] = (),
+                 only: tuple[str, ...] | None = None) -> Callable[[Callable], Callable]:
     """Decorator: add one keyword-only typer option per command-line field of ``model``.
 
     The decorated command takes them as ``**settings``; in ``--help`` its own parameters come first,
-    then the fields named in ``first``, then the others in declaration order.
+    then the fields named in ``first``, then the others in declaration order. ``only``: just these
+    fields (a command that takes a few of the pipeline settings, e.g. ``audit``, ``embed``).
     """
     def wrap(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
@@ -60,7 +61,7 @@ def spec_options(model: type[BaseModel], *, skip: tuple[str, ...] = (),
                if p.kind is not inspect.Parameter.VAR_KEYWORD]
         taken = {p.name for p in own}
         added = []
-        names = cli_fields(model, skip)
+        names = [n for n in cli_fields(model, skip) if only is None or n in only]
         for name in [n for n in first if n in names] + [n for n in names if n not in first]:
             if name in taken:
                 continue

@@ -29,7 +29,7 @@ from rich.table import Table
 from ._cli_spec import spec_options
 from ._csv import csv_text, write_csv
 from .errors import ImbvisionError
-from .spec import CompareConfig, TrainConfig
+from .spec import CompareConfig, RunSpec, TrainConfig
 from .workflows.demo import DEMO_DATA, DEMO_SEEDS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -89,10 +89,7 @@ def _show_warnings_once() -> Callable[[], None]:
 
     return undo
 
-POSITIVE_HELP = "Name of the positive (rare) class: a class folder name or a label value in the CSV"
-DATA_HELP = "Data source: magnetic-tile:PATH, mvtec:PATH (benchmark layout), csv:PATH or PATH.csv, folder:PATH or a folder (with --positive), demo[:N[:RATE[:SEED[:SIZE]]]], demo-tall[:N[:RATE[:SEED]]]"
-SPLIT_HELP = "random (drawn per seed) or official (the benchmark layout's own train/test, mvtec:PATH)"
-SPLIT_FILE_HELP = "CSV path,split (train/val/test): its test rows are the fixed test set; train/val are drawn per seed from the others"
+DATA_HELP = RunSpec.model_fields["data"].description  # the --data of every command (declared in the spec)
 
 
 #: What Ctrl-C leaves behind, per command (only what is true for that command).
@@ -208,24 +205,23 @@ def strategies(family: Optional[str] = typer.Option(None, help="Only this family
 
 
 @app.command()
+@spec_options(RunSpec, only=("positive", "backbone", "weights", "tiles", "cache_dir", "skip_bad"))
 @_friendly
 def embed(
     data: str = typer.Option(..., "--data", help=DATA_HELP),
     out: Path = typer.Option(..., "--out", help="Output folder: features.safetensors, paths.csv, embed.json"),
-    positive: Optional[str] = typer.Option(None, help="Positive class (class folders / named CSV labels)"),
-    backbone: str = typer.Option("efficientnet_lite0", help="Registered backbone or any timm model name"),
-    weights: Optional[str] = typer.Option(None, help="Local weights file (offline), or 'none' for random init"),
     image_size: int = typer.Option(224, help="Square input size (whole image, not cropped)"),
-    tiles: int = typer.Option(0, help="Add max-pooled features of an N×N grid of overlapping crops (small objects)"),
     engine: str = typer.Option("auto", help="auto (ONNX when exact), onnx or torch"),
     batch_size: int = typer.Option(32),
     workers: Optional[int] = typer.Option(None, help="DataLoader workers for decoding"),
-    cache_dir: Optional[Path] = typer.Option(None, help="Cache folder (default $IMBVISION_CACHE or ~/.cache/imbvision)"),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="List bad files in bad_files.csv and go on"),
+    **pipeline: Any,
 ) -> None:
     """Embed images with a frozen backbone (cached: a second run reads the cache)."""
     from ._io import ensure_output_dir
     from .backbones.embed import check_embed_settings
+    RunSpec(data=data, image_size=image_size, **pipeline)  # the same validators as train and compare
+    positive, backbone, weights, tiles, cache_dir, skip_bad = (
+        pipeline[k] for k in ("positive", "backbone", "weights", "tiles", "cache_dir", "skip_bad"))
     check_embed_settings(image_size=image_size, tiles=tiles, batch_size=batch_size, workers=workers)
     from ._rundir import folder_lock
 
@@ -235,7 +231,7 @@ def embed(
 
 
 def _embed_into(out: Path, data: str, positive: Optional[str], skip_bad: bool, backbone: str, weights: Optional[str],
-                image_size: int, tiles: int, cache_dir: Optional[Path], batch_size: int, workers: Optional[int],
+                image_size: int, tiles: int, cache_dir: Optional[str], batch_size: int, workers: Optional[int],
                 engine: str) -> None:
     """The body of ``embed``, run while holding the lock on ``out``."""
     from safetensors.numpy import save as st_save
@@ -353,16 +349,16 @@ def evaluate(
 
 
 @app.command()
+@spec_options(RunSpec, only=("positive", "cache_dir"))
 @_friendly
 def predict(
     run: Path = typer.Argument(..., help="Run folder made by `imbvision train`"),
     images: list[Path] = typer.Argument(None, metavar="[IMAGE]...", help="Image files"),
     data: Optional[str] = typer.Option(None, "--data", help="Or a data source (" + DATA_HELP + ")"),
-    positive: Optional[str] = typer.Option(None, help=POSITIVE_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write predictions CSV here (default: print)"),
     weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights file, when it has moved since training (checked by SHA-256)"),
     heatmaps: Optional[Path] = typer.Option(None, "--heatmaps", help="Write heat-map overlays (PNG) here (patch, normality, fusion heads)"),
-    cache_dir: Optional[str] = typer.Option(None, help="Cache folder (ONNX exports, image checks; default $IMBVISION_CACHE or ~/.cache/imbvision)"),
+    **pipeline: Any,
 ) -> None:
     """Probability and decision (at the stored threshold) per image; unreadable files are listed, not fatal.
 
@@ -371,6 +367,7 @@ def predict(
     """
     from .errors import ConfigError
 
+    positive = pipeline["positive"]  # --cache-dir is applied by _friendly (cache_override)
     if not images and not data:  # before the imports below load torch
         raise ConfigError("no images given: pass image files or --data SOURCE")
     from ._io import write_text
@@ -443,14 +440,16 @@ def _split_of(split_of: dict[str, str], path: str) -> str:
 
 
 @app.command("derive-masks")
+@spec_options(RunSpec, only=("positive",))
 @_friendly
 def derive_masks_cmd(
     run: Path = typer.Argument(..., help="Run folder of a patch, normality or fusion model"),
     data: str = typer.Option(..., "--data", help=DATA_HELP),
     out: Path = typer.Option(..., "--out", help="Folder for masks/ and manifest.csv"),
-    positive: Optional[str] = typer.Option(None, help=POSITIVE_HELP),
+    **pipeline: Any,
 ) -> None:
     """Derive missing masks of positives from heat maps; writes a manifest copy-paste can train on."""
+    positive = pipeline["positive"]
     from .data.sources import load_source
     from .explain import derive_masks
     from .model import Model
@@ -460,30 +459,26 @@ def derive_masks_cmd(
 
 
 @app.command()
+@spec_options(TrainConfig, only=("positive", "backbone", "weights", "tiles", "seed", "cache_dir", "skip_bad"))
 @_friendly
 def audit(
     data: str = typer.Option(..., "--data", help=DATA_HELP + " (with --review: the source the suspects came from)"),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder: audit.html, suspects.csv, duplicates.csv, audit.json"),
-    positive: Optional[str] = typer.Option(None, help=POSITIVE_HELP),
-    backbone: str = typer.Option("efficientnet_lite0"),
-    weights: Optional[str] = typer.Option(None),
-    tiles: int = typer.Option(0),
     k: int = typer.Option(10, help="Neighbours for the hardness and noise signals"),
-    seed: int = typer.Option(0),
-    cache_dir: Optional[str] = typer.Option(None),
-    skip_bad: bool = typer.Option(False, "--skip-bad"),
     split_file: Optional[str] = typer.Option(None, "--split-file", help="CSV path,split (train/val/test): duplicates straddling its parts are counted as split leaks"),
     review: Optional[Path] = typer.Option(None, "--review", help="A suspects.csv with your decisions (keep/relabel/drop): write a new manifest"),
     manifest_out: Optional[Path] = typer.Option(None, "--manifest-out", help="With --review: the new manifest (default OUT/reviewed_manifest.csv)"),
     as_json: bool = typer.Option(False, "--json", help="Print the summary (audit.json, or the review's counts) as JSON on stdout"),
+    **pipeline: Any,
 ) -> None:
     """Know the imbalance before training: counts, duplicates, hardness and suspect minority labels (never deletes)."""
     from .errors import ConfigError
 
     if review is None and out is None:
         raise ConfigError("--out is required for an audit (or --review SUSPECTS_CSV to apply your decisions)")
-    from ._limits import check_range
-    check_range("seed", seed)
+    TrainConfig(data=data, **pipeline)  # the same validators as train (one line naming the option)
+    positive, backbone, weights, tiles, seed, cache_dir, skip_bad = (
+        pipeline[k] for k in ("positive", "backbone", "weights", "tiles", "seed", "cache_dir", "skip_bad"))
     from ._io import ensure_output_dir
     from .data.sources import load_source
 
