@@ -182,3 +182,21 @@ def test_tile_boxes_are_never_empty(w: int, h: int, n: int) -> None:
     boxes = tile_boxes(w, h, n)
     assert len(boxes) == n * n
     assert all(r > l and b > t and 0 <= l and 0 <= t and r <= w and b <= h for l, t, r, b in boxes), boxes
+
+
+def test_an_engine_is_built_and_verified_once_per_process_and_again_when_its_file_changes(tmp_path):
+    """Prediction asks for the engine once per batch: the export is hashed and checked on first use only."""
+    import os
+
+    from imbvision.backbones import create_backbone
+
+    bb = create_backbone("test_efficientnet", weights="none")
+    a = make_engine(bb, 64, kind="onnx", cache_dir=tmp_path)
+    assert make_engine(bb, 64, kind="onnx", cache_dir=tmp_path) is a  # reused, not re-hashed
+    assert make_engine(bb, 96, kind="onnx", cache_dir=tmp_path) is not a  # another setting, another engine
+    st = a.path.stat()
+    os.utime(a.path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the file changed since it was verified
+    b = make_engine(bb, 64, kind="onnx", cache_dir=tmp_path)
+    assert b is not a and make_engine(bb, 64, kind="onnx", cache_dir=tmp_path) is b
+    other = create_backbone("test_efficientnet", weights="none")  # another network object: its own engine
+    assert make_engine(other, 64, kind="onnx", cache_dir=tmp_path) is not b

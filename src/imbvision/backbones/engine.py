@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,8 @@ from torch import nn
 from .._io import atomic_write
 from .registry import Backbone
 
-__all__ = ["FeatureEngine", "TorchEngine", "OnnxEngine", "make_engine", "checked_onnx", "EXPORT_TOLERANCE"]
+__all__ = ["FeatureEngine", "TorchEngine", "OnnxEngine", "make_engine", "checked_onnx", "engine_once",
+           "EXPORT_TOLERANCE"]
 
 #: Largest absolute difference allowed between ONNX and PyTorch features at export.
 EXPORT_TOLERANCE = 1e-3
@@ -79,6 +82,7 @@ class OnnxEngine(FeatureEngine):
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
+        self.path = Path(path)  # the verified export (engine_once re-verifies it when the file changes)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input: np.ascontiguousarray(batch)})[0].astype(np.float32, copy=False)
@@ -121,8 +125,58 @@ def _verified(path: Path, key: str) -> bool:
         return False
 
 
+#: Engines built in this process, per (frozen) backbone network and settings: an engine is built,
+#: exported and checked against PyTorch once per process, not once per batch of images.
+_ENGINES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_ENGINES_LOCK = threading.Lock()
+
+
+def _file_stamp(path: Path | None) -> tuple | None:
+    """Size, modification time and inode of an export and of its check record (``None``: no file)."""
+    if path is None:
+        return None
+    out = []
+    for p in (Path(path), _sidecar(Path(path))):
+        try:
+            st = p.stat()
+        except OSError:
+            return ("missing",)
+        out.append((st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(out)
+
+
+def engine_once(network: nn.Module, key: tuple, build):
+    """The engine ``build()`` made for ``network`` (a frozen backbone's module) with settings ``key``, built
+    on first use in this process and reused after: the export is hashed and checked against PyTorch once,
+    not once per batch of images.
+
+    Keyed by the module object (a frozen backbone's weights do not change while it is alive; fine-tuning
+    trains its own network and never embeds through an engine). An ONNX engine is reused only while its
+    file keeps the size, modification time and inode it had when it was verified: a file replaced or
+    damaged meanwhile is verified (and rebuilt) again.
+    """
+    with _ENGINES_LOCK:
+        per = _ENGINES.setdefault(network, {})
+        hit = per.get(key)
+        if hit is not None and _file_stamp(hit[1]) == hit[2]:
+            return hit[0]
+        engine = build()
+        path = getattr(engine, "path", None)
+        per[key] = (engine, path, _file_stamp(path))
+        return engine
+
+
 def make_engine(backbone: Backbone, image_size: int, *, kind: str = "auto", cache_dir: Path | None = None,
                 threads: int | None = None) -> FeatureEngine:
+    """:func:`build_engine`, once per process for each backbone and setting (:func:`engine_once`)."""
+    from ..data.source_registry import cache_root
+    folder = Path(cache_dir) if cache_dir else cache_root()
+    return engine_once(backbone.model, ("global", image_size, kind, str(folder), threads),
+                       lambda: build_engine(backbone, image_size, kind=kind, cache_dir=folder, threads=threads))
+
+
+def build_engine(backbone: Backbone, image_size: int, *, kind: str = "auto", cache_dir: Path | None = None,
+                 threads: int | None = None) -> FeatureEngine:
     """Return the fastest exact engine: ONNX when it exports and matches PyTorch, else PyTorch.
 
     The export is cached under a key of the backbone's *content* (a hash of every

@@ -201,6 +201,7 @@ class _OnnxPatchEngine:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # leave idle CPU to the decoder
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
+        self.path = Path(path)  # the verified export (engine_once re-verifies it when the file changes)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input: np.ascontiguousarray(batch)})[0]
@@ -209,6 +210,17 @@ class _OnnxPatchEngine:
 
 def make_patch_engine(backbone: Backbone, image_size: int, *, kind: str = "auto", cache_dir: Path | None = None,
                       layers: str = DEFAULT_PATCH_LAYERS):
+    """:func:`build_patch_engine`, once per process for each backbone and setting (:func:`~.engine.engine_once`)."""
+    from ..data.source_registry import cache_root
+    from .engine import engine_once
+
+    folder = Path(cache_dir) if cache_dir else cache_root()
+    return engine_once(backbone.model, ("patches", image_size, kind, str(folder), layers),
+                       lambda: build_patch_engine(backbone, image_size, kind=kind, cache_dir=folder, layers=layers))
+
+
+def build_patch_engine(backbone: Backbone, image_size: int, *, kind: str = "auto", cache_dir: Path | None = None,
+                       layers: str = DEFAULT_PATCH_LAYERS):
     """The truncated network as an engine: ONNX (exported once, checked against PyTorch) or PyTorch."""
     if kind not in ("auto", "onnx", "torch"):
         raise ConfigError(f"engine {kind!r} invalid; valid: auto, onnx, torch")
