@@ -55,10 +55,11 @@ def fit_to_map(image: np.ndarray, heat: np.ndarray, mask: np.ndarray | None = No
 
 
 def is_patch_model(meta: dict) -> bool:
-    """Whether a saved model's head scores patches (and so can draw heat maps)."""
-    from .strategies.patch_heads import PATCH_HEADS
+    """Whether a saved model's head scores patches (and so can draw heat maps): its record says ``heatmaps``."""
+    from .strategies import list_strategies
 
-    return meta.get("mode") == "head" and meta.get("head", {}).get("name") in PATCH_HEADS
+    name = meta.get("head", {}).get("name")
+    return meta.get("mode") == "head" and any(r.name == name and r.heatmaps for r in list_strategies("head"))
 
 
 def patch_model_features(model, images: Sequence[np.ndarray]):

@@ -18,7 +18,9 @@ from .samplers import BalancedSampler, DistributedWeightedSampler, balanced_samp
 from .resampling import ResampleResult, Resampler
 from .synthesis import AugmentOversample, CopyPaste, propose_mask, save_mask_contact_sheet
 from .mixing import CutMix, MinorityMixUp, MixUp, ObjectCutMix
-from .heads import LinearHead, LogRegHead, MLPHead, head_from_arrays
+from .head_base import Head, head_from_arrays
+from .heads import LogRegHead
+from .torch_heads import LinearHead, MLPHead
 from .patch_heads import FusionHead, NormalityHead, PatchHead
 from .examples import save_example_grid, strategy_examples
 
@@ -30,5 +32,5 @@ __all__ = [
     "BalancedSampler", "DistributedWeightedSampler", "balanced_sample_weights", "ResampleResult", "Resampler",
     "AugmentOversample", "CopyPaste", "propose_mask", "save_mask_contact_sheet",
     "CutMix", "MinorityMixUp", "MixUp", "ObjectCutMix",
-    "LinearHead", "LogRegHead", "MLPHead", "head_from_arrays", "PatchHead", "NormalityHead", "FusionHead", "save_example_grid", "strategy_examples",
+    "Head", "LinearHead", "LogRegHead", "MLPHead", "head_from_arrays", "PatchHead", "NormalityHead", "FusionHead", "save_example_grid", "strategy_examples",
 ]
