@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .registry import Param, StrategyContext, StrategyRecord, keeps_prior, register_strategy
+from .registry import Param, StrategyContext, StrategyRecord, keeps_prior, register_strategy, resolve_params
 
 __all__ = [
     "ResampleResult",
@@ -113,7 +113,8 @@ class Resampler:
         if name not in _SPECS:
             raise ConfigError(f"unknown resampler {name!r}; valid: {', '.join(_SPECS)}")
         self.name = name
-        self.params = dict(params)
+        # The record's own table (the same ``_SPECS`` entry it was registered with): defaults filled, ranges checked.
+        self.params = resolve_params(name, _SPECS[name].params, params)
         self.default_seed = int(default_seed)
         self.generates_samples = _SPECS[name].generates_samples
         self.last_method: str | None = None

@@ -104,14 +104,20 @@ def _check_generator(g: Any) -> torch.Generator:
 # --------------------------------------------------------------------------- validation
 
 
+def scale_order(params: Mapping[str, Any]) -> str | None:
+    """The synthesisers' rule between parameters (their records' ``constraint``): ``scale_min <= scale_max``."""
+    if params["scale_min"] > params["scale_max"]:
+        return (f"scale_min={params['scale_min']:g} is larger than scale_max={params['scale_max']:g}; "
+                "valid: 0 < scale_min <= scale_max")
+    return None
+
+
 def _validate(strategy: str, spec: Mapping[str, Param], values: Mapping[str, Any]) -> dict[str, Any]:
-    """Coerce every parameter through its :class:`Param` and check min <= max pairs."""
+    """Coerce every parameter through its :class:`Param` and check the record's rule between them."""
     out = {k: spec[k].coerce(strategy, k, v) for k, v in values.items()}
-    if "scale_min" in out and out["scale_min"] > out["scale_max"]:
-        raise ConfigError(
-            f"strategy {strategy!r}: scale_min={out['scale_min']:g} is larger than "
-            f"scale_max={out['scale_max']:g}; valid: 0 < scale_min <= scale_max"
-        )
+    why = scale_order(out)
+    if why:
+        raise ConfigError(f"strategy {strategy!r}: {why}")
     return out
 
 
@@ -930,6 +936,7 @@ register_strategy(StrategyRecord(
     params=AUGMENT_PARAMS,
     build=_build_augment,
     needs_background=AugmentOversample.needs_background,
+    constraint=scale_order,
 ))
 
 register_strategy(StrategyRecord(
@@ -940,4 +947,5 @@ register_strategy(StrategyRecord(
     params=COPY_PASTE_PARAMS,
     build=_build_copy_paste,
     needs_background=CopyPaste.needs_background,
+    constraint=scale_order,
 ))
