@@ -260,7 +260,7 @@ def derive_masks(model, records: Sequence, out_dir: str | Path, *, rel: float = 
         import torch
 
         from .data.decode import load_image
-        from .strategies.synthesis import save_mask_contact_sheet
+        from .strategies.object_masks import save_mask_contact_sheet
         save_mask_contact_sheet([load_image(p) for p, _, _ in sheet], [torch.from_numpy(m) for _, m, _ in sheet],
                                 out / "derived_masks.png", [t for _, _, t in sheet])
     return out / "manifest.csv"

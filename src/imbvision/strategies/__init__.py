@@ -16,7 +16,9 @@ from .losses import (
 )
 from .samplers import BalancedSampler, DistributedWeightedSampler, balanced_sample_weights
 from .resampling import ResampleResult, Resampler
-from .synthesis import AugmentOversample, CopyPaste, propose_mask, save_mask_contact_sheet
+from .object_masks import propose_mask, save_mask_contact_sheet
+from .synthesis import AugmentOversample
+from .copy_paste import CopyPaste
 from .mixing import CutMix, MinorityMixUp, MixUp, ObjectCutMix
 from .head_base import Head, head_from_arrays
 from .heads import LogRegHead
