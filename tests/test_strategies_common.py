@@ -401,6 +401,20 @@ def test_head_save_load_round_trip_gives_equal_scores(name):
     arrays = load(save({k: np.ascontiguousarray(v) for k, v in head.to_arrays().items()}))  # as model.safetensors
     loaded = head_from_arrays(arrays, config)
     assert type(loaded) is type(head) and type(rec.load(arrays, config)) is type(head)
+    # what the record declares it saves (``saved``) is what it saves, and a bundle's check passes on it
+    from imbvision.bundle_heads import check_head_bundle
+    from imbvision.errors import BundleError
+
+    assert rec.saved is not None
+    nested = tuple(prefix + "." for _, prefix, _, _ in rec.saved.nested)
+    assert {k for k in arrays if not k.startswith(nested) or not nested} == \
+        {k for k in arrays if k in rec.saved.arrays}
+    assert {k for k, a in rec.saved.arrays.items() if not a.optional} <= set(arrays)
+    check_head_bundle(arrays, config, {}, rec.representation, "model.json")
+    if rec.saved.arrays:  # and it refuses an array that disagrees with its declaration
+        key = next(iter(rec.saved.arrays))
+        with pytest.raises(BundleError, match=rf"head\.arrays\.{key.replace('.', '[.]')}"):
+            check_head_bundle({**arrays, key: np.zeros((7, 7, 7))}, config, {}, rec.representation, "model.json")
     np.testing.assert_array_equal(loaded.decision_function(X), head.decision_function(X))
     np.testing.assert_array_equal(loaded.predict_proba(X), head.predict_proba(X))
 

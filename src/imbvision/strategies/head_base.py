@@ -19,7 +19,9 @@ Labels: ``(N,)`` hard labels (binary or multi-class), ``(N,)`` soft binary targe
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping, Sequence
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +32,58 @@ from ..errors import BundleError, ConfigError, DataError
 from .params import Param, check_params
 from .registry import StrategyContext, get_strategy, list_strategies
 
-__all__ = ["Head", "head_from_arrays", "clip_to_training"]
+__all__ = ["Head", "head_from_arrays", "clip_to_training", "Arr", "SavedHead", "SCALER_ARRAYS", "finite_number"]
+
+
+# --------------------------------------------------------------------------- #
+# how a head is saved: declared on its record (``saved``), checked at load by imbvision.bundle_heads
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class Arr:
+    """One saved array: its shape as symbols (``"D"`` = the width the head sees, ``"C"`` = output rows,
+    ``"n+"`` = at least one row, an int = that size), whether it is optional and whether it must be > 0."""
+
+    shape: tuple[Any, ...]
+    optional: bool = False
+    positive: bool = False
+
+
+#: A rule on a saved head's config beyond its strategy parameters: ``(key, test, what is valid)``, or
+#: ``(config, patch grid or None) -> "field: why" or None``.
+ConfigRule = tuple[str, Callable[[Any], bool], str] | Callable[[Mapping[str, Any], Any], str | None]
+
+
+@dataclass(frozen=True)
+class SavedHead:
+    """What a head's saved arrays and config must satisfy before the head is rebuilt from them.
+
+    A head's record declares it (``StrategyRecord.saved``) beside ``load``;
+    :func:`imbvision.bundle_heads.check_head_bundle` applies it when a bundle is opened.
+
+    Attributes
+    ----------
+    arrays
+        ``{array key: Arr}`` of :meth:`Head.to_arrays` (nested heads' arrays are checked by their own record).
+    config
+        Rules on config numbers beyond the strategy parameters (which the record's table checks).
+    nested
+        The heads this head holds: ``(config key, array prefix, head name or None for "as its config
+        says", width)``, width ``"global"`` or ``"patch"`` (the feature width the nested head sees).
+    """
+
+    arrays: Mapping[str, Arr] = field(default_factory=dict)
+    config: tuple[ConfigRule, ...] = ()
+    nested: tuple[tuple[str, str, str | None, str], ...] = ()
+
+
+#: The standardisation arrays every :class:`Head` that standardises saves (:meth:`Head._scaler_arrays`).
+SCALER_ARRAYS = {"scaler.mean": Arr(("D",)), "scaler.scale": Arr(("D",), positive=True),
+                 "scaler.low": Arr(("D",), optional=True), "scaler.high": Arr(("D",), optional=True)}
+
+
+def finite_number(v: Any) -> bool:
+    """Whether ``v`` is a finite int or float (not a bool): a config rule's test."""
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
 
 # --------------------------------------------------------------------------- #
 # input checks

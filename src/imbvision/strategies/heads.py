@@ -19,7 +19,8 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from ..errors import BundleError, ConfigError, DataError
-from .head_base import Head, _check_sample_weight, _check_X, _default_loss, _sampler_counts, _Targets
+from .head_base import SCALER_ARRAYS, Arr, Head, SavedHead, _check_sample_weight, _check_X, _default_loss
+from .head_base import _sampler_counts, _Targets
 from .head_base import clip_to_training, head_from_arrays  # noqa: F401 - re-exported for old imports
 from .losses import ClassBalancedLoss, CrossEntropy
 from .registry import Param, StrategyContext, StrategyRecord, get_strategy, list_strategies, register_strategy
@@ -186,6 +187,7 @@ register_strategy(
         any_loss=False,  # class-weight losses only: a loss record's ``weight_only``
         takes_sampler=False,  # fits all rows at once
         load=LogRegHead.from_arrays,
+        saved=SavedHead({**SCALER_ARRAYS, "coef": Arr(("C", "D")), "intercept": Arr(("C",))}),
     )
 )
 

@@ -20,7 +20,7 @@ import torch
 from ..errors import ConfigError, DataError, BundleError
 from ._bank_index import IVF_ABOVE, PQ_ABOVE, SEARCH_KINDS, BankIndex
 from ._patch_common import _build, _check_binary, _valid_rows, as_patches, patch_map
-from .head_base import Head
+from .head_base import Arr, Head, SavedHead, finite_number
 from .registry import Param, StrategyRecord, register_strategy
 
 __all__ = ["NormalityHead", "NORMALITY_PARAMS", "greedy_coreset", "sharded_coreset", "ray_shard_runner", "SEARCH_KINDS", "SHARD_PATCHES"]
@@ -413,5 +413,8 @@ register_strategy(StrategyRecord(
     build=_build(NormalityHead),
     modes=("head",), representation="patches", heatmaps=True, needs_positives=False, uses_loss=False,
     load=NormalityHead.from_arrays,
+    saved=SavedHead({"bank": Arr(("n+", "D"))},
+                    config=(("loc", finite_number, "a finite number"),
+                            ("scale", lambda v: finite_number(v) and v > 0, "a finite number > 0"))),
     variants=("normality:ratio=0.05", "normality:ratio=0.5"),
 ))

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import BundleError, ConfigError, DataError
 from ._patch_common import _build, _check_binary, _sigmoid, _valid_rows, as_patches, patch_map
-from .head_base import Head, head_from_arrays
+from .head_base import Arr, Head, SavedHead, finite_number, head_from_arrays
 from .heads import LogRegHead
 from .normality_head import NormalityHead, greedy_coreset
 from .registry import Param, StrategyRecord, register_strategy
@@ -382,6 +382,14 @@ class FusionHead(Head):
 # --------------------------------------------------------------------------- #
 # registry
 # --------------------------------------------------------------------------- #
+def _k_in_grid(cfg: Mapping[str, Any], grid: tuple[int, int] | None) -> str | None:
+    """A saved ``patch`` head's ``k`` fits the patch grid recorded at training."""
+    k = cfg.get("params", {}).get("k")
+    if grid is not None and isinstance(k, int) and not isinstance(k, bool) and k > grid[0] * grid[1]:
+        return f"params.k: {k} is more than the {grid[0]}x{grid[1]} patches of the grid"
+    return None
+
+
 register_strategy(StrategyRecord(
     name="patch", family="head",
     description="Patch classifier on mid-level patch features: mask-labelled patches where a positive has a mask, "
@@ -390,6 +398,7 @@ register_strategy(StrategyRecord(
     params=PATCH_PARAMS,
     build=_build(PatchHead),
     modes=("head",), representation="patches", heatmaps=True, reads_masks=True, load=PatchHead.from_arrays,
+    saved=SavedHead(config=(_k_in_grid,), nested=(("inner", "inner", None, "patch"),)),
 ))
 
 register_strategy(StrategyRecord(
@@ -400,4 +409,8 @@ register_strategy(StrategyRecord(
     params=FUSION_PARAMS,
     build=_build(FusionHead),
     modes=("head",), representation="patches", heatmaps=True, reads_masks=True, load=FusionHead.from_arrays,
+    saved=SavedHead({"coef": Arr((3,)), "col_mean": Arr((3,)), "col_scale": Arr((3,), positive=True)},
+                    config=(("intercept", finite_number, "a finite number"),),
+                    nested=(("bases.global", "global", "logreg", "global"), ("bases.patch", "patch", "patch", "patch"),
+                            ("bases.normality", "normality", "normality", "patch"))),
 ))

@@ -180,6 +180,10 @@ class StrategyRecord:
     load
         (Heads) ``(arrays, config) -> head``: rebuilds a fitted head from its ``to_arrays()`` and
         ``get_config()`` (how a bundle's head is read back; :func:`~imbvision.strategies.head_base.head_from_arrays`).
+    saved
+        (Heads) what its saved arrays and config must satisfy, a
+        :class:`~imbvision.strategies.head_base.SavedHead` (checked when a bundle is opened, before
+        ``load``; ``None``: only its parameters and finite arrays are checked).
 
     Parameters are declared once, in ``params`` (see :mod:`imbvision.strategies.params`); a rule
     between parameters is ``constraint``: ``params -> None or the reason they do not fit together``
@@ -208,6 +212,7 @@ class StrategyRecord:
     reads_masks: bool = False
     uses_loss: bool = True
     load: Callable[[Mapping[str, Any], Mapping[str, Any]], Any] | None = None
+    saved: Any = None
     constraint: Callable[[Mapping[str, Any]], str | None] | None = None
 
     def defaults(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import BundleError, ConfigError, DataError
-from .head_base import Head, _check_sample_weight, _check_X, _default_loss, _Targets
+from .head_base import SCALER_ARRAYS, Arr, Head, SavedHead, _check_sample_weight, _check_X, _default_loss, _Targets
 from .registry import Param, StrategyContext, StrategyRecord, register_strategy
 
 __all__ = ["LinearHead", "MLPHead", "LINEAR_PARAMS", "MLP_PARAMS", "MAX_HIDDEN"]
@@ -330,6 +330,7 @@ register_strategy(
         build=_build_linear,
         modes=("head",),
         load=LinearHead.from_arrays,
+        saved=SavedHead({**SCALER_ARRAYS, "fc.weight": Arr(("C", "D")), "fc.bias": Arr(("C",))}),
     )
 )
 
@@ -343,5 +344,7 @@ register_strategy(
         build=_build_mlp,
         modes=("head",),
         load=MLPHead.from_arrays,
+        saved=SavedHead({**SCALER_ARRAYS, "fc1.weight": Arr(("H", "D")), "fc1.bias": Arr(("H",)),
+                         "fc.weight": Arr(("C", "H")), "fc.bias": Arr(("C",))}),
     )
 )
