@@ -151,7 +151,7 @@ def test_fusion_folds_keep_duplicate_sets_together():
         assert y[tr].min() == 0 and y[tr].max() == 1
     with pytest.raises(DataError, match="at least 2 groups"):
         FusionHead()._folds(np.array([1, 1, 0, 0, 0]), np.array([0, 0, 1, 2, 3]), seed=0)
-    with pytest.raises(ConfigError, match="oof='x' invalid; valid: one-bank, refit"):
+    with pytest.raises(ConfigError, match="fusion: oof='x' is invalid; valid: one of one-bank, refit"):
         FusionHead(oof="x")
 
 

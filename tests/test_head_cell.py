@@ -38,7 +38,7 @@ TOY = textwrap.dedent('''
     register_strategy(StrategyRecord(
         name="mean-patch", family="head", description="toy patch head", reference="test",
         params={}, build=lambda ctx: MeanPatchHead(), modes=("head",), any_loss=False, takes_sampler=False,
-        representation="toy-patches"))
+        representation="toy-patches", load=MeanPatchHead.from_arrays))
 
     from imbvision.data.splits import Split
     from imbvision.strategies import compose

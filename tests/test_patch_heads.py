@@ -259,7 +259,7 @@ def test_approximate_search_agrees_with_exact_and_is_repeatable(tiny, search):
     assert np.mean(np.isclose(d_approx, d_exact, atol=1e-3)) >= 0.8
     again = NormalityHead(ratio=1.0, search=search, seed=0).fit(feats.take(neg), y[neg])
     np.testing.assert_array_equal(again.decision_function(feats), approx.decision_function(feats))
-    with pytest.raises(ConfigError, match="search=.kd. invalid; valid: auto, exact, ivf, ivfpq, hnsw"):
+    with pytest.raises(ConfigError, match="normality: search=.kd. is invalid; valid: one of auto, exact, ivf, ivfpq, hnsw"):
         NormalityHead(search="kd")
 
 

@@ -239,3 +239,235 @@ def test_every_record_declares_consistent_capabilities(name):
     assert shifted is None or 0.0 < shifted < 1.0
     if rec.family in ("synthesis", "mixing", "resampler", "head"):
         assert shifted == 0.1  # rows are measured after them; they do not re-weight
+
+
+# --------------------------------------------------------------------------- one parameter table
+# Generated from the records: for every strategy and every declared parameter, the values at and just
+# beyond its declared bounds. A value the record refuses is refused when the strategy string is parsed
+# (with the record's own words); a value it accepts builds the object; the public constructor refuses what
+# the record refuses and starts from the record's defaults. A constructor that keeps a second table fails here.
+
+def _candidates(p):
+    """``(python value, accepted by the record)`` at and around the declared range of ``p``."""
+    out = []
+    if p.choices:
+        out += [(c, True) for c in p.choices] + [("no-such-choice", False)]
+    if p.kind == "bool":
+        out += [(True, True), (False, True), ("maybe", False)]
+    if p.kind == "float|none":
+        out.append((None, True))
+    if p.kind in ("float", "int", "float|none") or p.numeric_ok:
+        step = 1 if p.kind == "int" else 0.5
+        if p.low is not None:
+            out += [(p.low, not p.low_open), (p.low - step, False)]
+            if p.kind != "int":
+                out.append((p.low + 1e-3, True))
+        if p.high is not None:
+            out += [(p.high, not p.high_open), (p.high + step, False)]
+            if p.kind != "int":
+                out.append((p.high - 1e-3, True))
+        out += [(float("nan"), False), (float("inf"), False)]
+        if p.kind == "int":
+            out.append(((p.low if p.low is not None else 0) + 1.5, False))
+    return out
+
+
+def _text(v):
+    return "none" if v is None else ("true" if v is True else "false" if v is False else repr(v) if isinstance(v, float) else str(v))
+
+
+PARAM_CASES = [(r.name, k, v, ok) for r in list_strategies() for k, p in r.params.items() for v, ok in _candidates(p)]
+
+
+def test_every_declared_parameter_has_boundary_cases():
+    covered = {(n, k) for n, k, _, _ in PARAM_CASES}
+    declared = {(r.name, k) for r in list_strategies() for k in r.params}
+    assert covered == declared
+    assert ("mlp", "dropout", 1.0, False) in PARAM_CASES  # the issue's example: [0, 1) on the record
+
+
+@pytest.mark.parametrize("name, key, value, accepted", PARAM_CASES,
+                         ids=[f"{n}:{k}={_text(v)}" for n, k, v, _ in PARAM_CASES])
+def test_record_table_is_the_only_table(name, key, value, accepted):
+    import inspect
+    import re
+
+    from imbvision.strategies.registry import make_spec
+
+    rec = get_strategy(name)
+    text = f"{name}:{key}={_text(value)}"
+    if not accepted:
+        # refused at parse time, in the record's words, before any data is read
+        with pytest.raises(ConfigError, match=rf"strategy '{re.escape(name)}': parameter {key}=.*"
+                                              rf"valid: {re.escape(rec.params[key].describe())}"):
+            parse_strategies(text)
+    else:
+        try:
+            spec = parse_strategies(text)[0]
+        except ConfigError as exc:  # only a declared rule between parameters may refuse a value in range
+            assert rec.constraint is not None, f"{text} is in range but refused: {exc}"
+            with pytest.raises(ConfigError):  # and the constructor keeps the same rule
+                rec.build(CTX, **{**rec.defaults(), key: rec.params[key].coerce(name, key, value)})
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                assert spec.build(CTX) is not None  # what the parser accepts, the constructor builds
+    # the public constructor (where it takes the parameter by name) refuses what the record refuses
+    cls = type(rec.build(CTX, **rec.defaults()))
+    sig = inspect.signature(cls)
+    required = [p for p in sig.parameters.values() if p.default is inspect.Parameter.empty
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if key in sig.parameters and not required and not accepted:
+        with pytest.raises(ConfigError, match=rf"{re.escape(key)}="):
+            cls(**{key: value})
+
+
+@pytest.mark.parametrize("name", [r.name for r in list_strategies() if r.params])
+def test_constructor_defaults_are_the_records(name):
+    import inspect
+
+    rec = get_strategy(name)
+    cls = type(rec.build(CTX, **rec.defaults()))
+    sig = inspect.signature(cls)
+    for key, p in rec.params.items():
+        if key in sig.parameters and sig.parameters[key].default is not inspect.Parameter.empty:
+            assert sig.parameters[key].default == p.default, f"{cls.__name__}({key}=...) defaults differ from {name}"
+
+
+def test_scale_order_is_refused_when_parsed():
+    with pytest.raises(ConfigError, match="strategy 'copy-paste': scale_min=2 is larger than scale_max=1.25"):
+        parse_strategies("copy-paste:scale_min=2")
+    with pytest.raises(ConfigError, match="strategy 'mlp': parameter dropout='1' is invalid; valid: float in \\[0, 1\\)"):
+        parse_strategies("mlp:dropout=1")
+
+
+# --------------------------------------------------------------------------- per-head checks
+# Generated from the head records (as imbalanced-learn's estimator_checks): every head is fitted on tiny
+# synthetic features of the representation its record names, no backbone; its declared capabilities are
+# checked against what it does.
+
+HEADS = [r.name for r in list_strategies("head")]
+
+
+def _patch_problem(seed=0, n=30, grid=3, dim=6):
+    """Patch features of ``n`` images on a ``grid`` x ``grid`` grid: a positive has one bright patch (its mask)."""
+    from imbvision.backbones.patches import PatchFeatures
+
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 3 == 0).astype(np.int64)
+    store = rng.normal(0, 1, (n, grid, grid, dim)).astype(np.float32)
+    masks = []
+    for i in range(n):
+        m = None
+        if y[i]:
+            r, c = rng.integers(0, grid, 2)
+            store[i, r, c] += 2.5
+            m = np.zeros((grid, grid))
+            m[r, c] = 1.0
+        masks.append(m)
+    store = store.astype(np.float16)
+    side = 8 * grid
+    feats = PatchFeatures(store, np.arange(n), np.tile([0, 0, side, side], (n, 1)), np.tile([side, side], (n, 1)),
+                          side, {"grid": f"{grid}x{grid}"}, None, store.astype(np.float32).mean((1, 2)), masks,
+                          np.arange(n))
+    return feats, y
+
+
+def _head_data(rec):
+    data = {"global": _problem, "patches": _patch_problem}
+    assert rec.representation in data, f"no test data for representation {rec.representation!r}; add it here"
+    return data[rec.representation]()
+
+
+def _fit(rec, X, y, seed=0, **kw):
+    ctx = StrategyContext.from_labels(y, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return rec.build(ctx, **rec.defaults()).fit(X, y, seed=seed, **kw)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_head_save_load_round_trip_gives_equal_scores(name):
+    import json
+
+    from safetensors.numpy import load, save
+
+    from imbvision.strategies import head_from_arrays
+
+    rec = get_strategy(name)
+    X, y = _head_data(rec)
+    head = _fit(rec, X, y)
+    config = json.loads(json.dumps(head.get_config()))  # as model.json stores it
+    arrays = load(save({k: np.ascontiguousarray(v) for k, v in head.to_arrays().items()}))  # as model.safetensors
+    loaded = head_from_arrays(arrays, config)
+    assert type(loaded) is type(head) and type(rec.load(arrays, config)) is type(head)
+    # what the record declares it saves (``saved``) is what it saves, and a bundle's check passes on it
+    from imbvision.bundle_heads import check_head_bundle
+    from imbvision.errors import BundleError
+
+    assert rec.saved is not None
+    nested = tuple(prefix + "." for _, prefix, _, _ in rec.saved.nested)
+    assert {k for k in arrays if not k.startswith(nested) or not nested} == \
+        {k for k in arrays if k in rec.saved.arrays}
+    assert {k for k, a in rec.saved.arrays.items() if not a.optional} <= set(arrays)
+    check_head_bundle(arrays, config, {}, rec.representation, "model.json")
+    if rec.saved.arrays:  # and it refuses an array that disagrees with its declaration
+        key = next(iter(rec.saved.arrays))
+        with pytest.raises(BundleError, match=rf"head\.arrays\.{key.replace('.', '[.]')}"):
+            check_head_bundle({**arrays, key: np.zeros((7, 7, 7))}, config, {}, rec.representation, "model.json")
+    np.testing.assert_array_equal(loaded.decision_function(X), head.decision_function(X))
+    np.testing.assert_array_equal(loaded.predict_proba(X), head.predict_proba(X))
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_head_same_seed_same_scores(name):
+    rec = get_strategy(name)
+    X, y = _head_data(rec)
+    a, b = _fit(rec, X, y, seed=3), _fit(rec, X, y, seed=3)
+    np.testing.assert_array_equal(a.decision_function(X), b.decision_function(X))
+    p = a.predict_proba(X)
+    assert p.shape == (len(y),) and np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_head_heat_maps_as_declared(name):
+    from imbvision.explain import is_patch_model
+
+    rec = get_strategy(name)
+    X, y = _head_data(rec)
+    head = _fit(rec, X, y)
+    assert hasattr(head, "patch_scores") == rec.heatmaps
+    assert is_patch_model({"mode": "head", "head": {"name": name}}) == rec.heatmaps
+    if rec.heatmaps:
+        maps = head.patch_scores(X)
+        assert maps.shape == (len(X), *X.grid) and np.isfinite(maps).all()
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_head_positives_as_declared(name):
+    from imbvision.errors import DataError
+
+    rec = get_strategy(name)
+    X, y = _head_data(rec)
+    none = np.zeros_like(y)
+    if rec.needs_positives:
+        with pytest.raises((DataError, ConfigError), match=rf"'?{name}'? needs"):
+            _fit(rec, X, none)
+    else:
+        assert np.isfinite(_fit(rec, X, none).decision_function(X)).all()
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_head_masks_and_loss_as_declared(name):
+    rec = get_strategy(name)
+    X, y = _head_data(rec)
+    base = _fit(rec, X, y).decision_function(X)
+    if rec.representation == "global":
+        assert not rec.reads_masks  # one pooled vector has no patch to label
+    else:
+        bare = X.take(np.arange(len(X)))
+        bare.masks = None
+        without = _fit(rec, bare, y).decision_function(X)
+        assert (not np.array_equal(without, base)) == rec.reads_masks
+    weighted = _fit(rec, X, y, loss_name="weighted-ce").decision_function(X)
+    assert (not np.array_equal(weighted, base)) == rec.uses_loss

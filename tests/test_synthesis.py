@@ -13,15 +13,9 @@ from scipy import ndimage
 from imbvision.errors import ConfigError, DataError
 from imbvision.strategies.examples import save_example_grid, strategy_examples
 from imbvision.strategies.registry import StrategyContext, get_strategy, list_strategies, parse_strategies
-from imbvision.strategies.synthesis import (
-    AugmentOversample,
-    CopyPaste,
-    CopyPasteParams,
-    _otsu,
-    mask_bbox,
-    propose_mask,
-    save_mask_contact_sheet,
-)
+from imbvision.strategies.copy_paste import CopyPaste, CopyPasteParams
+from imbvision.strategies.object_masks import _otsu, mask_bbox, propose_mask, save_mask_contact_sheet
+from imbvision.strategies.synthesis import AugmentOversample
 
 YELLOW = torch.tensor([0.95, 0.8, 0.2])
 

@@ -8,74 +8,34 @@ ranges of the head's strategy record, ``k`` within the patch grid, and the patch
 preprocessing versions the features were made with. The first problem is one :class:`BundleError`
 naming the field (``head.arrays.bank``, ``head.config.params.k``...).
 
-The rules are a small table per head (:data:`HEAD_ARRAYS`, :data:`HEAD_CONFIG`); :func:`check_head_bundle`
-applies them, recursing into the heads a head holds (``patch.inner``, ``fusion.bases``).
+The rules are declared by each head's strategy record (``StrategyRecord.saved``, a
+:class:`~imbvision.strategies.head_base.SavedHead` beside ``load``), so a new head brings its own;
+:func:`check_head_bundle` applies them, recursing into the heads a head holds (``patch.inner``,
+``fusion.bases``).
 Hand-written: pydantic validates the JSON description, but no library checks arrays against each other.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from .errors import BundleError
 
-__all__ = ["Arr", "HEAD_ARRAYS", "HEAD_CONFIG", "check_head_bundle", "check_feature_versions", "check_arrays_finite"]
+__all__ = ["check_head_bundle", "check_feature_versions", "check_arrays_finite"]
 
 
-@dataclass(frozen=True)
-class Arr:
-    """One saved array: its shape as symbols (``"D"`` = the width the head sees, ``"C"`` = output rows,
-    ``"n+"`` = at least one row, an int = that size), whether it is optional and whether it must be > 0."""
+def _rules(name: str, ctx: "_Ctx", field: str):
+    """The saved-head rules of head ``name``, from its strategy record (unknown names list the valid ones)."""
+    from .strategies.head_base import SavedHead
+    from .strategies.registry import list_strategies
 
-    shape: tuple[Any, ...]
-    optional: bool = False
-    positive: bool = False
-
-
-_SCALER = {"scaler.mean": Arr(("D",)), "scaler.scale": Arr(("D",), positive=True),
-           "scaler.low": Arr(("D",), optional=True), "scaler.high": Arr(("D",), optional=True)}
-
-#: Per head: its arrays (nested heads are checked by their own entry).
-HEAD_ARRAYS: dict[str, dict[str, Arr]] = {
-    "logreg": {**_SCALER, "coef": Arr(("C", "D")), "intercept": Arr(("C",))},
-    "linear": {**_SCALER, "fc.weight": Arr(("C", "D")), "fc.bias": Arr(("C",))},
-    "mlp": {**_SCALER, "fc1.weight": Arr(("H", "D")), "fc1.bias": Arr(("H",)), "fc.weight": Arr(("C", "H")),
-            "fc.bias": Arr(("C",))},
-    "patch": {},
-    "normality": {"bank": Arr(("n+", "D"))},
-    "fusion": {"coef": Arr((3,)), "col_mean": Arr((3,)), "col_scale": Arr((3,), positive=True)},
-}
-
-
-def _finite(v: Any) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def _k_in_grid(cfg: Mapping[str, Any], ctx: "_Ctx") -> str | None:
-    k = cfg.get("params", {}).get("k")
-    if ctx.grid is not None and isinstance(k, int) and not isinstance(k, bool) and k > ctx.grid[0] * ctx.grid[1]:
-        return f"params.k: {k} is more than the {ctx.grid[0]}x{ctx.grid[1]} patches of the grid"
-    return None
-
-
-#: Per head: config numbers beyond its strategy parameters, as (key, test, what is valid) or a function.
-HEAD_CONFIG: dict[str, list[tuple[str, Callable[[Any], bool], str] | Callable[..., str | None]]] = {
-    "normality": [("loc", _finite, "a finite number"),
-                  ("scale", lambda v: _finite(v) and v > 0, "a finite number > 0")],
-    "fusion": [("intercept", _finite, "a finite number")],
-    "patch": [_k_in_grid],
-}
-
-#: The heads a head holds: (config key, array prefix, head name or None for "as its config says", width).
-_NESTED: dict[str, list[tuple[str, str, str | None, str]]] = {
-    "patch": [("inner", "inner", None, "patch")],
-    "fusion": [("bases.global", "global", "logreg", "global"), ("bases.patch", "patch", "patch", "patch"),
-               ("bases.normality", "normality", "normality", "patch")],
-}
+    heads = {r.name: r for r in list_strategies("head")}
+    if name not in heads:
+        raise _fail(ctx, f"{field}.head", f"unknown head {name!r}; valid: {', '.join(heads)}")
+    return heads[name].saved or SavedHead()
 
 
 @dataclass
@@ -116,15 +76,14 @@ def _check_params(name: str, cfg: Mapping[str, Any], ctx: _Ctx, field: str) -> N
 
 def _check_one(name: str, arrays: Mapping[str, np.ndarray], cfg: Mapping[str, Any], ctx: _Ctx, width: str,
                field: str, prefix: str) -> None:
-    if name not in HEAD_ARRAYS:
-        raise _fail(ctx, f"{field}.head", f"unknown head {name!r}; valid: {', '.join(HEAD_ARRAYS)}")
+    saved = _rules(name, ctx, field)
     if cfg.get("head") != name:
         raise _fail(ctx, f"{field}.head", f"{cfg.get('head')!r}, expected {name!r}")
     _check_params(name, cfg, ctx, field)
     sizes: dict[Any, int] = {}
     if ctx.widths.get(width):
         sizes["D"] = int(ctx.widths[width])  # type: ignore[arg-type]
-    for key, spec in HEAD_ARRAYS[name].items():
+    for key, spec in saved.arrays.items():
         full = f"head.arrays.{prefix}{key}"
         if key not in arrays:
             if spec.optional:
@@ -149,16 +108,16 @@ def _check_one(name: str, arrays: Mapping[str, np.ndarray], cfg: Mapping[str, An
             raise _fail(ctx, full, f"{int((~np.isfinite(a)).sum())} value(s) are NaN or infinite")
         if spec.positive and not (a > 0).all():
             raise _fail(ctx, full, "every value must be > 0")
-    for rule in HEAD_CONFIG.get(name, []):
+    for rule in saved.config:
         if callable(rule):
-            why = rule(cfg, ctx)
+            why = rule(cfg, ctx.grid)
             if why:
                 raise _fail(ctx, f"{field}.{why.split(':')[0]}", why.split(": ", 1)[1])
             continue
         key, test, valid = rule
         if not test(cfg.get(key)):
             raise _fail(ctx, f"{field}.{key}", f"{cfg.get(key)!r}; valid: {valid}")
-    for ckey, apre, fixed, w in _NESTED.get(name, []):
+    for ckey, apre, fixed, w in saved.nested:
         sub = cfg
         for part in ckey.split("."):
             sub = sub.get(part) if isinstance(sub, Mapping) else None
@@ -170,7 +129,7 @@ def _check_one(name: str, arrays: Mapping[str, np.ndarray], cfg: Mapping[str, An
 
 def check_head_bundle(arrays: Mapping[str, np.ndarray], config: Mapping[str, Any], backbone: Mapping[str, Any],
                       representation: str, where: str) -> None:
-    """Check a saved head's arrays and config against the tables above (before the head is rebuilt).
+    """Check a saved head's arrays and config against its record's ``saved`` rules (before the head is rebuilt).
 
     Parameters
     ----------

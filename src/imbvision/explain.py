@@ -55,10 +55,11 @@ def fit_to_map(image: np.ndarray, heat: np.ndarray, mask: np.ndarray | None = No
 
 
 def is_patch_model(meta: dict) -> bool:
-    """Whether a saved model's head scores patches (and so can draw heat maps)."""
-    from .strategies.patch_heads import PATCH_HEADS
+    """Whether a saved model's head scores patches (and so can draw heat maps): its record says ``heatmaps``."""
+    from .strategies import list_strategies
 
-    return meta.get("mode") == "head" and meta.get("head", {}).get("name") in PATCH_HEADS
+    name = meta.get("head", {}).get("name")
+    return meta.get("mode") == "head" and any(r.name == name and r.heatmaps for r in list_strategies("head"))
 
 
 def patch_model_features(model, images: Sequence[np.ndarray]):
@@ -257,7 +258,7 @@ def derive_masks(model, records: Sequence, out_dir: str | Path, *, rel: float = 
         import torch
 
         from .data.decode import load_image
-        from .strategies.synthesis import save_mask_contact_sheet
+        from .strategies.object_masks import save_mask_contact_sheet
         save_mask_contact_sheet([load_image(p) for p, _, _ in sheet], [torch.from_numpy(m) for _, m, _ in sheet],
                                 out / "derived_masks.png", [t for _, _, t in sheet])
     return out / "manifest.csv"

@@ -16,9 +16,13 @@ from .losses import (
 )
 from .samplers import BalancedSampler, DistributedWeightedSampler, balanced_sample_weights
 from .resampling import ResampleResult, Resampler
-from .synthesis import AugmentOversample, CopyPaste, propose_mask, save_mask_contact_sheet
+from .object_masks import propose_mask, save_mask_contact_sheet
+from .synthesis import AugmentOversample
+from .copy_paste import CopyPaste
 from .mixing import CutMix, MinorityMixUp, MixUp, ObjectCutMix
-from .heads import LinearHead, LogRegHead, MLPHead, head_from_arrays
+from .head_base import Head, head_from_arrays
+from .heads import LogRegHead
+from .torch_heads import LinearHead, MLPHead
 from .patch_heads import FusionHead, NormalityHead, PatchHead
 from .examples import save_example_grid, strategy_examples
 
@@ -30,5 +34,5 @@ __all__ = [
     "BalancedSampler", "DistributedWeightedSampler", "balanced_sample_weights", "ResampleResult", "Resampler",
     "AugmentOversample", "CopyPaste", "propose_mask", "save_mask_contact_sheet",
     "CutMix", "MinorityMixUp", "MixUp", "ObjectCutMix",
-    "LinearHead", "LogRegHead", "MLPHead", "head_from_arrays", "PatchHead", "NormalityHead", "FusionHead", "save_example_grid", "strategy_examples",
+    "Head", "LinearHead", "LogRegHead", "MLPHead", "head_from_arrays", "PatchHead", "NormalityHead", "FusionHead", "save_example_grid", "strategy_examples",
 ]

@@ -1,4 +1,6 @@
-"""Shared pieces of the patch-level heads: input adaptation, label checks, the builder."""
+"""Shared pieces of the patch-level heads (``patch``, ``normality``, ``fusion``): input adaptation, label
+checks, patch-map scoring and the record builder. Which heads take patch features is each record's
+``representation``, not a list here."""
 
 from __future__ import annotations
 
@@ -7,13 +9,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .heads import Head
+from .head_base import Head
 from .registry import StrategyContext
 
-__all__ = ["PATCH_HEADS", "as_patches"]
-
-#: Heads that need patch features (the training pipeline asks this).
-PATCH_HEADS = ("patch", "normality", "fusion")
+__all__ = ["as_patches", "patch_map"]
 
 
 def as_patches(X: Any):

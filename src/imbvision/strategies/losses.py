@@ -36,6 +36,7 @@ module that registers a record (imported by ``imbvision.strategies``).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from numbers import Real
 from typing import Any, Mapping, Sequence
 
@@ -90,11 +91,17 @@ def _check_number(
     return Param(None, low=low, high=None if math.isinf(high) else high, high_open=high_open).check(owner, name, value)
 
 
-#: Shared by the registry records and the public constructors, so both check the same range.
+#: The records' parameters, shared with the public constructors, so both check the same range (one table).
 GAMMA = Param(2.0, kind="float", low=0.0, doc="focusing parameter; 0 = no focusing")
 BETA = Param(0.999, kind="float", low=0.0, high=1.0, high_open=True,
              doc="in [0, 1): 0 = uniform, -> 1 = inverse frequency")
 TAU = Param(1.0, kind="float", low=0.0, doc="temperature; 0 = plain CE")
+FOCAL_ALPHA = Param(0.25, kind="float|none", low=0.0, high=1.0,
+                    doc="binary: weight of positives (negatives get 1-alpha); none disables; ignored when "
+                        "alpha_mode=balanced")
+ALPHA_MODE = Param("scalar", kind="str", choices=ALPHA_MODES,
+                   doc="scalar: use alpha (binary only); balanced: per-class alpha ∝ 1/n_c summing to 1")
+CB_BASE = Param("ce", kind="str", choices=("ce", "focal"), doc="loss the weights apply to")
 
 
 def _counts_array(class_counts: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -454,7 +461,7 @@ def focal_loss(
         isinstance(alpha, Real) or (isinstance(alpha, Tensor) and alpha.ndim == 0)
     )
     if scalar:
-        a = _check_number("focal", "alpha", float(alpha), 0.0, 1.0)  # type: ignore[arg-type]
+        a = FOCAL_ALPHA.check("focal", "alpha", float(alpha))  # type: ignore[arg-type]
         if not _is_binary(logits) and logits.ndim == 2 and logits.shape[1] > 2:
             return focal_loss_multiclass(logits, target, float(a), gamma, reduction)  # raises
         alpha = torch.tensor([1.0 - a, a])
@@ -575,7 +582,7 @@ class FocalLoss(_Loss):
         if alpha is not None and (isinstance(alpha, Real) or (isinstance(alpha, Tensor) and alpha.ndim == 0)):
             # A binary α is the class vector [1-α, α]; the scalar is kept to
             # refuse it for C > 2 classes, where it would only rescale the loss.
-            self.scalar_alpha = _check_number("focal", "alpha", float(alpha), 0.0, 1.0)
+            self.scalar_alpha = FOCAL_ALPHA.check("focal", "alpha", float(alpha))
             buf = torch.tensor([1.0 - self.scalar_alpha, self.scalar_alpha])
         else:
             buf = _weight_tensor("focal", "alpha", alpha)
@@ -625,11 +632,10 @@ class ClassBalancedLoss(_Loss):
         reduction: str = "mean",
     ) -> None:
         super().__init__(reduction)
-        if base not in ("ce", "focal"):
-            raise ConfigError(f"class-balanced: base={base!r} is invalid; valid: ce, focal")
+        self.base = CB_BASE.check("class-balanced", "base", base)
         self.beta = BETA.check("class-balanced", "beta", beta)
-        self.base = base
-        self.gamma = _check_gamma(gamma) if base == "focal" else 0.0
+        gamma = _check_gamma(gamma)  # checked whatever the base, as the record checks it
+        self.gamma = gamma if self.base == "focal" else 0.0
         w = class_balanced_weights(class_counts, self.beta)
         self.register_buffer("weight", torch.as_tensor(w, dtype=torch.float32))
 
@@ -697,10 +703,8 @@ def _build_weighted(ctx: StrategyContext, weights: str | float | Sequence[float]
 def _build_focal(
     ctx: StrategyContext, gamma: float = 2.0, alpha: float | None = 0.25, alpha_mode: str = "scalar"
 ) -> FocalLoss:
-    if alpha_mode == "balanced":
+    if alpha_mode == "balanced":  # values come from the record's table (ALPHA_MODE): scalar or balanced
         return FocalLoss.balanced(ctx.class_counts, gamma)
-    if alpha_mode != "scalar":
-        raise ConfigError(f"focal: alpha_mode={alpha_mode!r} is invalid; valid: {', '.join(ALPHA_MODES)}")
     if alpha is not None and ctx.num_classes > 2:
         raise ConfigError(
             f"focal: alpha={alpha:g} is a binary weight but there are {ctx.num_classes} classes "
@@ -816,19 +820,8 @@ register_strategy(
         reference="Lin et al. 2017, Focal Loss for Dense Object Detection (ICCV), with per-class alpha",
         params={
             "gamma": GAMMA,
-            "alpha": Param(
-                0.25,
-                kind="float|none",
-                low=0.0,
-                high=1.0,
-                doc="binary: weight of positives (negatives get 1-alpha); none disables; ignored when alpha_mode=balanced",
-            ),
-            "alpha_mode": Param(
-                "scalar",
-                kind="str",
-                choices=ALPHA_MODES,
-                doc="scalar: use alpha (binary only); balanced: per-class alpha ∝ 1/n_c summing to 1",
-            ),
+            "alpha": FOCAL_ALPHA,
+            "alpha_mode": ALPHA_MODE,
         },
         build=_build_focal,
         corrects_prior=_focal_corrects,
@@ -844,8 +837,8 @@ register_strategy(
         reference="Cui et al. 2019, Class-Balanced Loss Based on Effective Number of Samples",
         params={
             "beta": BETA,
-            "base": Param("ce", kind="str", choices=("ce", "focal"), doc="loss the weights apply to"),
-            "gamma": Param(2.0, kind="float", low=0.0, doc="focal gamma when base=focal"),
+            "base": CB_BASE,
+            "gamma": replace(GAMMA, doc="focal gamma when base=focal"),
         },
         build=_build_cb,
         corrects_prior=lambda p: float(p.get("beta", 0.999)) > 0.0,

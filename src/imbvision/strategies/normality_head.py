@@ -20,10 +20,10 @@ import torch
 from ..errors import ConfigError, DataError, BundleError
 from ._bank_index import IVF_ABOVE, PQ_ABOVE, SEARCH_KINDS, BankIndex
 from ._patch_common import _build, _check_binary, _valid_rows, as_patches, patch_map
-from .heads import Head
+from .head_base import Arr, Head, SavedHead, finite_number
 from .registry import Param, StrategyRecord, register_strategy
 
-__all__ = ["NormalityHead", "greedy_coreset", "sharded_coreset", "ray_shard_runner", "SEARCH_KINDS", "SHARD_PATCHES"]
+__all__ = ["NormalityHead", "NORMALITY_PARAMS", "greedy_coreset", "sharded_coreset", "ray_shard_runner", "SEARCH_KINDS", "SHARD_PATCHES"]
 
 #: Patches per coreset shard (the ``shard`` parameter's default). The greedy's work is
 #: ``shard × picks`` per shard, so a fit costs O(patches) at a fixed ratio. Chosen on Magnetic-tile
@@ -234,6 +234,20 @@ def _shard_task(X: np.ndarray, picks: int, seed: int, projection: np.ndarray | N
     return greedy_coreset(X, picks, seed=seed, projection=projection)
 
 
+#: The ``normality`` record's parameters (also what :class:`NormalityHead` checks its arguments against).
+NORMALITY_PARAMS = {
+    "ratio": Param(0.2, kind="float", low=0.0, low_open=True, high=1.0,
+                   doc="coreset size as a fraction of the negatives' patches"),
+    "max_bank": Param(50000, kind="int", low=1, high=10_000_000,
+                      doc="largest memory bank (patches); at least one image's patches"),
+    "search": Param("auto", kind="str", choices=SEARCH_KINDS,
+                    doc=f"faiss exact search, inverted file (ivf), compressed inverted file (ivfpq) or HNSW; "
+                        f"auto: exact up to {IVF_ABOVE:,} entries, ivf up to {PQ_ABOVE:,}, ivfpq above"),
+    "shard": Param(SHARD_PATCHES, kind="int", low=256, high=100_000_000,
+                   doc="patches per coreset shard (cost linear in the data); at least all patches: exact greedy"),
+}
+
+
 class NormalityHead(Head):
     """Distance to the nearest training-negative patch (PatchCore); needs no positive.
 
@@ -263,14 +277,13 @@ class NormalityHead(Head):
     """
 
     name = "normality"
-    _param_names = ("ratio", "max_bank", "search", "shard")
+    PARAMS = NORMALITY_PARAMS
 
     def __init__(self, ratio: float = 0.2, max_bank: int = 50000, search: str = "auto", shard: int = SHARD_PATCHES,
                  num_classes: int | None = None, seed: int = 0) -> None:
         super().__init__(num_classes, seed)
-        if search not in SEARCH_KINDS:
-            raise ConfigError(f"normality: search={search!r} invalid; valid: {', '.join(SEARCH_KINDS)}")
-        self.ratio, self.max_bank, self.search, self.shard = float(ratio), int(max_bank), search, int(shard)
+        v = self._check(ratio=ratio, max_bank=max_bank, search=search, shard=shard)
+        self.ratio, self.max_bank, self.search, self.shard = v["ratio"], v["max_bank"], v["search"], v["shard"]
         self.bank_: np.ndarray | None = None
         self.owner_: np.ndarray | None = None  # group of each bank row (fit only; not saved)
         self.loc_, self.scale_d_ = 0.0, 1.0
@@ -396,18 +409,12 @@ register_strategy(StrategyRecord(
     description="PatchCore normality model: coreset memory bank of the training negatives' patches, faiss "
                 "nearest-neighbour distance; image score = largest patch distance. Trains with zero positives.",
     reference="Roth et al. 2022, Towards Total Recall in Industrial Anomaly Detection (PatchCore)",
-    params={
-        "ratio": Param(0.2, kind="float", low=0.0, low_open=True, high=1.0,
-                       doc="coreset size as a fraction of the negatives' patches"),
-        "max_bank": Param(50000, kind="int", low=1, high=10_000_000,
-                          doc="largest memory bank (patches); at least one image's patches"),
-        "search": Param("auto", kind="str", choices=SEARCH_KINDS,
-                        doc=f"faiss exact search, inverted file (ivf), compressed inverted file (ivfpq) or HNSW; "
-                            f"auto: exact up to {IVF_ABOVE:,} entries, ivf up to {PQ_ABOVE:,}, ivfpq above"),
-        "shard": Param(SHARD_PATCHES, kind="int", low=256, high=100_000_000,
-                       doc="patches per coreset shard (cost linear in the data); at least all patches: exact greedy"),
-    },
+    params=NORMALITY_PARAMS,
     build=_build(NormalityHead),
-    modes=("head",), representation="patches", heatmaps=True, needs_positives=False,
+    modes=("head",), representation="patches", heatmaps=True, needs_positives=False, uses_loss=False,
+    load=NormalityHead.from_arrays,
+    saved=SavedHead({"bank": Arr(("n+", "D"))},
+                    config=(("loc", finite_number, "a finite number"),
+                            ("scale", lambda v: finite_number(v) and v > 0, "a finite number > 0"))),
     variants=("normality:ratio=0.05", "normality:ratio=0.5"),
 ))

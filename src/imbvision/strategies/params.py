@@ -1,9 +1,13 @@
 """Strategy parameters: :class:`Param` declares a value's kind and range, and is the one place it is checked.
 
-The registry (:func:`~imbvision.strategies.registry.make_spec`), the synthesis
-and mixing constructors (:func:`resolve_params`) and the losses' public
-constructors (:meth:`Param.check`) all go through it, as imbalanced-learn's
-``_parameter_constraints`` do for its estimators.
+Each strategy declares one table ``{name: Param}``, its record's ``params``; the
+registry (:func:`~imbvision.strategies.registry.make_spec`) checks a strategy
+string against it, and the public constructors (``MLPHead(dropout=...)``,
+``FocalLoss(alpha=...)``, ``MixUp(alpha=...)``...) check their arguments against
+the same table (:func:`check_params`, :func:`resolve_params`), as
+imbalanced-learn's ``_parameter_constraints`` do for its estimators. A value the
+record accepts therefore builds the object, and one it refuses is refused when the
+strategy string is parsed, before any data is read.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["Param", "resolve_params"]
+__all__ = ["Param", "resolve_params", "check_params"]
 
 
 class _Invalid(Exception):
@@ -155,3 +159,31 @@ def resolve_params(owner: str, spec: Mapping[str, Param], params: Mapping[str, A
     full = {k: p.default for k, p in spec.items()}
     full.update(params)
     return {k: spec[k].coerce(owner, k, v) for k, v in full.items()}
+
+
+def check_params(owner: str, spec: Mapping[str, Param], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Each of ``values`` checked by its :class:`Param` in ``spec`` (a public constructor's wording).
+
+    The constructors' half of the one parameter table: ``MLPHead(dropout=1)`` is refused by the
+    ``mlp`` record's own ``dropout`` entry, with the range it declares.
+
+    Parameters
+    ----------
+    owner
+        Named in the error (the strategy's name).
+    spec
+        The strategy record's parameter table.
+    values
+        ``{name: value}``; every name must be in ``spec``.
+
+    Returns
+    -------
+    dict
+        The checked values (ints as ``int``, floats as ``float``).
+
+    Raises
+    ------
+    ConfigError
+        ``"{owner}: {name}={value!r} is invalid; valid: ..."`` for the first value outside its range.
+    """
+    return {k: spec[k].check(owner, k, v) for k, v in values.items()}

@@ -34,12 +34,36 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import BundleError, ConfigError, DataError
-from ._patch_common import PATCH_HEADS, _build, _check_binary, _sigmoid, _valid_rows, as_patches, patch_map
-from .heads import _HEADS, Head, LinearHead, LogRegHead, head_from_arrays
+from ._patch_common import _build, _check_binary, _sigmoid, _valid_rows, as_patches, patch_map
+from .head_base import Arr, Head, SavedHead, finite_number, head_from_arrays
+from .heads import LogRegHead
 from .normality_head import NormalityHead, greedy_coreset
 from .registry import Param, StrategyRecord, register_strategy
+from .torch_heads import LinearHead
 
-__all__ = ["PatchHead", "NormalityHead", "FusionHead", "as_patches", "greedy_coreset", "PATCH_HEADS"]
+__all__ = ["PatchHead", "NormalityHead", "FusionHead", "as_patches", "greedy_coreset", "PATCH_PARAMS", "FUSION_PARAMS"]
+
+#: The ``patch`` record's parameters (also what :class:`PatchHead` checks its arguments against).
+PATCH_PARAMS = {
+    "k": Param(3, kind="int", low=1, high=64, doc="top patches per image in the score and in MIL"),
+    "neg_patches": Param(48, kind="int", low=1, high=4096, doc="patches drawn per negative image"),
+    "pos_fraction": Param(0.3, kind="float", low=0.0, low_open=True, high=1.0,
+                          doc="share of a patch inside the mask that makes it positive"),
+    "mil_rounds": Param(2, kind="int", low=0, high=10, doc="MIL re-selection rounds for unmasked positives"),
+    "C": Param(0.1, kind="float", low=0.0, low_open=True, doc="inverse L2 strength of the patch logreg"),
+}
+
+#: How the normality base of ``fusion`` is cross-fitted.
+OOF_KINDS = ("one-bank", "refit")
+
+#: The ``fusion`` record's parameters (also what :class:`FusionHead` checks its arguments against).
+FUSION_PARAMS = {
+    "folds": Param(3, kind="int", low=2, high=10, doc="cross-fitting folds inside the training split"),
+    "C": Param(1.0, kind="float", low=0.0, low_open=True, doc="inverse L2 strength of the stacker"),
+    "oof": Param("one-bank", kind="str", choices=OOF_KINDS,
+                 doc="normality's out-of-fold scores: one bank searched without each image's group, or a "
+                     "bank refitted per fold"),
+}
 
 # --------------------------------------------------------------------------- #
 # patch head
@@ -65,13 +89,14 @@ class PatchHead(Head):
     """
 
     name = "patch"
-    _param_names = ("k", "neg_patches", "pos_fraction", "mil_rounds", "C")
+    PARAMS = PATCH_PARAMS
 
     def __init__(self, k: int = 3, neg_patches: int = 48, pos_fraction: float = 0.3, mil_rounds: int = 2,
                  C: float = 0.1, num_classes: int | None = None, seed: int = 0) -> None:
         super().__init__(num_classes, seed)
-        self.k, self.neg_patches, self.mil_rounds = int(k), int(neg_patches), int(mil_rounds)
-        self.pos_fraction, self.C = float(pos_fraction), float(C)
+        v = self._check(k=k, neg_patches=neg_patches, pos_fraction=pos_fraction, mil_rounds=mil_rounds, C=C)
+        self.k, self.neg_patches, self.mil_rounds = v["k"], v["neg_patches"], v["mil_rounds"]
+        self.pos_fraction, self.C = v["pos_fraction"], v["C"]
         self.inner: Head | None = None
         self.info_: dict[str, Any] = {}
 
@@ -190,8 +215,6 @@ class PatchHead(Head):
 # fusion head
 # --------------------------------------------------------------------------- #
 _BASES = ("global", "patch", "normality")
-#: How the normality base of ``fusion`` is cross-fitted.
-OOF_KINDS = ("one-bank", "refit")
 
 
 class FusionHead(Head):
@@ -219,14 +242,13 @@ class FusionHead(Head):
     """
 
     name = "fusion"
-    _param_names = ("folds", "C", "oof")
+    PARAMS = FUSION_PARAMS
 
     def __init__(self, folds: int = 3, C: float = 1.0, oof: str = "one-bank", num_classes: int | None = None,
                  seed: int = 0) -> None:
         super().__init__(num_classes, seed)
-        if oof not in OOF_KINDS:
-            raise ConfigError(f"fusion: oof={oof!r} invalid; valid: {', '.join(OOF_KINDS)}")
-        self.folds, self.C, self.oof = int(folds), float(C), oof
+        v = self._check(folds=folds, C=C, oof=oof)
+        self.folds, self.C, self.oof = v["folds"], v["C"], v["oof"]
         self.bases: dict[str, Head] = {}
         self.coef_: np.ndarray | None = None
         self.intercept_ = 0.0
@@ -357,27 +379,26 @@ class FusionHead(Head):
         return head
 
 
-_HEADS.update({"patch": PatchHead, "normality": NormalityHead, "fusion": FusionHead})
-
-
 # --------------------------------------------------------------------------- #
 # registry
 # --------------------------------------------------------------------------- #
+def _k_in_grid(cfg: Mapping[str, Any], grid: tuple[int, int] | None) -> str | None:
+    """A saved ``patch`` head's ``k`` fits the patch grid recorded at training."""
+    k = cfg.get("params", {}).get("k")
+    if grid is not None and isinstance(k, int) and not isinstance(k, bool) and k > grid[0] * grid[1]:
+        return f"params.k: {k} is more than the {grid[0]}x{grid[1]} patches of the grid"
+    return None
+
+
 register_strategy(StrategyRecord(
     name="patch", family="head",
     description="Patch classifier on mid-level patch features: mask-labelled patches where a positive has a mask, "
                 "multiple-instance learning (top-k patches) for the rest; image score = mean of the top-k patch scores.",
     reference="Božič et al. 2021, mixed supervision for surface-defect detection; MI-SVM (Andrews et al. 2002)",
-    params={
-        "k": Param(3, kind="int", low=1, high=64, doc="top patches per image in the score and in MIL"),
-        "neg_patches": Param(48, kind="int", low=1, high=4096, doc="patches drawn per negative image"),
-        "pos_fraction": Param(0.3, kind="float", low=0.0, low_open=True, high=1.0,
-                              doc="share of a patch inside the mask that makes it positive"),
-        "mil_rounds": Param(2, kind="int", low=0, high=10, doc="MIL re-selection rounds for unmasked positives"),
-        "C": Param(0.1, kind="float", low=0.0, low_open=True, doc="inverse L2 strength of the patch logreg"),
-    },
+    params=PATCH_PARAMS,
     build=_build(PatchHead),
-    modes=("head",), representation="patches", heatmaps=True,
+    modes=("head",), representation="patches", heatmaps=True, reads_masks=True, load=PatchHead.from_arrays,
+    saved=SavedHead(config=(_k_in_grid,), nested=(("inner", "inner", None, "patch"),)),
 ))
 
 register_strategy(StrategyRecord(
@@ -385,13 +406,11 @@ register_strategy(StrategyRecord(
     description="Stacks the global logreg, patch and normality heads with a logistic regression fitted on "
                 "out-of-fold scores inside the training split; the weights show which representation won.",
     reference="stacked generalisation (Wolpert 1992) with cross-fitting",
-    params={
-        "folds": Param(3, kind="int", low=2, high=10, doc="cross-fitting folds inside the training split"),
-        "C": Param(1.0, kind="float", low=0.0, low_open=True, doc="inverse L2 strength of the stacker"),
-        "oof": Param("one-bank", kind="str", choices=OOF_KINDS,
-                     doc="normality's out-of-fold scores: one bank searched without each image's group, or a "
-                         "bank refitted per fold"),
-    },
+    params=FUSION_PARAMS,
     build=_build(FusionHead),
-    modes=("head",), representation="patches", heatmaps=True,
+    modes=("head",), representation="patches", heatmaps=True, reads_masks=True, load=FusionHead.from_arrays,
+    saved=SavedHead({"coef": Arr((3,)), "col_mean": Arr((3,)), "col_scale": Arr((3,), positive=True)},
+                    config=(("intercept", finite_number, "a finite number"),),
+                    nested=(("bases.global", "global", "logreg", "global"), ("bases.patch", "patch", "patch", "patch"),
+                            ("bases.normality", "normality", "normality", "patch"))),
 ))

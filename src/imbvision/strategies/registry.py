@@ -171,6 +171,23 @@ class StrategyRecord:
     variants
         (Heads) other settings of it worth comparing against its defaults (``compare`` with no
         training positive compares these).
+    reads_masks
+        (Heads) it learns from the positives' object masks where they have them, so a bad mask of a
+        training positive stops its fit (a head that does not read masks trains on despite one).
+    uses_loss
+        (Heads) the recipe's loss and sampler change its fit (``False``: it models the training
+        negatives alone and ignores both; the run then says so).
+    load
+        (Heads) ``(arrays, config) -> head``: rebuilds a fitted head from its ``to_arrays()`` and
+        ``get_config()`` (how a bundle's head is read back; :func:`~imbvision.strategies.head_base.head_from_arrays`).
+    saved
+        (Heads) what its saved arrays and config must satisfy, a
+        :class:`~imbvision.strategies.head_base.SavedHead` (checked when a bundle is opened, before
+        ``load``; ``None``: only its parameters and finite arrays are checked).
+
+    Parameters are declared once, in ``params`` (see :mod:`imbvision.strategies.params`); a rule
+    between parameters is ``constraint``: ``params -> None or the reason they do not fit together``
+    (e.g. ``scale_min <= scale_max``), checked when a strategy string is parsed and by the constructor.
     """
 
     name: str
@@ -192,6 +209,11 @@ class StrategyRecord:
     heatmaps: bool = False
     needs_positives: bool = True
     variants: tuple[str, ...] = ()
+    reads_masks: bool = False
+    uses_loss: bool = True
+    load: Callable[[Mapping[str, Any], Mapping[str, Any]], Any] | None = None
+    saved: Any = None
+    constraint: Callable[[Mapping[str, Any]], str | None] | None = None
 
     def defaults(self) -> dict[str, Any]:
         return {k: p.default for k, p in self.params.items()}
@@ -207,6 +229,8 @@ def register_strategy(record: StrategyRecord) -> StrategyRecord:
     bad = [m for m in record.modes if m not in MODES]
     if bad or not record.modes:
         raise ValueError(f"strategy {record.name!r}: modes {record.modes!r} invalid; valid: {MODES}")
+    if record.family == "head" and record.load is None:
+        raise ValueError(f"head {record.name!r} declares no `load` (how a saved head is rebuilt)")
     return _REGISTRY.register(record.name, record)
 
 
@@ -266,6 +290,9 @@ def make_spec(name: str, params: Mapping[str, Any] | None = None) -> StrategySpe
     full = rec.defaults()
     # Defaults are the record's own (trusted) values; only given ones are coerced, as before.
     full.update({k: v for k, v in resolve_params(name, rec.params, given).items() if k in given})
+    why = rec.constraint(full) if rec.constraint is not None else None
+    if why:
+        raise ConfigError(f"strategy {name!r}: {why}")
     return StrategySpec(name, full)
 
 

@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .registry import Param, StrategyContext, StrategyRecord, keeps_prior, register_strategy
+from .registry import Param, StrategyContext, StrategyRecord, keeps_prior, register_strategy, resolve_params
 
 __all__ = [
     "ResampleResult",
@@ -113,7 +113,8 @@ class Resampler:
         if name not in _SPECS:
             raise ConfigError(f"unknown resampler {name!r}; valid: {', '.join(_SPECS)}")
         self.name = name
-        self.params = dict(params)
+        # The record's own table (the same ``_SPECS`` entry it was registered with): defaults filled, ranges checked.
+        self.params = resolve_params(name, _SPECS[name].params, params)
         self.default_seed = int(default_seed)
         self.generates_samples = _SPECS[name].generates_samples
         self.last_method: str | None = None
@@ -132,7 +133,7 @@ class Resampler:
         """
         ratio = float(self.params["sampling_strategy"])
         classes, counts = np.unique(y, return_counts=True)
-        if self.name == "random-under":
+        if _SPECS[self.name].undersamples:
             cap = max(int(round(counts.min() / ratio)), int(counts.min()))
             targets = {c.item(): int(min(n, cap)) for c, n in zip(classes, counts)}
         else:
@@ -211,9 +212,10 @@ class Resampler:
         X, y = _check_xy(X, y, self.name)
         assert X is not None
         seed = self.default_seed if seed is None else int(seed)
-        if self.name == "adasyn":
+        fallback = _SPECS[self.name].fallback
+        if fallback is not None:
             try:
-                return self._run("adasyn", X, y, seed)
+                return self._run(self.name, X, y, seed)
             except RuntimeError as exc:  # imblearn: "Not any neigbours belong to the majority class"
                 if "majority" not in str(exc):
                     raise
@@ -224,7 +226,7 @@ class Resampler:
                     ResampleFallbackWarning,
                     stacklevel=2,
                 )
-                return self._run("smote", X, y, seed, k=self._k_used)
+                return self._run(fallback, X, y, seed, k=self._k_used)
         return self._run(self.name, X, y, seed)
 
     def _run(
@@ -330,6 +332,8 @@ class _Method:
     generates_samples: bool = False  # rows without a source image: head mode only
     needs_embeddings: bool = False  # neighbours in embedding space, also when selecting images
     ratio: bool = True  # has sampling_strategy (a minority/majority ratio)
+    undersamples: bool = False  # its ratio caps the majority (else it raises the minority)
+    fallback: str | None = None  # the method run when imbalanced-learn finds no majority neighbour (ADASYN)
 
 
 _SPECS: dict[str, _Method] = {
@@ -342,6 +346,7 @@ _SPECS: dict[str, _Method] = {
         "Drop randomly chosen majority samples until the ratio is reached.",
         "Random undersampling (Japkowicz & Stephen 2002, The class imbalance problem); imblearn.under_sampling.RandomUnderSampler",
         {"sampling_strategy": _RATIO},
+        undersamples=True,
     ),
     "tomek": _Method(
         "Remove majority members of Tomek links (cross-class nearest-neighbour pairs); cleaning.",
@@ -376,6 +381,7 @@ _SPECS: dict[str, _Method] = {
         "He et al. 2008; imblearn.over_sampling.ADASYN",
         {"sampling_strategy": _RATIO, "k_neighbors": _K},
         generates_samples=True,
+        fallback="smote",
     ),
     "smote-tomek": _Method(
         "SMOTE, then remove both members of every Tomek link.",

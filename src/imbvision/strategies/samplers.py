@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
 
 from ..errors import ConfigError, DataError
+from .params import check_params
 from .registry import Param, StrategyContext, StrategyRecord, TrainingPrior, register_strategy, weight_shift
 
 __all__ = [
@@ -30,6 +31,16 @@ __all__ = [
 ]
 
 MODES: tuple[str, ...] = ("inverse", "sqrt")
+
+#: The ``balanced-sampler`` record's parameters, also what :class:`BalancedSampler` and
+#: :func:`balanced_sample_weights` check their arguments against (one table).
+SAMPLER_PARAMS: dict[str, Param] = {
+    "mode": Param("inverse", kind="str", choices=MODES,
+                  doc="weight per sample 1/n_c (inverse: balanced) or 1/sqrt(n_c) (sqrt: half-way)"),
+    "pos_fraction": Param(None, kind="float|none", low=0.0, high=1.0, low_open=True, high_open=True,
+                          doc="expected fraction of positives per epoch, in (0, 1); overrides mode"),
+    "replacement": Param(True, kind="bool", doc="draw with replacement"),
+}
 
 
 def balanced_sample_weights(
@@ -62,13 +73,11 @@ def balanced_sample_weights(
         raise DataError(f"labels must be 1-D, got shape {y.shape}")
     if y.size == 0:
         raise DataError("labels are empty; a sampler needs at least one sample")
-    if mode not in MODES:
-        raise ConfigError(f"sampler mode {mode!r} is invalid; valid: {', '.join(MODES)}")
+    v = check_params("balanced-sampler", SAMPLER_PARAMS, {"mode": mode, "pos_fraction": pos_fraction})
+    mode, pos_fraction = v["mode"], v["pos_fraction"]
     classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
     if pos_fraction is not None:
         p = float(pos_fraction)
-        if not 0.0 < p < 1.0:
-            raise ConfigError(f"pos_fraction={pos_fraction!r} is invalid; valid: a float in (0, 1) or none")
         if not set(classes.tolist()) <= {0, 1}:
             raise DataError(
                 f"pos_fraction needs binary 0/1 labels, got classes {classes.tolist()}; "
@@ -248,13 +257,11 @@ class BalancedSampler:
         replacement: bool = True,
         default_seed: int = 0,
     ) -> None:
-        if mode not in MODES:
-            raise ConfigError(f"sampler mode {mode!r} is invalid; valid: {', '.join(MODES)}")
-        if pos_fraction is not None and not 0.0 < float(pos_fraction) < 1.0:
-            raise ConfigError(f"pos_fraction={pos_fraction!r} is invalid; valid: a float in (0, 1) or none")
-        self.mode = mode
-        self.pos_fraction = None if pos_fraction is None else float(pos_fraction)
-        self.replacement = bool(replacement)
+        v = check_params("balanced-sampler", SAMPLER_PARAMS,
+                         {"mode": mode, "pos_fraction": pos_fraction, "replacement": replacement})
+        self.mode = v["mode"]
+        self.pos_fraction = v["pos_fraction"]
+        self.replacement = v["replacement"]
         self.default_seed = int(default_seed)
 
     def weights(self, labels: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -342,23 +349,7 @@ register_strategy(
             "(WeightedRandomSampler; a global-draw distributed variant for multi-GPU)."
         ),
         reference="torch.utils.data.WeightedRandomSampler; pytorch/pytorch#77154 for the distributed gap",
-        params={
-            "mode": Param(
-                "inverse",
-                kind="str",
-                choices=MODES,
-                doc="weight per sample 1/n_c (inverse: balanced) or 1/sqrt(n_c) (sqrt: half-way)",
-            ),
-            "pos_fraction": Param(
-                None,
-                kind="float|none",
-                low=0.0,
-                high=1.0,
-                low_open=True,
-                doc="expected fraction of positives per epoch, in (0, 1); overrides mode",
-            ),
-            "replacement": Param(True, kind="bool", doc="draw with replacement"),
-        },
+        params=SAMPLER_PARAMS,
         build=_build_balanced,
         corrects_prior=_always,
         prior_shift=_sampler_shift,

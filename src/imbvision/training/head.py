@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..evaluation.postprocess import Postprocess, fit_postprocess  # noqa: F401 - re-exported for old imports
-from ..strategies.registry import Recipe, StrategyContext, StrategySpec, make_spec, recipe_prior
+from ..strategies.registry import Recipe, StrategyContext, StrategySpec, list_strategies, make_spec, recipe_prior
 
 __all__ = ["HeadFit", "fit_head", "effective_prior", "choose_head"]
 
@@ -52,28 +52,36 @@ def effective_prior(recipe: Recipe, counts: tuple[int, int], soft_pos_share: flo
     return recipe_prior(recipe, counts, soft_pos_share)
 
 
+def _flexible_heads() -> list[str]:
+    """Global heads whose records say they minimise any loss and take a sampler (``linear``, ``mlp``)."""
+    return [r.name for r in list_strategies("head") if r.representation == "global" and r.any_loss and r.takes_sampler]
+
+
 def choose_head(recipe: Recipe) -> StrategySpec:
     """The head that fits the recipe, asked from the records.
 
     A head whose record says ``any_loss=False`` takes only losses whose record says
     ``weight_only``; one with ``takes_sampler=False`` cannot use a sampler. An explicit
-    head that cannot is refused; the default (``logreg``) is then replaced by ``linear``.
+    head that cannot is refused; the default (``logreg``) is then replaced by the first global
+    head that can (``linear``).
     """
     head_spec = recipe.head
     explicit = any(s.record.family == "head" for s in recipe.specs)
     rec = head_spec.record
+    flexible = _flexible_heads()
+    names = " or ".join(repr(n) for n in flexible)
     if not rec.any_loss and not recipe.loss.record.weight_only(recipe.loss.params):
         if explicit:
             raise ConfigError(
-                f"head {head_spec.name} cannot minimise loss {recipe.loss.name!r}; use head 'linear' or 'mlp' "
-                f"(e.g. --strategy {recipe.loss.name}+linear)"
+                f"head {head_spec.name} cannot minimise loss {recipe.loss.name!r}; use head {names} "
+                f"(e.g. --strategy {recipe.loss.name}+{flexible[0]})"
             )
-        head_spec = make_spec("linear")
+        head_spec = make_spec(flexible[0])
     if recipe.sampler is not None and not head_spec.record.takes_sampler:
         if explicit:
             raise ConfigError(f"head {head_spec.name} fits on all rows at once and cannot use a sampler; "
-                              "use 'linear' or 'mlp'")
-        head_spec = make_spec("linear")
+                              f"use {names}")
+        head_spec = make_spec(flexible[0])
     return head_spec
 
 
@@ -95,7 +103,6 @@ def fit_head(X: np.ndarray, y: np.ndarray, recipe: Recipe, *, seed: int = 0,
         X = np.concatenate([X, extra_X.astype(X.dtype)])
         y = np.concatenate([y, np.asarray(extra_y, dtype=np.float64)])
     if not (y >= 0.5).any():
-        from ..strategies.registry import list_strategies
         alone = [r.name for r in list_strategies("head") if not r.needs_positives]  # the records say who can
         raise ConfigError(f"the training split holds no positive; only --strategy {' or '.join(alone)} learns from "
                           f"negatives alone ({recipe.name} needs positives)")

@@ -19,18 +19,15 @@ from ..strategies.registry import Recipe, StrategyContext
 from .cell import Representation, register_representation
 from .head import HeadFit
 
-__all__ = ["grid_masks", "patches_from_images", "fit_patch_head", "concat_features", "PATCH_NOTE", "BadMask",
-           "MASK_HEADS"]
+__all__ = ["grid_masks", "patches_from_images", "fit_patch_head", "concat_features", "PATCH_NOTE", "BadMask"]
 
 PATCH_NOTE = "patch-level head: scores are not prior-corrected (threshold and calibration come from validation)"
-#: Heads that learn from masks; only they are stopped by a bad one (``normality`` never reads masks).
-MASK_HEADS = ("patch", "fusion")
 
 
 class BadMask:
     """Placeholder in ``PatchFeatures.masks`` for a positive's unusable mask, kept until a head that reads
-    masks is fitted on that image (then it raises, naming the file) — so a bad mask never stops a head
-    that does not use it."""
+    masks (its record says ``reads_masks``) is fitted on that image (then it raises, naming the file) — so a
+    bad mask never stops a head that does not use it."""
 
     def __init__(self, path: str, reason: str) -> None:
         self.path, self.reason = path, reason
@@ -131,7 +128,7 @@ def fit_patch_head(feats, y: np.ndarray, recipe: Recipe, *, seed: int = 0, extra
         feats.masks = list(masks)
     if feats.masks is not None:
         bad = [m for m in feats.masks if isinstance(m, BadMask)]
-        if bad and recipe.head.name in MASK_HEADS:
+        if bad and recipe.head.record.reads_masks:
             raise bad[0].error()
         feats.masks = [None if isinstance(m, BadMask) else m for m in feats.masks]
     if extra_X is not None and len(extra_X):
@@ -147,8 +144,8 @@ def fit_patch_head(feats, y: np.ndarray, recipe: Recipe, *, seed: int = 0, extra
     head = recipe.head.build(ctx)
     head.fit(feats, y, loss_name=recipe.loss.name, sampler=sampler, seed=seed)
     notes = [PATCH_NOTE]
-    if recipe.head.name == "normality" and (recipe.loss.name != "ce" or sampler is not None):
-        notes.append("normality uses the negatives only: the loss and sampler do not change it")
+    if not recipe.head.record.uses_loss and any(s.record.family in ("loss", "sampler") for s in recipe.specs):
+        notes.append(f"{recipe.head.name} uses the negatives only: the loss and sampler do not change it")
     return HeadFit(head, recipe.head.name, dict(recipe.head.params), recipe.loss.name, len(y), n1 / max(1, len(y)),
                    None, time.perf_counter() - t0, (n0, n1), notes)
 
