@@ -326,12 +326,24 @@ def declarations(d: dict[str, Any]) -> str:
 
 
 
+def predict_speed(d: dict[str, Any]) -> str:
+    rows = [[f"`{d['strategy']}`", d["images"], d["heatmaps_written"], f"{d['wall_s']:.0f}", f"{d['cpu_s']:.0f}",
+             f"**{d['img_per_s_wall']:.1f}**", f"{d['img_per_s_cpu']:.1f}", f"{d['peak_rss_mb_children']:.0f}",
+             " / ".join(f"{x:.1f}" for x in d["load_avg_end"])]]
+    return (f"{d['what']}. Training took {d['train_wall_s']:.0f} s wall, {d['train_cpu_s']:.0f} CPU-s. Target: "
+            f"≥ {d['targets']['img_per_s']} img/s.\n\n"
+            + table(["head", "images", "heat maps", "wall s", "CPU-s", "img/s (wall)", "img per CPU-s",
+                     "peak RSS MB", "load average at the end"], rows))
+
+
 SECTIONS: dict[str, tuple[str, str, Section]] = {
     "bench_demo": ("Demo: `make demo` from a cold cache", "demo", demo),
     "bench_compare_mt": ("Magnetic-tile: the default comparison over 10 splits", "magnetic-tile-default-comparison",
                          compare_mt),
     "bench_cli_startup": ("Command start-up", "command-start-up", cli_startup),
     "count_declarations": ("Where each pipeline setting is written", "declarations", declarations),
+    "bench_predict": ("Prediction with heat maps: `predict --heatmaps` on Magnetic-tile", "predict-speed",
+                      predict_speed),
     "bench_check_cache": ("Image check with and without the check cache", "image-check", check_cache),
     "bench_embed": ("Embedding throughput", "embedding-throughput", embed),
     "bench_patch": ("Patch heads on Magnetic-tile", "patch-heads-on-magnetic-tile", patch_mt),
