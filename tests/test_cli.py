@@ -234,3 +234,20 @@ def test_train_from_compare_trains_the_recommended_strategy(tmp_path, tiny_kwarg
     assert cfg["extra"]["chosen_because"] == best["chosen_because"]
     res = runner.invoke(app, ["train", "--from", str(tmp_path), "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "no finished comparison" in res.output
+
+
+def test_sources_lists_every_registered_source_without_importing_torch():
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from imbvision.cli import app
+    from imbvision.data.sources import SOURCES
+
+    r = CliRunner().invoke(app, ["sources"])
+    assert r.exit_code == 0
+    for spec in SOURCES:
+        assert spec.syntax in r.output
+    code = "import sys, imbvision.data.sources; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -593,6 +593,17 @@ def backbones() -> None:
     _out().print(ANY_TIMM_NOTE)
 
 
+@app.command()
+@_friendly
+def sources() -> None:
+    """List the data sources --data reads (folder, CSV, benchmark layouts, the demo generator)."""
+    from .data.sources import SOURCES  # importing registers the built-in sources (no torch)
+
+    for spec in SOURCES:
+        _out().print(f"{spec.syntax}: {spec.description}", highlight=False, soft_wrap=True)
+    _out().print("More: docs/sources.md (layouts, masks, groups, splits, odd files).", highlight=False)
+
+
 def _demo_quick(out: Path, data: str, seed: int) -> None:
     from .workflows.train import train as run_train
 

@@ -38,9 +38,13 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: listing data sources stays fast
+    import torch
 
 from ..errors import BadFileError
 
@@ -261,6 +265,8 @@ def load_image_array(path: str | Path, *, min_side: int | None = None) -> np.nda
 
 def load_image(path: str | Path) -> torch.Tensor:
     """Decode ``path`` to a ``(3, H, W)`` float32 tensor in [0, 1]."""
+    import torch
+
     arr = load_image_array(path)
     return torch.from_numpy(np.ascontiguousarray(arr).copy()).permute(2, 0, 1).float().div_(255.0)
 
@@ -297,6 +303,8 @@ def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> torch.Te
 
 
 def _mask_of(im: Image.Image, path: str | Path, size: tuple[int, int] | None) -> torch.Tensor:
+    import torch
+
     if size is not None and tuple(im.size) != tuple(size):
         raise BadFileError(
             path, f"mask is {im.size[0]}x{im.size[1]} but its image is {size[0]}x{size[1]}; "
