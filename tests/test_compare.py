@@ -197,3 +197,21 @@ def test_declared_primary_is_recorded_and_fixed_for_the_folder(compared, tmp_pat
     with pytest.raises(ValueError, match=r"other settings \(primary: 'random-over' → 'weighted-ce'"):
         run_compare(strategies=STRATS, seeds=2, out=out, n_boot=200, progress=False, primary="weighted-ce",
                     **_kw(tiny_kwargs))
+
+
+def test_adding_or_removing_a_patch_head_keeps_every_other_cell(compared, tmp_path, tiny_kwargs):
+    """Only a patch-level head's cells carry the patch-feature version: the global heads' cells stay valid."""
+    import shutil
+    out = tmp_path / "grow"
+    shutil.copytree(compared.out, out)
+    before = {f.name: f.read_bytes() for f in (out / "cells").glob("*.json")}
+    run_compare(strategies=STRATS + ",patch", seeds=2, out=out, n_boot=200, progress=False, **_kw(tiny_kwargs))
+    after = {f.name: f.read_bytes() for f in (out / "cells").glob("*.json")}
+    assert all(after[n] == b for n, b in before.items())  # reused byte for byte
+    patch_cells = {n: b for n, b in after.items() if n not in before}
+    assert len(patch_cells) == 2
+    res = run_compare(strategies=STRATS, seeds=2, out=out, n_boot=200, progress=False, **_kw(tiny_kwargs))
+    assert res.cells_reused == 6 and all((out / "cells" / n).read_bytes() == b for n, b in before.items())
+    # and back: the patch cells were kept too
+    res = run_compare(strategies=STRATS + ",patch", seeds=2, out=out, n_boot=200, progress=False, **_kw(tiny_kwargs))
+    assert res.cells_reused == 8

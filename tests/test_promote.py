@@ -73,3 +73,26 @@ def test_options_given_on_the_command_line_override_the_comparison(tmp_path, mon
     assert res.exit_code == 0, res.output
     assert seen["strategy"] == "copy-paste" and seen["seed"] == 2 and seen["threshold"] == "fixed:0.5"
     assert seen["image_size"] == 64 and seen["val"] == 0.25 and seen["group_duplicates"] is False  # from compare
+
+
+def test_train_from_takes_the_resolved_input_and_every_compared_setting(tmp_path):
+    """A comparison run with --resize stretch on tall images is trained with stretch, not the policy's choice."""
+    from imbvision.spec import RunSpec, TrainConfig
+    from imbvision.workflows.promote import _anchored, _compared_settings
+
+    cfg = {"data": "demo-tall:60", "image_size": 224, "tiles": 0, "features": "global", "threshold": "max-f1",
+           "calibration": "intercept", "prior_correction": True, "val": 0.2, "test": 0.2, "positive": None,
+           "backbone": "efficientnet_lite0", "weights": None, "train_positive_rate": None, "max_synthetic": 600,
+           "group_duplicates": True, "n_boot": 2000, "seeds": 2, "strategies": ["ce"],
+           "resolution": {"image_size": 224, "resize": "stretch", "source": {"resize": "given"}}}
+    s = _compared_settings(cfg)
+    assert s["resize"] == "stretch" and s["patch_layers"] == "s16+s32" and s["split"] == "random"
+    assert s["split_file"] is None and s["n_boot"] == 2000 and "seeds" not in s
+    keyed = {n for n, f in RunSpec.model_fields.items() if (f.json_schema_extra or {}).get("key") != "never"}
+    assert keyed <= set(s)  # every setting of the comparison key travels
+    TrainConfig(**s)  # and is a valid training config
+    # relative paths are relative to the folder the comparison ran in
+    (tmp_path / "mt.csv").write_text("path,label\n")
+    assert _anchored("mt.csv", str(tmp_path)) == str(tmp_path / "mt.csv")
+    assert _anchored("csv:mt.csv", str(tmp_path)) == f"csv:{tmp_path / 'mt.csv'}"
+    assert _anchored("demo:60", str(tmp_path)) == "demo:60" and _anchored("/abs/x.csv", str(tmp_path)) == "/abs/x.csv"

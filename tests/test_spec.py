@@ -89,10 +89,10 @@ def test_a_bad_value_is_one_line_naming_the_option_and_what_is_valid(field, valu
     (TrainConfig, "epochs", 0, "--epochs 0 invalid; use an integer in 1..100000"),
     (TrainConfig, "unfreeze", "some", "--unfreeze 'some' invalid; use 'all' or a number of last blocks"),
     (TrainConfig, "seed", -1, "--seed -1 invalid"),
-    (CompareConfig, "seeds", 0, "--seeds 0 invalid; use 1 or more"),
+    (CompareConfig, "seeds", 0, "--seeds 0 invalid; use an integer, 1 or more"),
     (CompareConfig, "mode", "finetune", "compare runs head mode"),
     (CompareConfig, "executor", "dask", "--executor 'dask' invalid; valid: local, ray"),
-    (CompareConfig, "folds", 1, "--folds 1 invalid; use 2 or more"),
+    (CompareConfig, "folds", 1, "--folds 1 invalid; use an integer, 2 or more"),
 ])
 def test_the_command_settings_are_declared_the_same_way(model, field, value, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
@@ -297,3 +297,42 @@ def test_every_command_taking_a_pipeline_setting_takes_the_fields_definition():
     assert seen["tiles"] >= {"train", "compare", "audit", "embed"}
     data = {p.help for cmd in group.commands.values() for p in cmd.params if p.name == "data"}
     assert all(RunSpec.model_fields["data"].description in h for h in data)
+
+
+def test_the_fine_tune_choices_are_valid_lightning_fabric_values():
+    import typing
+
+    from lightning_fabric.accelerators import ACCELERATOR_REGISTRY
+    from lightning_fabric.connector import _PRECISION_INPUT_STR
+    from lightning_fabric.strategies import STRATEGY_REGISTRY
+
+    from imbvision._choices import ACCELERATORS, DIST_STRATEGIES, PRECISIONS
+
+    assert set(ACCELERATORS) - {"auto", "gpu"} <= set(ACCELERATOR_REGISTRY.available_accelerators())
+    assert set(PRECISIONS) <= set(typing.get_args(_PRECISION_INPUT_STR))
+    assert set(DIST_STRATEGIES) - {"auto"} <= set(STRATEGY_REGISTRY.available_strategies())
+    for field, bad in (("accelerator", "tpu"), ("precision", "8-bit"), ("dist_strategy", "bogus")):
+        with pytest.raises(ConfigError, match=f"{flag_of(TrainConfig, field)} '{bad}' invalid; valid: "):
+            TrainConfig(**{field: bad})
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--tiles", "2.5"], "--tiles '2.5' invalid; use 0 (whole image only) or 2..6"),
+    (["--tiles", "true"], "--tiles 'true' invalid"),
+    (["--val", "true"], "--val 'true' invalid; use a fraction in (0, 1)"),
+    (["--max-synthetic", "1e3"], "--max-synthetic '1e3' invalid; use an integer in 0..100000"),
+    (["--image-size", ""], "--image-size '' invalid"),
+    (["--accelerator", "tpu"], "--accelerator 'tpu' invalid; valid: auto, cpu, cuda, gpu, mps"),
+])
+def test_a_value_of_the_wrong_type_is_the_same_one_line_as_any_bad_value(tmp_path, args, message):
+    r = CliRunner().invoke(app, ["train", "--data", "demo:40", "--out", str(tmp_path / "r"), *args])
+    assert r.exit_code == 2 and message in r.output and "Usage:" not in r.output, r.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_python_api_refuses_a_float_for_an_integer_and_names_python_only_settings_by_name():
+    with pytest.raises(ConfigError, match=r"--tiles 2.0 invalid"):
+        TrainConfig(tiles=2.0)
+    with pytest.raises(ConfigError, match=r"^n_boot 10.0 invalid; use an integer"):
+        TrainConfig(n_boot=10.0)
+    assert TrainConfig(lr=1).lr == 1.0  # an integer for a float is fine

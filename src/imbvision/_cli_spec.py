@@ -46,6 +46,29 @@ def _option_type(annotation: Any) -> Any:
     return annotation
 
 
+def _lenient(kind: type) -> Callable[[Any], Any]:
+    """A number option's parser that passes text it cannot parse through unchanged, so the config's
+    validator refuses it in the same one line as every other bad value (``--tiles '2.5' invalid; use 0 …
+    or 2..6``) instead of click's usage block."""
+    def parse(value: Any) -> Any:
+        if value is None or isinstance(value, kind) and not isinstance(value, bool):
+            return value
+        try:
+            return float(value) if kind is float else int(str(value), 10)
+        except (TypeError, ValueError):
+            return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _parser(annotation: Any) -> Any:
+    base = _option_type(annotation)
+    if typing.get_origin(base) is Union:
+        base = next(a for a in typing.get_args(base) if a is not type(None))
+    return _lenient(base) if base in (int, float) else None
+
+
 def spec_options(model: type[BaseModel], *, skip: tuple[str, ...] = (), first: tuple[str, ...] = (),
                  only: tuple[str, ...] | None = None) -> Callable[[Callable], Callable]:
     """Decorator: add one keyword-only typer option per command-line field of ``model``.
@@ -68,7 +91,8 @@ def spec_options(model: type[BaseModel], *, skip: tuple[str, ...] = (), first: t
             f = model.model_fields[name]
             extra = f.json_schema_extra or {}
             decls = list(extra.get("flag") or [])
-            opt = typer.Option(f.default, *decls, help=f.description)
+            parser = _parser(f.annotation)
+            opt = typer.Option(f.default, *decls, help=f.description, **({"parser": parser} if parser else {}))
             added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt,
                                            annotation=_option_type(f.annotation)))
 

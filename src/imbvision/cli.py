@@ -298,8 +298,9 @@ def train(
         _print_json({"run": str(res.out), "strategy": res.recipe, "threshold": res.threshold,
                      "metrics": res.metrics, "report": str(res.report), "chosen_because": why})
         return
+    chosen = "fixed" if str(settings.get("threshold", "")).startswith("fixed") else "chosen on validation"
     _out().print(_metrics_table([{"name": res.recipe, "metrics": res.metrics}],
-                                     f"test metrics at threshold {_fmt_t(res.threshold)} (chosen on validation)"))
+                                     f"test metrics at threshold {_fmt_t(res.threshold)} ({chosen})"))
     for line in _run_notes(res):
         _out().print(line, highlight=False, soft_wrap=True)
     _out().print(f"report: {res.report}")
@@ -321,18 +322,19 @@ def _train(settings: dict[str, Any], out: Path, *, resume: bool = False, overwri
         raise ConfigError("--data is required (the dataset to train on), or --from CMP_DIR to train what a "
                           "comparison recommends")
     precheck_strategies(settings["strategy"])  # a typo fails here, before torch is imported
+    cfg = TrainConfig(**settings)  # every value checked before the folder is (a bad value names itself first)
     from ._rundir import check_run_dir
 
     check_run_dir(out, overwrite=overwrite, resume=resume)  # an occupied --out too
     from .workflows.train import train as run_train
 
-    return run_train(TrainConfig(**settings), out, resume=resume, overwrite=overwrite, progress=not as_json)
+    return run_train(cfg, out, resume=resume, overwrite=overwrite, progress=not as_json)
 
 
 @app.command()
 @_friendly
 def evaluate(
-    run: Path = typer.Argument(..., help="Run folder made by `imbvision train`"),
+    run: Path = typer.Argument(..., metavar="RUN", help="Run folder made by `imbvision train`"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout"),
 ) -> None:
     """Re-score a run's test split and rewrite its report."""
@@ -352,7 +354,7 @@ def evaluate(
 @spec_options(RunSpec, only=("positive", "cache_dir"))
 @_friendly
 def predict(
-    run: Path = typer.Argument(..., help="Run folder made by `imbvision train`"),
+    run: Path = typer.Argument(..., metavar="RUN", help="Run folder made by `imbvision train`"),
     images: list[Path] = typer.Argument(None, metavar="[IMAGE]...", help="Image files"),
     data: Optional[str] = typer.Option(None, "--data", help="Or a data source (" + DATA_HELP + ")"),
     out: Optional[Path] = typer.Option(None, "--out", help="Write predictions CSV here (default: print)"),
@@ -443,7 +445,7 @@ def _split_of(split_of: dict[str, str], path: str) -> str:
 @spec_options(RunSpec, only=("positive",))
 @_friendly
 def derive_masks_cmd(
-    run: Path = typer.Argument(..., help="Run folder of a patch, normality or fusion model"),
+    run: Path = typer.Argument(..., metavar="RUN", help="Run folder of a patch, normality or fusion model"),
     data: str = typer.Option(..., "--data", help=DATA_HELP),
     out: Path = typer.Option(..., "--out", help="Folder for masks/ and manifest.csv"),
     **pipeline: Any,

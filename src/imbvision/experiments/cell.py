@@ -32,14 +32,25 @@ class CellSettings(FeatureSettings):
     calibration: str
     prior_correction: bool
     data_key: str = ""  # fingerprint of the records and run settings (cellstore keys)
+    #: ``data_key`` plus the patch-feature version and layers: the key of patch-level heads' cells only, so
+    #: adding or removing a patch head never invalidates the cells of the global heads.
+    patch_data_key: str = ""
 
     @classmethod
-    def of_spec(cls, spec: Any, data_key: str) -> "CellSettings":  # type: ignore[override]
+    def of_spec(cls, spec: Any, data_key: str, patch_data_key: str = "") -> "CellSettings":  # type: ignore[override]
         """The cell settings of a resolved comparison (:class:`~imbvision.experiments.config.CompareConfig`)."""
         from dataclasses import asdict
 
         return cls(**asdict(FeatureSettings.of_spec(spec)), threshold=spec.threshold, calibration=spec.calibration,
-                   prior_correction=spec.prior_correction, data_key=data_key)
+                   prior_correction=spec.prior_correction, data_key=data_key,
+                   patch_data_key=patch_data_key or data_key)
+
+    def key_for(self, strategy: str) -> str:
+        """The data key of ``strategy``'s cells: with the patch-feature version for a patch-level head."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # validated when the comparison started
+            rep = representation_of(compose(strategy))
+        return self.patch_data_key if rep == "patches" else self.data_key
 
 
 def _weights_stamp(weights: str | None) -> tuple | None:
@@ -112,7 +123,7 @@ def compute_cell(strategy: str, seed: int, fold: int | None, split: Any,
         # full float64: JSON floats round-trip, so every number of the leaderboard comes from these scores
         "test_index": split.test.tolist(), "test_score": np.asarray(s_rank, dtype=np.float64).tolist(),
         "timing": {"fit_seconds": cf.fit.fit_seconds}, "fold": fold,
-        "key": cell_key(settings.data_key, strategy, seed, fold, split),
+        "key": cell_key(settings.key_for(strategy), strategy, seed, fold, split),
         **_head_info(cf.fit.head),
         **_localisation(recipe, cf.fit.head, X, records, split.test),
     }

@@ -14,7 +14,7 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -82,8 +82,11 @@ def has_cells(cells_dir: Path) -> bool:
     return Path(cells_dir).is_dir() and any(p.stat().st_size > 0 for p in Path(cells_dir).glob("*.json"))
 
 
-def read_cells(cells_dir: Path, names: list[str], splits: list, data_key: str) -> dict[tuple, dict[str, Any]]:
+def read_cells(cells_dir: Path, names: list[str], splits: list, data_key: "str | Callable[[str], str]"
+               ) -> dict[tuple, dict[str, Any]]:
     """Every finished cell ``{(strategy, seed, fold): cell}``, each verified as :func:`load_cell` does.
+
+    ``data_key``: the key of every cell, or ``strategy -> key`` (patch-level heads have their own).
 
     Raises
     ------
@@ -96,7 +99,8 @@ def read_cells(cells_dir: Path, names: list[str], splits: list, data_key: str) -
     for n in names:
         for s, f, sp in splits:
             path = Path(cells_dir) / f"{cell_id(n, s, f)}.json"
-            cell = load_cell(path, cell_key(data_key, n, s, f, sp))
+            key = data_key(n) if callable(data_key) else data_key
+            cell = load_cell(path, cell_key(key, n, s, f, sp))
             if cell is None:
                 raise DataError(f"compare cell {path} is missing or changed on disk while this compare ran "
                                 "(checksum or key); rerun the same command to recompute it")

@@ -31,6 +31,21 @@ def _field(default: Any, help: str, *, valid: str, key: str = "always", flag: tu
     return Field(default, description=help, json_schema_extra=extra, **constraints)
 
 
+def _takes_int(annotation: Any) -> bool:
+    """Whether a field holds integers only (``int``, a ``Literal`` of integers, bounded or optional)."""
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _takes_int(typing.get_args(annotation)[0])
+    if origin is typing.Literal:
+        return all(isinstance(a, int) and not isinstance(a, bool) for a in typing.get_args(annotation))
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(args) and all(_takes_int(a) for a in args)
+    return annotation is int
+
+
 class _Declared(BaseModel):
     """Strict fields, unknown keys refused, one-line errors (:class:`~imbvision.errors.ConfigError`)."""
 
@@ -46,8 +61,11 @@ class _Declared(BaseModel):
     @classmethod
     def _no_bool_as_number(cls, v: Any, info: Any) -> Any:
         # strict mode still takes True/False for a Literal of numbers (True == 1): refuse them
-        if isinstance(v, bool) and cls.model_fields[info.field_name].annotation not in (bool, Optional[bool]):
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(v, bool) and annotation not in (bool, Optional[bool]):
             raise ValueError("a number is expected, not a boolean")
+        if isinstance(v, float) and _takes_int(annotation):  # 2.0 == 2 would pass a Literal of integers
+            raise ValueError("an integer is expected")
         if isinstance(v, PurePath):  # paths are kept as text (config.json), a pathlib.Path is welcome
             return str(v)
         return v
@@ -70,10 +88,17 @@ class _Declared(BaseModel):
         return type(self)(**{**self.model_dump(), **changes})
 
 
+#: Fields the commands take as their own required argument (``--data``, ``--out``), not generated.
+COMMAND_ARGS = ("data", "out")
+
+
 def flag_of(model: type[BaseModel], name: str) -> str:
-    """The option a field is given by, e.g. ``--image-size``."""
+    """The option a field is given by, e.g. ``--image-size``; a Python-only field by its name (``n_boot``)."""
     f = model.model_fields.get(name)
-    decl = ((f.json_schema_extra or {}).get("flag") if f is not None else None) or []
+    extra = (f.json_schema_extra or {}) if f is not None else {}
+    if f is not None and not extra.get("cli", True) and name not in COMMAND_ARGS:
+        return name
+    decl = extra.get("flag") or []
     return decl[0].split("/")[0] if decl else "--" + name.replace("_", "-")
 
 

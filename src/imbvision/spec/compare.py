@@ -36,10 +36,10 @@ class CompareConfig(RunSpec):
         "default", "default | all | comma-separated list (each may use '+')", valid="default, all or strategy names",
         flag=("--strategies",))
     seeds: int = _field(10, "Seeds (each a different split; the split is the unit of evidence, so fewer than 6 "
-                        "cannot show a difference without a normality assumption)", valid="use 1 or more", ge=1,
+                        "cannot show a difference without a normality assumption)", valid="use an integer, 1 or more", ge=1,
                         le=100_000)
     folds: Optional[int] = _field(None, "k-fold per seed instead of one train/val/test split",
-                                  valid="use 2 or more", ge=2, le=1000)
+                                  valid="use an integer, 2 or more", ge=2, le=1000)
     primary: Optional[str] = _field(
         None, "The strategy you came to test, declared before the run: tested at the full 5% level; the others are "
         "then tested (Holm) only if it is beyond noise. Fixed for the folder once set", valid="a compared strategy",
@@ -48,7 +48,8 @@ class CompareConfig(RunSpec):
         "head", "head (strategies on cached embeddings)",
         valid="compare runs head mode (strategies on cached embeddings); fine-tune single candidates with "
         "`imbvision train --mode finetune`")
-    out: str = _field("runs/compare", "Output folder (resumable: rerun to continue)", valid="a folder", cli=False)
+    out: str = _field("runs/compare", "Output folder (resumable: rerun to continue)", valid="a folder", cli=False,
+                      min_length=1)
     jobs: int = _field(1, "Cells in parallel: threads locally; with --executor ray the CPUs of the private Ray "
                        "(ignored with --ray-address)", valid="use an integer in 1..1024", ge=1, le=1024)
     executor: Literal[EXECUTORS] = _field("local", "local or ray (pip install imbvision[ray])",  # type: ignore[valid-type]

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ._declared import flag_of
+from ._declared import COMMAND_ARGS as _COMMAND_ARGS, flag_of
 from .compare import CompareConfig
 from .run import RunSpec
 from .train import TrainConfig
@@ -22,8 +22,6 @@ __all__ = ["settings_page"]
 _ROLE = {"always": "yes", "when-set": "when not `{unset}`", "never": "no"}
 
 
-#: Fields each command declares as its own argument (required there), not generated.
-_COMMAND_ARGS = ("data", "out")
 
 
 def _key(x: dict[str, Any], default: Any) -> str:
@@ -33,7 +31,9 @@ def _key(x: dict[str, Any], default: Any) -> str:
     return _ROLE[x.get("key", "always")].format(unset=unset)
 
 
-def _default(v: Any) -> str:
+def _default(v: Any, name: str = "") -> str:
+    if name in _COMMAND_ARGS:
+        return "required"  # the commands' own argument; the default is for Python callers
     return "unset" if v is None else f"`{str(v).lower() if isinstance(v, bool) else v}`"
 
 
@@ -48,7 +48,7 @@ def _rows(model: type[BaseModel], names: list[str], key: bool = True) -> list[st
             opt = f"(`{name}`)"  # Python only
         text = (f.description or "").replace("|", "\\|")
         valid = str(x.get("valid", "")).replace("|", "\\|")
-        cells = [opt, _default(f.default), valid] + ([_key(x, f.default)] if key else []) + [text]
+        cells = [opt, _default(f.default, name), valid] + ([_key(x, f.default)] if key else []) + [text]
         out.append("| " + " | ".join(cells) + " |")
     return out
 

@@ -11,7 +11,7 @@ from .._choices import (CALIBRATIONS, DEFAULT_PATCH_LAYERS, FEATURES, LEGACY_PAT
                         SPLIT_RULES, TILES)
 from .._limits import RANGES
 from ..errors import ConfigError
-from ._declared import _Declared, _field, flag_of, migrate_config
+from ._declared import _Declared, _field, _takes_int, flag_of, migrate_config
 
 __all__ = ["RunSpec", "ImageSize", "Tiles", "Resize", "PatchLayers", "FeatureKind", "TILES", "RESIZE_MODES",
            "FEATURES", "CALIBRATIONS", "SPLIT_RULES", "check_setting", "migrate_config", "migrate_backbone",
@@ -187,6 +187,8 @@ def check_setting(name: str, value: Any) -> Any:
         TypeAdapter(f.annotation, config=ConfigDict(strict=True)).validate_python(value)
         if isinstance(value, bool) and f.annotation is not bool:
             raise ValueError("a number is expected")
+        if isinstance(value, float) and _takes_int(f.annotation):
+            raise ValueError("an integer is expected")
         for c in f.metadata:  # ge/gt/le/lt declared on the field itself
             for attr, ok in (("ge", lambda a, b: a >= b), ("gt", lambda a, b: a > b), ("le", lambda a, b: a <= b),
                              ("lt", lambda a, b: a < b)):

@@ -12,6 +12,7 @@ from typing import Any, Literal, Union
 
 from pydantic import field_validator
 
+from .._choices import ACCELERATORS, DIST_STRATEGIES, PRECISIONS
 from .._limits import RANGES
 from ._declared import _field
 from .run import RunSpec
@@ -52,12 +53,14 @@ class TrainConfig(RunSpec):
                                        valid="use 'all' or a number of last blocks (0 = head only)")
     patience: int = _field(5, "Fine-tune: early stopping patience (epochs without val AP gain)",
                            **_int_range("patience"))
-    accelerator: str = _field("auto", "Fine-tune: cpu, cuda, mps, auto", valid="cpu, cuda, mps or auto", min_length=1)
+    accelerator: Literal[ACCELERATORS] = _field("auto", "Fine-tune: auto, cpu, cuda (gpu), mps",  # type: ignore[valid-type]
+                                                valid=f"valid: {', '.join(ACCELERATORS)}")
     devices: int = _field(1, "Fine-tune: number of devices (DDP when > 1)", **_int_range("devices"))
-    precision: str = _field("32-true", "Fine-tune: 32-true, bf16-mixed, 16-mixed", valid="a Lightning precision",
-                            min_length=1)
-    dist_strategy: str = _field("auto", "Fine-tune: Lightning Fabric strategy (auto, ddp, ...)",
-                                valid="a Lightning Fabric strategy", flag=("--dist-strategy",), min_length=1)
+    precision: Literal[PRECISIONS] = _field("32-true", "Fine-tune: 32-true, bf16-mixed, 16-mixed (Lightning Fabric)",  # type: ignore[valid-type]
+                                            valid=f"valid: {', '.join(PRECISIONS)}")
+    dist_strategy: Literal[DIST_STRATEGIES] = _field(  # type: ignore[valid-type]
+        "auto", "Fine-tune: Lightning Fabric strategy (auto, ddp, ...)", valid=f"valid: {', '.join(DIST_STRATEGIES)}",
+        flag=("--dist-strategy",))
     workers: int = _field(0, "Fine-tune: DataLoader workers", **_int_range("workers"))
     #: What the run records beside its settings (how the resolution was chosen, the compare it came from).
     extra: dict[str, Any] = _field({}, "Records kept with the settings", valid="a mapping", cli=False)

@@ -47,7 +47,10 @@ DEFAULT_STRATEGIES = (
 
 #: Settings of the analysis, not of a cell: a cell's scores do not depend on them, so they stay out of its key
 #: (a declared primary, more bootstrap draws or more seeds reuse every finished cell).
-_NOT_IN_CELL_KEY = ("strategies", "seeds", "n_boot", "data", "resolution", "primary")
+#: Keys of config.json a rerun may change: the strategies (new ones add cells), how the resolution was
+#: chosen (its values are compared) and the folder it ran from.
+_NOT_COMPARED = ("strategies", "resolution", "workdir")
+_NOT_IN_CELL_KEY = ("strategies", "seeds", "n_boot", "data", "resolution", "primary", "workdir")
 
 
 def resolve_strategies(spec: str | Sequence[str], baseline: str = BASELINE) -> list[str]:
@@ -113,8 +116,26 @@ def run_compare(cfg: CompareConfig | str | None = None, /, **overrides: Any) -> 
                           + ", ".join(n for n in names if n != BASELINE))
     from .._rundir import folder_lock, refuse_out_in_data
     refuse_out_in_data(c.out, c.data)  # its example PNGs would be read back as data
+    _refuse_foreign_folder(Path(c.out))
     with folder_lock(c.out):  # one writer per compare folder: a second compare into it is refused, naming the first
         return _compare_in(c, names, t0)
+
+
+#: What a compare folder holds (any of them: it is one, perhaps from a start that stopped early).
+_COMPARE_FILES = ("config.json", "cells", "bad_files.csv", "leaderboard.json")
+
+
+def _refuse_foreign_folder(out: Path) -> None:
+    """Refuse an ``--out`` that holds other files and no comparison (its files would be mixed with them)."""
+    if not out.is_dir():
+        if out.exists():
+            raise ConfigError(f"--out {out} is an existing file, not a folder; choose another --out")
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    if entries and not any((out / n).exists() for n in _COMPARE_FILES):
+        shown = ", ".join(entries[:5]) + (" …" if len(entries) > 5 else "")
+        raise ConfigError(f"--out {out} is a folder with other files ({shown}) and no comparison; choose a new or "
+                          "empty folder (a compare folder is resumed by rerunning into it)")
 
 
 def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
@@ -142,14 +163,15 @@ def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
     cfg_d = _fingerprint(c, names)
     if cfg_path.exists():
         old = read_json(cfg_path)
-        keep = {k: v for k, v in old.items() if k not in ("strategies", "resolution")}
-        new = {k: v for k, v in cfg_d.items() if k not in ("strategies", "resolution")}
+        keep = {k: v for k, v in old.items() if k not in _NOT_COMPARED}
+        new = {k: v for k, v in cfg_d.items() if k not in _NOT_COMPARED}
         if keep != new and has_cells(out / "cells"):
-            diff = "; ".join(f"{k}: {keep.get(k, '(unset)')!r} → {new.get(k, '(unset)')!r}"
+            diff = "; ".join(f"{k}: {_shown(keep, k)} → {_shown(new, k)}"
                              for k in sorted(set(keep) | set(new)) if keep.get(k) != new.get(k))
             raise ConfigError(f"{out} holds a compare run with other settings ({diff}; saved in {cfg_path}); "
                               "rerun with those settings to continue it, or use a new --out to start afresh")
     cfg_d["resolution"] = resolution.to_dict()
+    cfg_d["workdir"] = str(Path.cwd())  # relative paths in data/split_file are relative to it (train --from)
     fixed_test, split_notes = fixed_test_of(c, ds, rep.bad)
     balances: list[dict[str, Any]] = []
     splits = plan_splits(ds, c.seeds, c.folds, c.val, c.test, c.train_positive_rate, fixed_test, balances)
@@ -167,28 +189,41 @@ def _compare_in(c: CompareConfig, names: list[str], t0: float) -> CompareResult:
         needed = [representation_of(compose(n)) for n in names]
     # Cells of patch-level heads are kept only while the patch features are the same kind.
     from ..backbones.patches import PATCH_VERSION
-    patch_key = {"patch_features": f"{PATCH_VERSION}|{c.patch_layers}"} if "patches" in needed else {}
+    patch_key = {"patch_features": f"{PATCH_VERSION}|{c.patch_layers}"}
     from ..backbones.embed import PREPROCESS_VERSION
-    data_key = combine(records_fingerprint(ds.records), bb.weights_id, PREPROCESS_VERSION,
-                       {k: v for k, v in cfg_d.items() if k not in _NOT_IN_CELL_KEY},
-                       *([patch_key] if patch_key else []))
-    settings = CellSettings.of_spec(c, data_key)
+    key_parts = (records_fingerprint(ds.records), bb.weights_id, PREPROCESS_VERSION,
+                 {k: v for k, v in cfg_d.items() if k not in _NOT_IN_CELL_KEY})
+    # a patch-level head's cells also carry the patch-feature version: the global heads' cells do not, so
+    # adding or removing a patch head leaves them valid
+    settings = CellSettings.of_spec(c, combine(*key_parts), combine(*key_parts, patch_key))
     X, embed_stats = embed_features(ds.records, bb, settings, needed, cache_dir=cache, progress=c.progress)
     if set(X) == {"global"}:
         X = X["global"]  # one array travels to the workers as before
     cells_dir = out / "cells"
     cells_dir.mkdir(exist_ok=True)
     todo = [(n, s, f, sp) for n in names for s, f, sp in splits
-            if load_cell(cells_dir / f"{cell_id(n, s, f)}.json", cell_key(data_key, n, s, f, sp)) is None]
+            if load_cell(cells_dir / f"{cell_id(n, s, f)}.json", cell_key(settings.key_for(n), n, s, f, sp)) is None]
     _run_cells(todo, c, X, y, ds.records, settings, out, len(names) * len(splits),
                f"compare: {plural(len(names), 'strategy', 'strategies')} × {plural(len(splits), 'split')}")
-    cells = read_cells(cells_dir, names, splits, data_key)  # verified again: a cell changed meanwhile is refused
+    cells = read_cells(cells_dir, names, splits, settings.key_for)  # verified again: a cell changed meanwhile is refused
     board, rec = _aggregate(names, splits, cells, y, c.n_boot, baseline, primary=c.primary, folds=c.folds)
     wall = time.perf_counter() - t0
     result = CompareResult(out, board, rec, wall, len(names) * len(splits) - len(todo), fixed_test is not None,
                            baseline)
     _write_outputs(result, cfg_d, cells, splits, y, ds, embed_stats, balances)
     return result
+
+
+def _shown(cfg: dict[str, Any], key: str) -> str:
+    """A fingerprint value as a user would give it; a ``when-set`` setting absent from an older folder is
+    shown as the value it then had (``stretch``), never as an unknown."""
+    if key in cfg:
+        return repr(cfg[key])
+    f = CompareConfig.model_fields.get(key)
+    x = (f.json_schema_extra or {}) if f is not None else {}
+    if x.get("key") == "when-set":
+        return repr(x.get("unset", f.default))
+    return "(not recorded)"
 
 
 def _fingerprint(c: CompareConfig, names: list[str]) -> dict[str, Any]:

@@ -34,9 +34,54 @@ from ..experiments.stats import ALPHA
 
 __all__ = ["settings_from_compare", "pick_strategy", "why_trained"]
 
-_KEYS = ("data", "positive", "backbone", "weights", "image_size", "tiles", "features", "threshold", "calibration",
-         "prior_correction", "val", "test", "train_positive_rate", "max_synthetic", "n_boot", "group_duplicates",
-         "resize", "patch_layers", "split")
+def _compared_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The run-specification settings a comparison's ``config.json`` fixed, as ``train`` takes them.
+
+    Every field that enters the comparison key (:meth:`~imbvision.spec.RunSpec.fingerprint`); one
+    recorded only when not its earlier value (``when-set``) and absent takes that value; the image size
+    and resize are the resolved ones (``resolution``), so the model sees the cells' input exactly.
+    """
+    from ..spec import RunSpec
+
+    out: dict[str, Any] = {}
+    for name, f in RunSpec.model_fields.items():
+        x = f.json_schema_extra or {}
+        key = x.get("key", "always")
+        if key == "never":
+            continue
+        if name in cfg:
+            out[name] = cfg[name]
+        elif key == "when-set":
+            out[name] = x.get("unset", f.default)
+    res = cfg.get("resolution") or {}
+    for name in ("image_size", "resize"):
+        if res.get(name) is not None:
+            out[name] = res[name]
+    if isinstance(out.get("split_file"), dict):  # kept with its digest in the comparison's config.json
+        out["split_file"] = out["split_file"]["path"]
+    if "n_boot" in cfg:
+        out["n_boot"] = cfg["n_boot"]
+    return out
+
+
+def _anchored(source: str | None, workdir: str | None) -> str | None:
+    """``source`` (a data source or a file) with a relative path made absolute against ``workdir``, the
+    folder the comparison ran in, when it does not exist from here but does from there."""
+    if not source or not workdir:
+        return source
+    from ..data.sources import SOURCES
+
+    prefix, sep, rest = source.partition(":")
+    if sep and prefix in SOURCES:
+        if prefix.startswith("demo"):
+            return source  # generated, no path
+        path, head = rest, f"{prefix}:"
+    else:
+        path, head = source, ""
+    p = Path(path)
+    if p.is_absolute() or p.exists() or not (Path(workdir) / p).exists():
+        return source
+    return head + str(Path(workdir) / p)
 
 
 def pick_strategy(leaderboard: list[dict[str, Any]]) -> tuple[str, str]:
@@ -90,9 +135,10 @@ def settings_from_compare(cmp_dir: str | Path) -> tuple[dict[str, Any], str]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path} is not a leaderboard written by `imbvision compare` ({exc})") from None
     name, why = pick_strategy(rows)
-    settings = {k: cfg[k] for k in _KEYS if k in cfg}
-    if isinstance(cfg.get("split_file"), dict):  # kept with its digest in the comparison's config.json
-        settings["split_file"] = cfg["split_file"]["path"]
+    settings = _compared_settings(cfg)
+    for k in ("data", "split_file"):  # relative paths are relative to the folder the comparison ran in
+        if k in settings:
+            settings[k] = _anchored(settings[k], cfg.get("workdir"))
     settings.update(strategy=name, mode="head", seed=0)
     return settings, why
 

@@ -146,11 +146,13 @@ def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, pro
     from .._rundir import commit_run_dir, discard_run_dir, folder_lock, open_run_dir
 
     cfg = TrainConfig(**{**(cfg.to_dict() if cfg else {}), **overrides})
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite replaces it; give one of them")
     final = Path(out).absolute()
     with folder_lock(final):  # one writer per run folder: a second train into it is refused, naming the first
         stage = open_run_dir(final, overwrite=overwrite, resume=resume, source=cfg.data)
         try:
-            res = _train_in(cfg, stage, progress=progress, resume=resume)
+            res = _train_in(cfg, stage, progress=progress, resume=resume, final=final)
         except BaseException:
             discard_run_dir(final)
             raise
@@ -159,12 +161,14 @@ def train(cfg: TrainConfig | None = None, out: str | Path = "runs/train", *, pro
     return res
 
 
-def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> RunResult:
+def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool, final: Path | None = None) -> RunResult:
     """The body of :func:`train`, writing into the staging folder ``out``."""
     out = ensure_output_dir(out)
     recipe = compose(cfg.strategy)
     if resume and (out / "config.json").exists():
-        old = read_json(out / "config.json")
+        from ..spec import migrate_config
+
+        old = migrate_config(read_json(out / "config.json"), TrainConfig)  # an older run folder: what it lacks filled
         old.pop("extra", None)
         new = cfg.to_dict()
         new.pop("extra", None)
@@ -172,8 +176,8 @@ def _train_in(cfg: TrainConfig, out: Path, *, progress: bool, resume: bool) -> R
         diff = sorted(k for k in new if old.get(k) != new[k] and k not in ("epochs",)
                       and not (new[k] is None and k in ("image_size", "resize")))
         if diff:
-            raise ConfigError(f"--resume with a different configuration ({', '.join(diff)}) than {out / 'config.json'}; "
-                              "use the same options or a new --out")
+            raise ConfigError(f"--resume with a different configuration ({', '.join(diff)}) than "
+                              f"{(final or out) / 'config.json'}; use the same options or a new --out")
     write_json(out / "config.json", {**cfg.to_dict(), "recipe": recipe.to_dict()})
     t0 = time.perf_counter()
     prep = prepare_data(cfg.data, positive=cfg.positive, seed=cfg.seed, val=cfg.val, test=cfg.test,
