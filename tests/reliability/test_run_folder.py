@@ -153,3 +153,17 @@ def test_interrupted_fine_tune_checkpoint_is_not_thrown_away(tmp_path, tiny_kwar
     assert ckpt.is_file()
     imbvision.train(out=out, strategy="ce", overwrite=True, **_kw(tiny_kwargs))
     assert (out / "model.json").is_file() and not staging_dir(out).parent.exists()
+
+
+def test_resume_reads_an_older_run_folder_through_the_migration(tmp_path, tiny_kwargs):
+    """A config.json written before --resize, --patch-layers, --split and --split-file existed is resumed."""
+    kw = _kw(tiny_kwargs)
+    out = tmp_path / "run"
+    imbvision.train(out=out, strategy="ce", resize="stretch", patch_layers="s8+s16", **kw)
+    cfg = json.loads((out / "config.json").read_text())
+    for k in ("resize", "patch_layers", "split", "split_file"):
+        cfg.pop(k)
+    (out / "config.json").write_text(json.dumps(cfg))
+    imbvision.train(out=out, strategy="ce", resume=True, resize="stretch", patch_layers="s8+s16", **kw)
+    with pytest.raises(ConfigError, match=rf"different configuration \(patch_layers\) than {out / 'config.json'}"):
+        imbvision.train(out=out, strategy="ce", resume=True, resize="stretch", **kw)  # s16+s32 now
