@@ -307,7 +307,7 @@ def test_ahead_on_every_split_but_not_beyond_noise_says_likely_better_with_the_s
     rows[0].update(delta_per_split=far, delta_ap=float(np.mean(far)))
     assert seeds_to_decide(far, N_TRAIN, 20 * N_TRAIN, level=0.025) is None
     rec2 = _recommend(rows, n_train=N_TRAIN, n_test=20 * N_TRAIN)
-    assert "more seeds cannot decide it" in rec2 and "add data" in rec2
+    assert "more seeds alone cannot decide it" in rec2 and "add data" in rec2
     # behind on one split: the plain no-decision text stays
     rows[0].update(splits_better=9, splits_worse=1)
     assert _recommend(rows, n_train=N_TRAIN, n_test=N_TEST).startswith("No remedy beats the baseline beyond noise")

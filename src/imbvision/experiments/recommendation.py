@@ -39,7 +39,7 @@ def _likely_better(top: dict[str, Any], k: int, n_train, n_test, folds) -> str |
     unit = (lambda n: f"--seeds {-(-n // folds)} with --folds {folds}") if folds else (lambda n: f"--seeds {n}")
     more = (f"about {need} paired splits at today's spread would decide ({unit(need)}), or add data"
             if need is not None else
-            "more seeds cannot decide it at today's spread (overlapping splits share images): add data")
+            "more seeds alone cannot decide it at today's spread (overlapping splits share images): add data")
     return (f"{top['strategy']} is likely better than the plain baseline — ahead on all {k} paired splits, AP "
             f"{top['ap_mean']:.3f} ({delta_text(top)}) — but not beyond noise yet; {more}.")
 
