@@ -61,15 +61,17 @@ def is_patch_model(meta: dict) -> bool:
     return meta.get("mode") == "head" and meta.get("head", {}).get("name") in PATCH_HEADS
 
 
-def patch_model_features(model, images: Sequence[np.ndarray]):
-    """Patch features (with the global embedding for ``fusion``) of in-memory images for a saved model."""
-    from .training.cell import FeatureSettings
+def patch_model_features(model, images: Sequence[np.ndarray], *, global_images: Sequence[np.ndarray] | None = None,
+                         with_global: bool = True):
+    """Patch features (with the global embedding for ``fusion``) of in-memory images for a saved model.
+
+    ``images`` decoded for the patch canvas, ``global_images`` for the global view when that differs (see
+    :meth:`~imbvision.model.Model.decode_inputs`); ``with_global=False`` skips the global embedding (heat maps).
+    """
     from .training.patch_fit import patches_from_images
 
-    b = model.meta["backbone"]
-    settings = FeatureSettings(b["name"], b.get("weights"), b["image_size"], b["tiles"], b["features"], 0,
-                               resize=b.get("resize", "stretch"), patch_layers=b.get("patch_layers", "s8+s16"))
-    return patches_from_images(list(images), model._get_backbone(), settings)
+    return patches_from_images(list(images), model._get_backbone(), model._feature_settings(),
+                               global_images=global_images, with_global=with_global)
 
 
 def explain(model, images: Sequence[str | Path | np.ndarray], *, sigma: float = 4.0) -> np.ndarray | list[np.ndarray]:
@@ -104,13 +106,13 @@ def explain(model, images: Sequence[str | Path | np.ndarray], *, sigma: float = 
             f"heat maps need a patch-level head (patch, normality or fusion); the model in {model.run_dir} uses "
             f"{head!r}, which sees one pooled vector per image. Train with e.g. --strategy patch or fusion."
         )
-    side = model.decode_min_side()
+    side = model.decode_min_side("patches")
     decoded = [load_image_and_size(x, min_side=side) if not isinstance(x, np.ndarray) else (x, (x.shape[1], x.shape[0]))
-               for x in images]  # a large JPEG decodes as in training (draft mode); maps come at its full size
+               for x in images]  # a large JPEG decodes as training decoded its patch canvas; maps at its full size
     arrays, sizes = [a for a, _ in decoded], [s for _, s in decoded]
     if not arrays:
         return np.zeros((0, 0, 0), np.float32)
-    feats = patch_model_features(model, arrays)
+    feats = patch_model_features(model, arrays, with_global=False)  # the maps read the patch grids only
     z = model._get_head().patch_scores(feats)
     maps = []
     for i, a in enumerate(arrays):
@@ -275,10 +277,10 @@ def write_heatmaps(model, paths: Sequence[str | Path], out_dir: str | Path, *, b
 
     ``masks`` maps an image path to its mask file, outlined in green (a mask that cannot be read
     is left out; the image is still written). Files are decoded as the model decoded them in
-    training (:meth:`Model.decode_min_side`), so a large JPEG's overlay comes at its draft size.
+    training (:meth:`Model.decode`, part ``"patches"``), so a large JPEG's overlay comes at its draft size.
     Raises ConfigError for a model without a patch-level head (before any file is written).
     """
-    from .data.decode import load_image_array, load_mask
+    from .data.decode import load_mask
     from .errors import BadFileError
 
     from ._io import ensure_output_dir
@@ -291,7 +293,7 @@ def write_heatmaps(model, paths: Sequence[str | Path], out_dir: str | Path, *, b
         items = []
         for p in paths[s:s + batch]:
             try:
-                items.append((p, load_image_array(p, min_side=model.decode_min_side())))
+                items.append((p, model.decode(p, "patches")))  # as training decoded its patch canvas
             except BadFileError:
                 continue  # listed by predict's CSV
         if not items:

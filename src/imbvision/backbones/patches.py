@@ -53,9 +53,9 @@ from torch.utils.data import DataLoader, Dataset as TorchDataset
 
 from .._io import atomic_write
 from ..data.checks import file_digest
-from ..data.decode import load_image_and_size
 from ..data.records import Dataset, ImageRecord
 from ..errors import ConfigError
+from .decoding import decode_part_and_size
 from .engine import checked_onnx, module_digest
 from .patch_store import PatchStore as _Store
 from .patch_geometry import RESIZE_MODES, _check_resize, canvas_view, grid_to_image, mask_to_grid
@@ -333,8 +333,9 @@ class _Views(TorchDataset):
 
 
 def _decode(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode (checked); a JPEG far larger than needed decodes at a reduced scale (Pillow's draft mode)."""
-    return load_image_and_size(path, min_side=size)
+    """Decode (checked); a JPEG far larger than needed decodes at a reduced scale (Pillow's draft mode), by the
+    rule prediction uses too (:func:`~imbvision.backbones.decoding.min_side`, part ``"patches"``)."""
+    return decode_part_and_size(path, "patches", size)
 
 
 def patch_features(
