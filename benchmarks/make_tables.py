@@ -310,6 +310,19 @@ def hardness(d: dict[str, Any]) -> str:
 
 
 #: file stem → (title, anchor, section). Order = order on the page.
+def trust_memory(d: dict[str, Any]) -> str:
+    rows = [[c["image"], f(c["pixels"]), "refused: " + c["refused"].split(": ", 2)[-1] if c.get("refused")
+             else ("×".join(str(v) for v in c["overlay"]) if c.get("overlay") else "—"),
+             f"**{c['peak_rss_mb']:.0f} MB**", f(c["cpu_s"], 1), f(c["wall_s"], 1)] for c in d["cases"]]
+    b = d.get("before") or {}
+    before = (f" Before the bound ({b['source']}), the {b['image']} image peaked at {b['peak_rss_mb']:,} MB and wrote a "
+              f"{'×'.join(str(v) for v in b['overlay'])} overlay." if b else "")
+    return (f"`{d['what'].split(', ')[0]}`, {', '.join(d['what'].split(', ')[1:])}. Heat maps are capped at {d['heatmap_max_side']:,} px on the long side and overlays "
+            f"at {d['overlay_max_side']:,} px (aspect kept); images beyond {d['max_aspect']}:1 are refused by the "
+            f"image check.{before}\n\n"
+            + table(["image (PNG)", "pixels", "overlay written", "peak RSS", "CPU-s", "wall s"], rows))
+
+
 SECTIONS: dict[str, tuple[str, str, Section]] = {
     "bench_demo": ("Demo: `make demo` from a cold cache", "demo", demo),
     "bench_compare_mt": ("Magnetic-tile: the default comparison over 10 splits", "magnetic-tile-default-comparison",
@@ -330,6 +343,8 @@ SECTIONS: dict[str, tuple[str, str, Section]] = {
     "null_simulation": ("Null simulation of the comparison test", "null-simulation", null_sim),
     "ci_min_positives": ("Per-run AP interval coverage by test positives", "interval-coverage", ci_positives),
     "demo_hardness": ("How hard the demo set is on raw pixels", "demo-hardness", hardness),
+    "bench_trust_memory": ("Memory of `predict --heatmaps` by image aspect", "predict-memory-by-aspect",
+                           trust_memory),
 }
 SKIP_KEYS = {"machine", "versions", "load_avg_start", "load_avg_end", "load_avg_before", "load_avg_after"}
 

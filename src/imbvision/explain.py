@@ -21,11 +21,27 @@ from .errors import ConfigError
 
 __all__ = ["explain", "overlay_heatmap", "save_overlay", "derive_mask", "derive_masks", "mask_iou",
            "patch_model_features", "is_patch_model", "write_heatmaps", "heatmap_size", "fit_to_map",
-           "HEATMAP_MAX_SIDE"]
+           "HEATMAP_MAX_SIDE", "OVERLAY_MAX_SIDE", "overlay_scale"]
 
 #: Heat maps come at the image's own resolution up to this long side (pixels), aspect kept, so one
 #: map of a 6000×4000 photo takes 1024×683 floats (2.8 MB), not 96 MB.
 HEATMAP_MAX_SIDE = 1024
+#: An overlay is enlarged (so a thin strip stays visible) only while its long side stays within this many
+#: pixels: a 10000×100 image gives a 4096×40 overlay, not 26624×260 (memory bounded whatever the aspect).
+OVERLAY_MAX_SIDE = 4096
+
+
+def overlay_scale(height: int, width: int, min_side: int = 256, max_side: int = OVERLAY_MAX_SIDE) -> int:
+    """The whole-number enlargement of a ``height × width`` overlay: until its short side is ``min_side``,
+    but never past ``max_side`` on its long side (1 when the map is already that long).
+
+    Examples
+    --------
+    >>> overlay_scale(64, 64), overlay_scale(10, 1024), overlay_scale(2000, 3000)
+    (4, 4, 1)
+    """
+    want = int(np.ceil(min_side / max(1, min(height, width))))
+    return max(1, min(want, max_side // max(1, height, width)))
 
 
 def heatmap_size(size: tuple[int, int], max_side: int = HEATMAP_MAX_SIDE) -> tuple[int, int]:
@@ -139,12 +155,14 @@ def overlay_heatmap(image: np.ndarray, heat: np.ndarray, mask: np.ndarray | None
     mask
         Optional ``(H, W)`` bool; its outline is drawn in green.
     min_side
-        The result is enlarged (nearest neighbour) until its short side is at least this many pixels,
-        so a small object stays visible in a thumbnail.
+        The result is enlarged (nearest neighbour, by a whole factor) until its short side is at least this
+        many pixels, so a small object stays visible in a thumbnail -- but its long side never beyond
+        :data:`OVERLAY_MAX_SIDE` (:func:`overlay_scale`).
 
     Returns
     -------
-    ``(H', W', 3)`` uint8.
+    ``(H', W', 3)`` uint8, aspect kept, long side at most ``max(OVERLAY_MAX_SIDE, max(H, W))``; the map itself
+    is capped at :data:`HEATMAP_MAX_SIDE` by :func:`explain`.
     """
     from matplotlib import colormaps
     from PIL import Image
@@ -162,7 +180,7 @@ def overlay_heatmap(image: np.ndarray, heat: np.ndarray, mask: np.ndarray | None
     rgb = colormaps[cmap](np.nan_to_num(t))[..., :3] * 255
     out = (1 - alpha) * img.astype(np.float64) + alpha * rgb
     out = out.clip(0, 255).astype(np.uint8)
-    scale = max(1, int(np.ceil(min_side / max(1, min(img.shape[:2])))))
+    scale = overlay_scale(img.shape[0], img.shape[1], min_side)
     if scale > 1:
         out = np.asarray(Image.fromarray(out).resize((out.shape[1] * scale, out.shape[0] * scale), Image.NEAREST))
     if mask is not None:
