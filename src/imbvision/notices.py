@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 __all__ = ["collect_warnings", "run_warnings", "unique_messages", "warn_about_data", "DataWarning", "ReportNote", "add_report_note",
-           "FEW_POSITIVES", "CacheWarning", "LibraryWarning", "library_line", "passing_result_warnings"]
+           "FEW_POSITIVES", "CacheWarning", "LibraryWarning", "library_line", "passing_result_warnings",
+           "emit_library_lines"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _CURRENT: ContextVar[list[warnings.WarningMessage] | None] = ContextVar("imbvision_warnings", default=None)
@@ -96,16 +97,30 @@ def library_line(w: warnings.WarningMessage, where: str = "") -> str | None:
 @contextlib.contextmanager
 def passing_result_warnings(where: str = ""):
     """Silence the warnings of a block (a cell of a grid repeats them) except those that change its result:
-    :class:`CacheWarning` and library convergence warnings (as one :class:`LibraryWarning` line), re-emitted."""
+    :class:`CacheWarning` and library convergence warnings (as one :class:`LibraryWarning` line), re-emitted.
+
+    Yields the list that receives the library lines (filled when the block ends), so a cached result can keep
+    them and say them again when it is reused (:func:`emit_library_lines`).
+    """
+    lines: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        yield
+        yield lines
     for w in caught:
         line = library_line(w, where)
         if line is not None:
+            if line not in lines:
+                lines.append(line)
             warnings.warn(line, LibraryWarning, stacklevel=3)
         elif issubclass(w.category, CacheWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def emit_library_lines(lines: Any) -> None:
+    """Say again the :class:`LibraryWarning` lines a stored result kept (a reused compare cell, a cell computed
+    in another process); :func:`collect_warnings` shows each distinct line once."""
+    for line in lines or []:
+        warnings.warn(str(line), LibraryWarning, stacklevel=2)
 
 
 class ReportNote(DataWarning):

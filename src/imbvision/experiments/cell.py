@@ -81,7 +81,7 @@ def compute_cell(strategy: str, seed: int, fold: int | None, split: Any,
 
     from ..notices import passing_result_warnings
 
-    with passing_result_warnings(strategy):  # a damaged cache or an unconverged fit still reaches the user
+    with passing_result_warnings(strategy) as library:  # a damaged cache or an unconverged fit still reaches the user
         recipe = compose(strategy)
         extra = synthetic_features(recipe, records, split.train, seed=seed, settings=settings,
                                    backbone=lambda: cached_backbone(settings.backbone, settings.weights),
@@ -107,6 +107,8 @@ def compute_cell(strategy: str, seed: int, fold: int | None, split: Any,
         "key": cell_key(settings.data_key, strategy, seed, fold, split),
         **_head_info(cf.fit.head),
         **_localisation(recipe, cf.fit.head, X, records, split.test),
+        # kept with the cell: said again when it is reused, or when it was computed in another process (Ray)
+        **({"library_warnings": list(library)} if library else {}),
     }
 
 

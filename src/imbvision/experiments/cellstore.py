@@ -85,6 +85,10 @@ def has_cells(cells_dir: Path) -> bool:
 def read_cells(cells_dir: Path, names: list[str], splits: list, data_key: str) -> dict[tuple, dict[str, Any]]:
     """Every finished cell ``{(strategy, seed, fold): cell}``, each verified as :func:`load_cell` does.
 
+    The library warnings a cell kept (an unconverged fit) are said again as
+    :class:`~imbvision.notices.LibraryWarning` lines, so a compare says them once whether its cells were
+    computed now, in another process (Ray) or by an earlier run.
+
     Raises
     ------
     DataError
@@ -101,4 +105,7 @@ def read_cells(cells_dir: Path, names: list[str], splits: list, data_key: str) -
                 raise DataError(f"compare cell {path} is missing or changed on disk while this compare ran "
                                 "(checksum or key); rerun the same command to recompute it")
             cells[(n, s, f)] = cell
+    from ..notices import emit_library_lines
+    for cell in cells.values():
+        emit_library_lines(cell.get("library_warnings"))
     return cells

@@ -118,8 +118,13 @@ def fit_head(X: np.ndarray, y: np.ndarray, recipe: Recipe, *, seed: int = 0,
     sampler = recipe.sampler.build(ctx) if recipe.sampler is not None else None
     head_spec = choose_head(recipe)
     head = head_spec.build(ctx)
+    from sklearn.exceptions import ConvergenceWarning
+
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=UserWarning)  # the libraries' chatter during a fit...
+        # ...but not a fit that stopped early: it changes the scores, so it reaches the user as one line
+        # (imbvision.notices.library_line) and the report. It is a UserWarning, so it comes after.
+        warnings.simplefilter("always", category=ConvergenceWarning)
         head.fit(X.astype(np.float32), y, loss=loss, sampler=sampler, loss_name=recipe.loss.name, seed=seed)
     soft_share = float(y.mean())
     return HeadFit(head, head_spec.name, dict(head_spec.params), recipe.loss.name, len(y), soft_share,
