@@ -195,7 +195,9 @@ class _OnnxPatchEngine:
     name = "onnx"
 
     def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
+        from .engine import onnxruntime
+
+        ort = onnxruntime()  # telemetry off (see there)
 
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
