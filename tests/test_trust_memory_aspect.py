@@ -75,3 +75,24 @@ def test_overlay_scale_enlarges_thin_strips_only_within_the_cap():
     heat = np.random.default_rng(0).random((10, 1024))
     out = overlay_heatmap(np.zeros((10, 1024, 3), np.uint8), heat, np.zeros((10, 1024), bool))
     assert out.shape == (40, 4096, 3)
+
+
+@pytest.mark.parametrize("target", ["file", "proc"])
+def test_heatmaps_onto_a_file_or_a_special_folder_is_one_line(patch_model, tiny_kwargs, tmp_path, target):
+    from pathlib import Path
+
+    if target == "proc" and not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux procfs")
+    dest = tmp_path / "taken.txt" if target == "file" else Path("/proc/self")
+    if target == "file":
+        dest.write_text("keep me", encoding="utf-8")
+    img = _strip(tmp_path / "ok.png", 200, 100)
+    res = CliRunner().invoke(app, ["predict", str(patch_model), str(img), "--heatmaps", str(dest),
+                                   "--cache-dir", tiny_kwargs["cache_dir"]], env={"COLUMNS": "4000"})
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)  # a one-line error, not a crash
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and str(dest) in lines[0], res.stderr
+    if target == "file":
+        assert dest.read_text(encoding="utf-8") == "keep me"
