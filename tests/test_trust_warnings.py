@@ -66,3 +66,31 @@ def test_compare_says_it_once_per_run_also_when_its_cells_are_reused(tiny_kwargs
         assert WORDS in (out / "report.html").read_text(encoding="utf-8"), attempt
     cells = [json.loads(p.read_text(encoding="utf-8")) for p in (out / "cells").glob("logreg*.json")]
     assert len(cells) == 2 and all(WORDS in c["library_warnings"][0] for c in cells)
+
+
+def test_worker_threads_leave_the_warning_state_alone():
+    """``catch_warnings`` entered by two threads at once leaves one thread's filters and recorder behind (the
+    process-wide state): a threaded compare then lost its later warnings. Worker threads change nothing now."""
+    import threading
+    import warnings
+
+    from imbvision.notices import passing_result_warnings, thread_safe_quiet
+
+    before = (list(warnings.filters), warnings.showwarning)
+    inside, gate = [], threading.Barrier(2)
+
+    def work():
+        with passing_result_warnings("x"), thread_safe_quiet(UserWarning):
+            gate.wait(timeout=10)
+            inside.append(list(warnings.filters))
+            gate.wait(timeout=10)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (list(warnings.filters), warnings.showwarning) == before
+    assert inside == [before[0], before[0]]
+    with thread_safe_quiet(UserWarning):  # the main thread still silences
+        assert warnings.filters[0][:3] == ("ignore", None, UserWarning)
