@@ -336,6 +336,40 @@ def predict_speed(d: dict[str, Any]) -> str:
                      "peak RSS MB", "load average at the end"], rows))
 
 
+def trust_memory(d: dict[str, Any]) -> str:
+    rows = [[c["image"], f(c["pixels"]), "refused: " + c["refused"].split(": ", 2)[-1] if c.get("refused")
+             else ("×".join(str(v) for v in c["overlay"]) if c.get("overlay") else "—"),
+             f"**{c['peak_rss_mb']:.0f} MB**", f(c["cpu_s"], 1), f(c["wall_s"], 1)] for c in d["cases"]]
+    b = d.get("before") or {}
+    before = (f" Before the bound ({b['source']}), the {b['image']} image peaked at {b['peak_rss_mb']:,} MB and wrote a "
+              f"{'×'.join(str(v) for v in b['overlay'])} overlay." if b else "")
+    return (f"`{d['what'].split(', ')[0]}`, {', '.join(d['what'].split(', ')[1:])}. Heat maps are capped at {d['heatmap_max_side']:,} px on the long side and overlays "
+            f"at {d['overlay_max_side']:,} px (aspect kept); images beyond {d['max_aspect']}:1 are refused by the "
+            f"image check.{before}\n\n"
+            + table(["image (PNG)", "pixels", "overlay written", "peak RSS", "CPU-s", "wall s"], rows))
+
+
+def trust_verify(d: dict[str, Any]) -> str:
+    names = {"cells_reused": "same `--out`: every feature and cell reused",
+             "cells_fitted": "new `--out`: features reused, cells fitted"}
+    rows = []
+    for case, label in names.items():
+        c = d[case]
+        rows.append([label, f"{c['verified']['cpu_s']:.1f}", f"{c['unverified']['cpu_s']:.1f}",
+                     f"{c['verification_cost']['cpu_s']:+.1f} ({100 * c['verification_share']['cpu_s']:+.1f}%)",
+                     f"**{c['in_checks_s']:.2f} ({100 * c['in_checks_share_of_cpu']:.1f}%)**",
+                     f"{c['verified']['wall_s']:.1f}", f"{c['unverified']['wall_s']:.1f}"])
+    return (f"`imbvision compare` on {d['what'].split(' on ', 1)[1]}. Cold run (empty cache): {d['cold']['cpu_s']:.0f} "
+            f"CPU-s, {d['cold']['wall_s']:.0f} s wall. Then each cached run in a fresh process, as shipped (verified) "
+            "and with the read-time checks (embedding-shard digests, per-row patch-feature SHA-256, cell checksums) "
+            f"skipped; median of {d['repeat']} runs each, in back-to-back pairs; the difference is the median paired difference and carries the noise "
+            "of a shared machine; the seconds spent inside the checks themselves (added up in the verified runs, "
+            "share of that run's CPU-s) are the exact cost. Patch rows on disk: "
+            f"{d['patch_rows_mb']:.0f} MB.\n\n"
+            + table(["cached run", "CPU-s verified", "CPU-s unverified", "difference", "inside the checks",
+                     "wall s verified", "wall s unverified"], rows))
+
+
 SECTIONS: dict[str, tuple[str, str, Section]] = {
     "bench_demo": ("Demo: `make demo` from a cold cache", "demo", demo),
     "bench_compare_mt": ("Magnetic-tile: the default comparison over 10 splits", "magnetic-tile-default-comparison",
@@ -359,6 +393,9 @@ SECTIONS: dict[str, tuple[str, str, Section]] = {
     "null_simulation": ("Null simulation of the comparison test", "null-simulation", null_sim),
     "ci_min_positives": ("Per-run AP interval coverage by test positives", "interval-coverage", ci_positives),
     "demo_hardness": ("How hard the demo set is on raw pixels", "demo-hardness", hardness),
+    "bench_trust_memory": ("Memory of `predict --heatmaps` by image aspect", "predict-memory-by-aspect",
+                           trust_memory),
+    "bench_trust_verify": ("Cost of verifying cached artefacts on read", "read-verification-cost", trust_verify),
 }
 SKIP_KEYS = {"machine", "versions", "load_avg_start", "load_avg_end", "load_avg_before", "load_avg_after"}
 

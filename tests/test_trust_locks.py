@@ -100,6 +100,7 @@ def test_predict_writes_nothing_under_home_with_a_cache_dir(tmp_path, tiny_manif
     imgs = sorted((Path(tiny_manifest).parent).rglob("*.png"))[:3]
     r = _cli(["predict", str(run), *map(str, imgs), "--heatmaps", str(tmp_path / "maps"), "--cache-dir", str(mine)], env)
     assert r.returncode == 0, r.stderr
-    # (Libraries keep their own files under ~/.cache: onnxruntime a device id, matplotlib its font list.)
+    # (matplotlib keeps its font list under ~/.cache unless MPLCONFIGDIR is set; onnxruntime its telemetry
+    # unless ORT_DISABLE_TELEMETRY is, which imbvision sets: tests/test_trust_cache_root.py checks HOME stays empty)
     assert not (home / ".cache" / "imbvision").exists(), sorted(map(str, (home / ".cache" / "imbvision").rglob("*")))
     assert any(mine.rglob("*.onnx"))  # the exports are there instead

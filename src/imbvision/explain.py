@@ -21,11 +21,27 @@ from .errors import ConfigError
 
 __all__ = ["explain", "overlay_heatmap", "save_overlay", "derive_mask", "derive_masks", "mask_iou",
            "patch_model_features", "is_patch_model", "write_heatmaps", "heatmap_size", "fit_to_map",
-           "HEATMAP_MAX_SIDE"]
+           "HEATMAP_MAX_SIDE", "OVERLAY_MAX_SIDE", "overlay_scale"]
 
 #: Heat maps come at the image's own resolution up to this long side (pixels), aspect kept, so one
 #: map of a 6000×4000 photo takes 1024×683 floats (2.8 MB), not 96 MB.
 HEATMAP_MAX_SIDE = 1024
+#: An overlay is enlarged (so a thin strip stays visible) only while its long side stays within this many
+#: pixels: a 10000×100 image gives a 4096×40 overlay, not 26624×260 (memory bounded whatever the aspect).
+OVERLAY_MAX_SIDE = 4096
+
+
+def overlay_scale(height: int, width: int, min_side: int = 256, max_side: int = OVERLAY_MAX_SIDE) -> int:
+    """The whole-number enlargement of a ``height × width`` overlay: until its short side is ``min_side``,
+    but never past ``max_side`` on its long side (1 when the map is already that long).
+
+    Examples
+    --------
+    >>> overlay_scale(64, 64), overlay_scale(10, 1024), overlay_scale(2000, 3000)
+    (4, 4, 1)
+    """
+    want = int(np.ceil(min_side / max(1, min(height, width))))
+    return max(1, min(want, max_side // max(1, height, width)))
 
 
 def heatmap_size(size: tuple[int, int], max_side: int = HEATMAP_MAX_SIDE) -> tuple[int, int]:
@@ -62,13 +78,17 @@ def is_patch_model(meta: dict) -> bool:
     return meta.get("mode") == "head" and any(r.name == name and r.heatmaps for r in list_strategies("head"))
 
 
-def patch_model_features(model, images: Sequence[np.ndarray]):
-    """Patch features (with the global embedding for ``fusion``) of in-memory images for a saved model."""
-    from .training.cell import FeatureSettings
+def patch_model_features(model, images: Sequence[np.ndarray], *, global_images: Sequence[np.ndarray] | None = None,
+                         with_global: bool = True):
+    """Patch features (with the global embedding for ``fusion``) of in-memory images for a saved model.
+
+    ``images`` decoded for the patch canvas, ``global_images`` for the global view when that differs (see
+    :meth:`~imbvision.model.Model.decode_inputs`); ``with_global=False`` skips the global embedding (heat maps).
+    """
     from .training.patch_fit import patches_from_images
 
-    settings = FeatureSettings.of_bundle(model.meta)  # older bundles migrated (spec.migrate_backbone)
-    return patches_from_images(list(images), model._get_backbone(), settings)
+    return patches_from_images(list(images), model._get_backbone(), model._feature_settings(),
+                               global_images=global_images, with_global=with_global)
 
 
 def explain(model, images: Sequence[str | Path | np.ndarray], *, sigma: float = 4.0) -> np.ndarray | list[np.ndarray]:
@@ -103,13 +123,13 @@ def explain(model, images: Sequence[str | Path | np.ndarray], *, sigma: float = 
             f"heat maps need a patch-level head (patch, normality or fusion); the model in {model.run_dir} uses "
             f"{head!r}, which sees one pooled vector per image. Train with e.g. --strategy patch or fusion."
         )
-    side = model.decode_min_side()
+    side = model.decode_min_side("patches")
     decoded = [load_image_and_size(x, min_side=side) if not isinstance(x, np.ndarray) else (x, (x.shape[1], x.shape[0]))
-               for x in images]  # a large JPEG decodes as in training (draft mode); maps come at its full size
+               for x in images]  # a large JPEG decodes as training decoded its patch canvas; maps at its full size
     arrays, sizes = [a for a, _ in decoded], [s for _, s in decoded]
     if not arrays:
         return np.zeros((0, 0, 0), np.float32)
-    feats = patch_model_features(model, arrays)
+    feats = patch_model_features(model, arrays, with_global=False)  # the maps read the patch grids only
     z = model._get_head().patch_scores(feats)
     maps = []
     for i, a in enumerate(arrays):
@@ -136,12 +156,14 @@ def overlay_heatmap(image: np.ndarray, heat: np.ndarray, mask: np.ndarray | None
     mask
         Optional ``(H, W)`` bool; its outline is drawn in green.
     min_side
-        The result is enlarged (nearest neighbour) until its short side is at least this many pixels,
-        so a small object stays visible in a thumbnail.
+        The result is enlarged (nearest neighbour, by a whole factor) until its short side is at least this
+        many pixels, so a small object stays visible in a thumbnail -- but its long side never beyond
+        :data:`OVERLAY_MAX_SIDE` (:func:`overlay_scale`).
 
     Returns
     -------
-    ``(H', W', 3)`` uint8.
+    ``(H', W', 3)`` uint8, aspect kept, long side at most ``max(OVERLAY_MAX_SIDE, max(H, W))``; the map itself
+    is capped at :data:`HEATMAP_MAX_SIDE` by :func:`explain`.
     """
     from matplotlib import colormaps
     from PIL import Image
@@ -159,7 +181,7 @@ def overlay_heatmap(image: np.ndarray, heat: np.ndarray, mask: np.ndarray | None
     rgb = colormaps[cmap](np.nan_to_num(t))[..., :3] * 255
     out = (1 - alpha) * img.astype(np.float64) + alpha * rgb
     out = out.clip(0, 255).astype(np.uint8)
-    scale = max(1, int(np.ceil(min_side / max(1, min(img.shape[:2])))))
+    scale = overlay_scale(img.shape[0], img.shape[1], min_side)
     if scale > 1:
         out = np.asarray(Image.fromarray(out).resize((out.shape[1] * scale, out.shape[0] * scale), Image.NEAREST))
     if mask is not None:
@@ -274,10 +296,10 @@ def write_heatmaps(model, paths: Sequence[str | Path], out_dir: str | Path, *, b
 
     ``masks`` maps an image path to its mask file, outlined in green (a mask that cannot be read
     is left out; the image is still written). Files are decoded as the model decoded them in
-    training (:meth:`Model.decode_min_side`), so a large JPEG's overlay comes at its draft size.
+    training (:meth:`Model.decode`, part ``"patches"``), so a large JPEG's overlay comes at its draft size.
     Raises ConfigError for a model without a patch-level head (before any file is written).
     """
-    from .data.decode import load_image_array, load_mask
+    from .data.decode import load_mask
     from .errors import BadFileError
 
     from ._io import ensure_output_dir
@@ -290,7 +312,7 @@ def write_heatmaps(model, paths: Sequence[str | Path], out_dir: str | Path, *, b
         items = []
         for p in paths[s:s + batch]:
             try:
-                items.append((p, load_image_array(p, min_side=model.decode_min_side())))
+                items.append((p, model.decode(p, "patches")))  # as training decoded its patch canvas
             except BadFileError:
                 continue  # listed by predict's CSV
         if not items:

@@ -169,18 +169,35 @@ class Model:
         return self._head
 
     # -- prediction --------------------------------------------------------------------
-    def raw_scores(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Head probabilities before prior correction and calibration, for uint8 (H, W, 3) images."""
+    def representation(self) -> str:
+        """The features the head consumes: ``"global"`` (one pooled vector per image) or ``"patches"``."""
+        if self.meta.get("mode") != "head":
+            return "global"
+        return self.meta["head"].get("representation", "global")
+
+    def _feature_settings(self):
+        from .training.cell import FeatureSettings
+        return FeatureSettings.of_bundle(self.meta)  # older bundles migrated (spec.migrate_backbone)
+
+    def raw_scores(self, images: Sequence[np.ndarray], *, global_images: Sequence[np.ndarray] | None = None
+                   ) -> np.ndarray:
+        """Head probabilities before prior correction and calibration, for uint8 (H, W, 3) images.
+
+        ``images`` are decoded for the head's representation (:meth:`decode`); for a patch-level head,
+        ``global_images`` are the same files decoded for the global view (``None``: ``images`` serve both).
+        """
         if self.meta["mode"] == "finetune":
             from .training.network import predict_images, rebuild_network
             if self._net is None:
                 self._net = rebuild_network(self.meta, self.arrays)
             return predict_images(self._net, images, int(self.meta["backbone"]["image_size"]))
-        from .training.cell import FeatureSettings, get_representation
+        from .training.cell import get_representation
         # The features the head consumes: one global vector per image unless its record named another.
-        rep = get_representation(self.meta["head"].get("representation", "global"))
-        settings = FeatureSettings.of_bundle(self.meta)  # older bundles migrated (spec.migrate_backbone)
-        return self._get_head().predict_proba(rep.from_images(list(images), self._get_backbone(), settings))
+        name = self.representation()
+        rep = get_representation(name)
+        extra = {"global_images": list(global_images)} if global_images is not None and name == "patches" else {}
+        return self._get_head().predict_proba(rep.from_images(list(images), self._get_backbone(),
+                                                              self._feature_settings(), **extra))
 
     def explain(self, images: Sequence[str | Path | np.ndarray]) -> np.ndarray:
         """``(N, H, W)`` patch-score heat maps at image resolution (patch, normality and fusion heads).
@@ -190,14 +207,43 @@ class Model:
         from .explain import explain
         return explain(self, images)
 
-    def decode_min_side(self) -> int | None:
-        """The ``min_side`` training decoded files with (a large JPEG in draft mode), so files are scored
-        from the same pixels: the input size (per tile) in head mode; ``None`` (full decode) for fine-tuned
-        models and bundles saved before draft decoding."""
+    def decode_min_side(self, part: str | None = None) -> int | None:
+        """The ``min_side`` training decoded files with for ``part`` (a large JPEG in draft mode), so files are
+        scored from the same pixels: see :func:`imbvision.backbones.decoding.min_side` (``part`` ``"global"``:
+        the input size times the tiles; ``"patches"``: the input size; ``None``: the head's representation).
+        ``None`` (full decode) for fine-tuned models and bundles saved before draft decoding."""
         b = self.meta.get("backbone", {})
         if self.meta.get("mode") != "head" or b.get("preprocess") != "draft":
             return None
-        return int(b["image_size"]) * max(1, int(b.get("tiles") or 0))
+        from .backbones.decoding import min_side
+        return min_side(part or self.representation(), int(b["image_size"]), int(b.get("tiles") or 0))
+
+    def decode(self, image: str | Path | np.ndarray, part: str | None = None) -> np.ndarray:
+        """``(H, W, 3)`` uint8 pixels of a file as training decoded it for ``part`` (see :meth:`decode_min_side`);
+        an array is returned as it is. Raises :class:`~imbvision.errors.BadFileError` for an unreadable file."""
+        if isinstance(image, np.ndarray):
+            return image
+        from .data.decode import load_image_array
+        return load_image_array(image, min_side=self.decode_min_side(part))
+
+    def decode_inputs(self, images: Sequence[str | Path | np.ndarray]
+                      ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """Every input decoded as training decoded it: ``(arrays for the head's representation, global views)``.
+
+        The global views are ``None`` unless a patch-level head's global view is decoded at another side than its
+        patch canvas (``tiles`` >= 2 with draft decoding): then each file is decoded once per part, as in training.
+        """
+        rep = self.representation()
+        arrays = [self.decode(x, rep) for x in images]
+        if rep != "patches" or self.decode_min_side("global") == self.decode_min_side("patches"):
+            return arrays, None
+        return arrays, [self.decode(x, "global") for x in images]
+
+    def _scores(self, images: Sequence[str | Path | np.ndarray]) -> np.ndarray:
+        arrays, views = self.decode_inputs(images)
+        if not arrays:
+            return np.zeros(0)
+        return self.postprocess.apply(self.raw_scores(arrays, global_images=views))
 
     def predict_proba(self, images: Sequence[str | Path | np.ndarray]) -> np.ndarray:
         """Probability of the positive class for each image (paths or uint8 arrays).
@@ -205,12 +251,7 @@ class Model:
         Unreadable files raise :class:`~imbvision.errors.BadFileError`; use
         :meth:`predict_files` to get them listed instead.
         """
-        from .data.decode import load_image_array
-        side = self.decode_min_side()
-        arrays = [load_image_array(x, min_side=side) if not isinstance(x, np.ndarray) else x for x in images]
-        if not arrays:
-            return np.zeros(0)
-        return self.postprocess.apply(self.raw_scores(arrays))
+        return self._scores(list(images))
 
     def predict(self, images: Sequence[str | Path | np.ndarray]) -> np.ndarray:
         """Decisions (1 = positive) at the threshold chosen on validation."""
@@ -218,18 +259,20 @@ class Model:
 
     def predict_files(self, paths: Sequence[str | Path], batch: int = 64) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
         """Score files; unreadable ones are returned as (path, reason) instead of raising."""
-        from .data.decode import load_image_array
         rows, bad = [], []
         for s in range(0, len(paths), batch):
-            good, arrays = [], []
+            good, arrays, views = [], [], []
             for p in paths[s:s + batch]:
                 try:
-                    arrays.append(load_image_array(p, min_side=self.decode_min_side()))
-                    good.append(str(p))
+                    a, v = self.decode_inputs([p])  # every part, as training decoded it
                 except BadFileError as exc:
                     bad.append((str(p), exc.reason))
-            if arrays:
-                probs = self.postprocess.apply(self.raw_scores(arrays))
+                    continue
+                good.append(str(p))
+                arrays += a
+                views += v or []
+            if good:
+                probs = self.postprocess.apply(self.raw_scores(arrays, global_images=views or None))
                 for p, pr in zip(good, probs):
                     rows.append({"path": p, "probability": float(pr), "decision": int(pr >= self.threshold)})
         return rows, bad

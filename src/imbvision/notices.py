@@ -18,13 +18,15 @@ import contextlib
 import functools
 import os
 import json
+import threading
 import warnings
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 __all__ = ["collect_warnings", "run_warnings", "unique_messages", "warn_about_data", "DataWarning", "ReportNote", "add_report_note",
-           "FEW_POSITIVES", "CacheWarning", "LibraryWarning", "library_line", "passing_result_warnings"]
+           "FEW_POSITIVES", "CacheWarning", "LibraryWarning", "library_line", "passing_result_warnings",
+           "emit_library_lines", "convergence_line", "thread_safe_quiet", "in_main_thread"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _CURRENT: ContextVar[list[warnings.WarningMessage] | None] = ContextVar("imbvision_warnings", default=None)
@@ -88,24 +90,70 @@ def library_line(w: warnings.WarningMessage, where: str = "") -> str | None:
     """
     if getattr(w.category, "__name__", "") != "ConvergenceWarning":
         return None
-    first = " ".join(str(w.message).split("\n")[0].split())
-    return (f"scikit-learn did not converge{f' in {where}' if where else ''} ({first.rstrip('.:')}): the fit "
+    return convergence_line(where, " ".join(str(w.message).split("\n")[0].split()))
+
+
+def convergence_line(where: str, detail: str) -> str:
+    """The one line for a fit that stopped before converging (``detail``: the solver's own words)."""
+    return (f"scikit-learn did not converge{f' in {where}' if where else ''} ({detail.rstrip('.:')}): the fit "
             "stopped early and its scores differ from a converged fit's; raise max_iter")
 
 
 @contextlib.contextmanager
 def passing_result_warnings(where: str = ""):
     """Silence the warnings of a block (a cell of a grid repeats them) except those that change its result:
-    :class:`CacheWarning` and library convergence warnings (as one :class:`LibraryWarning` line), re-emitted."""
+    :class:`CacheWarning` (re-emitted) and library convergence warnings.
+
+    Yields the list that receives the library lines (one :class:`LibraryWarning` line each, filled when the
+    block ends); they are not emitted here but kept with the result, whose reader says them once
+    (:func:`emit_library_lines`) -- whether it was computed now, in another thread or process, or reused.
+    """
+    lines: list[str] = []
+    if not in_main_thread():  # warning state is process-wide: a worker thread leaves it alone (thread_safe_quiet)
+        yield lines
+        return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        yield
+        yield lines
     for w in caught:
         line = library_line(w, where)
         if line is not None:
-            warnings.warn(line, LibraryWarning, stacklevel=3)
+            if line not in lines:
+                lines.append(line)
         elif issubclass(w.category, CacheWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def in_main_thread() -> bool:
+    """Whether this is the main thread: the only one that may change the (process-wide) warning state."""
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def thread_safe_quiet(*categories: type[Warning], keep: tuple[type[Warning], ...] = ()):
+    """Ignore warnings of ``categories`` (except ``keep``) inside the block -- in the main thread only.
+
+    :func:`warnings.catch_warnings` saves and restores process-wide state: entered by two threads at once
+    (``compare --jobs``), the one leaving last restores the other's filters and recorder, so later warnings
+    of the whole run are lost or filtered. In a worker thread the block changes nothing: its warnings reach
+    the run's recorder (:func:`collect_warnings`), which shows each distinct one once.
+    """
+    if not in_main_thread():
+        yield
+        return
+    with warnings.catch_warnings():
+        for c in categories:
+            warnings.simplefilter("ignore", category=c)
+        for c in keep:
+            warnings.simplefilter("always", category=c)
+        yield
+
+
+def emit_library_lines(lines: Any) -> None:
+    """Say again the :class:`LibraryWarning` lines a stored result kept (a reused compare cell, a cell computed
+    in another process); :func:`collect_warnings` shows each distinct line once."""
+    for line in lines or []:
+        warnings.warn(str(line), LibraryWarning, stacklevel=2)
 
 
 class ReportNote(DataWarning):
@@ -129,11 +177,30 @@ def _ours(w: warnings.WarningMessage) -> bool:
     return mod.startswith("imbvision") or os.path.abspath(str(w.filename)).startswith(_PACKAGE_DIR)
 
 
+def _folded(caught: list[warnings.WarningMessage]) -> list[warnings.WarningMessage]:
+    """``caught`` with each library warning that changes a result as its one :class:`LibraryWarning` line.
+
+    A solver's own warning raised in a worker thread (``compare --jobs``) reaches the run's recorder as is,
+    while the cell it belongs to names it with its strategy (a head's ``library_notes``): when such a named
+    line exists for the same solver, the unnamed one says nothing more and is left out.
+    """
+    named = [str(w.message) for w in caught if issubclass(w.category, LibraryWarning)]
+    out = []
+    for w in caught:
+        line = library_line(w)
+        if line is not None:
+            solver = line.split("(", 1)[-1].split(" ", 1)[0]
+            if any(f"({solver} " in n and " in " in n.split("(", 1)[0] for n in named):
+                continue
+            w = warnings.WarningMessage(LibraryWarning(line), LibraryWarning, __file__, 0)
+        out.append(w)
+    return out
+
+
 def unique_messages(caught: list[warnings.WarningMessage]) -> list[str]:
     """The distinct imbvision warning texts in ``caught`` (library warnings that change a result as their
     one line), first-seen order."""
-    return list(dict.fromkeys(str(w.message) if _ours(w) else library_line(w) for w in caught
-                              if _ours(w) or library_line(w) is not None))
+    return list(dict.fromkeys(str(w.message) for w in _folded(caught) if _ours(w)))
 
 
 def collect_warnings(fn: F) -> F:
@@ -153,10 +220,7 @@ def collect_warnings(fn: F) -> F:
                 finally:
                     _CURRENT.reset(token)
                     seen: set[tuple[type, str]] = set()
-                    for w in caught:
-                        line = library_line(w)
-                        if line is not None:  # one line, as ours
-                            w = warnings.WarningMessage(LibraryWarning(line), LibraryWarning, __file__, 0)
+                    for w in _folded(caught):  # library warnings as one line each, as ours
                         key = (w.category, str(w.message))
                         if key not in seen and not issubclass(w.category, (DeprecationWarning, ReportNote)):
                             seen.add(key)

@@ -28,10 +28,10 @@ from torch.utils.data import DataLoader, Dataset as TorchDataset
 from .._digest import arrays_digest
 from .._io import atomic_write
 from .._fingerprint import content_digest
-from ..data.decode import load_image_array
 from ..data.records import Dataset, ImageRecord
 from ..errors import BadFileError, ConfigError
 from ..notices import CacheWarning
+from .decoding import decode_part
 from .engine import make_engine
 from .registry import Backbone, create_backbone
 
@@ -117,8 +117,9 @@ class _Views(TorchDataset):
         # raised in a DataLoader worker reaches the caller as a RuntimeError holding a traceback, so
         # the main process raises the same one-line BadFileError whatever the number of workers.
         try:
-            # a large JPEG decodes at reduced scale, still >= the input size (per tile with tiles)
-            arr = load_image_array(self.paths[i], min_side=self.size * max(1, self.tiles))
+            # a large JPEG decodes at reduced scale, still >= the input size (per tile with tiles): the rule
+            # prediction uses too (decoding.min_side)
+            arr = decode_part(self.paths[i], "global", self.size, self.tiles)
             return i, preprocess(arr, self.size, self.tiles, self.resize)
         except BadFileError as exc:
             return i, (exc.path, exc.reason)

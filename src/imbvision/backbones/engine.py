@@ -67,11 +67,25 @@ class TorchEngine(FeatureEngine):
         return self.module(x).float().numpy()
 
 
+def onnxruntime():
+    """The ``onnxruntime`` module, imported with its telemetry off unless the user chose otherwise.
+
+    onnxruntime 1.2x+ keeps a device id and an offline telemetry database under
+    ``~/.cache/Microsoft/DeveloperTools/.onnxruntime`` on its first session; ``ORT_DISABLE_TELEMETRY=1``
+    (read once, when the library loads) stops that, so a run with ``--cache-dir``/``IMBVISION_CACHE`` writes
+    nothing under the home folder. A value the user set is kept.
+    """
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime as ort
+
+    return ort
+
+
 class OnnxEngine(FeatureEngine):
     name = "onnx"
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
+        ort = onnxruntime()
 
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

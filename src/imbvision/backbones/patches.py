@@ -53,9 +53,9 @@ from torch.utils.data import DataLoader, Dataset as TorchDataset
 
 from .._io import atomic_write
 from ..data.checks import file_digest
-from ..data.decode import load_image_and_size
 from ..data.records import Dataset, ImageRecord
 from ..errors import ConfigError
+from .decoding import decode_part_and_size
 from .engine import checked_onnx, module_digest
 from .patch_store import PatchStore as _Store
 from .._choices import DEFAULT_PATCH_LAYERS, LEGACY_PATCH_LAYERS, PATCH_LAYERS  # noqa: F401 - re-exported
@@ -191,7 +191,9 @@ class _OnnxPatchEngine:
     name = "onnx"
 
     def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
+        from .engine import onnxruntime
+
+        ort = onnxruntime()  # telemetry off (see there)
 
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -341,8 +343,9 @@ class _Views(TorchDataset):
 
 
 def _decode(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode (checked); a JPEG far larger than needed decodes at a reduced scale (Pillow's draft mode)."""
-    return load_image_and_size(path, min_side=size)
+    """Decode (checked); a JPEG far larger than needed decodes at a reduced scale (Pillow's draft mode), by the
+    rule prediction uses too (:func:`~imbvision.backbones.decoding.min_side`, part ``"patches"``)."""
+    return decode_part_and_size(path, "patches", size)
 
 
 def patch_features(

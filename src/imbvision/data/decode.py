@@ -99,6 +99,22 @@ def _strict_decoding():
 _FULL_SIZE = "imbvision.full_size"
 
 
+@contextmanager
+def _bomb_is_an_error():
+    """Pillow's ``DecompressionBombWarning`` raised as an error while opening -- in the main thread only.
+
+    The warning state is process-wide and :func:`warnings.catch_warnings` is not thread-safe (two threads
+    decoding at once, as ``compare --jobs`` does, leave each other's filters behind). A worker thread needs no
+    filter: :func:`check_shape` refuses every image above :data:`MAX_PIXELS` (Pillow's own limit) anyway.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
 def _open(path: Path, draft: int | None = None) -> Image.Image:
     """Open and fully decode ``path`` (so damage is found now); ``draft``: see :func:`load_image_array`."""
     path = Path(path)
@@ -114,8 +130,7 @@ def _open(path: Path, draft: int | None = None) -> Image.Image:
         raise BadFileError(path, "empty file (0 bytes)")
     im: Image.Image | None = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with _bomb_is_an_error():
             with _strict_decoding():
                 im = Image.open(path)
                 check_shape(path, *im.size)  # from the header, before any pixel is decoded

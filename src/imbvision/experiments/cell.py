@@ -100,7 +100,7 @@ def compute_cell(strategy: str, seed: int, fold: int | None, split: Any,
 
     from ..notices import passing_result_warnings
 
-    with passing_result_warnings(strategy):  # a damaged cache or an unconverged fit still reaches the user
+    with passing_result_warnings(strategy) as library:  # a damaged cache or an unconverged fit still reaches the user
         recipe = compose(strategy)
         extra = synthetic_features(recipe, records, split.train, seed=seed, settings=settings,
                                    backbone=lambda: cached_backbone(settings.backbone, settings.weights),
@@ -126,7 +126,17 @@ def compute_cell(strategy: str, seed: int, fold: int | None, split: Any,
         "key": cell_key(settings.key_for(strategy), strategy, seed, fold, split),
         **_head_info(cf.fit.head),
         **_localisation(recipe, cf.fit.head, X, records, split.test),
+        # kept with the cell and said by its reader (read_cells) once per run: computed now, in a thread, in
+        # another process (Ray) or reused. The head's own account first: it holds in any thread, where the
+        # warnings recorded by the block may be lost (Python's warning state is process-wide).
+        **({"library_warnings": notes} if (notes := _library_notes(cf.fit.head, strategy) or list(library)) else {}),
     }
+
+
+def _library_notes(head: Any, where: str) -> list[str]:
+    """The lines a fitted head gives about its own fit (a logreg that stopped at ``max_iter``), else []."""
+    notes = getattr(head, "library_notes", None)
+    return list(notes(where)) if callable(notes) else []
 
 
 def _localisation(recipe: Any, head: Any, X: Any, records: Sequence, test_index: np.ndarray) -> dict[str, Any]:

@@ -88,6 +88,10 @@ def read_cells(cells_dir: Path, names: list[str], splits: list, data_key: "str |
 
     ``data_key``: the key of every cell, or ``strategy -> key`` (patch-level heads have their own).
 
+    The library warnings a cell kept (an unconverged fit) are said again as
+    :class:`~imbvision.notices.LibraryWarning` lines, so a compare says them once whether its cells were
+    computed now, in another process (Ray) or by an earlier run.
+
     Raises
     ------
     DataError
@@ -105,4 +109,7 @@ def read_cells(cells_dir: Path, names: list[str], splits: list, data_key: "str |
                 raise DataError(f"compare cell {path} is missing or changed on disk while this compare ran "
                                 "(checksum or key); rerun the same command to recompute it")
             cells[(n, s, f)] = cell
+    from ..notices import emit_library_lines
+    for cell in cells.values():
+        emit_library_lines(cell.get("library_warnings"))
     return cells

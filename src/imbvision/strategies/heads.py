@@ -55,6 +55,16 @@ class LogRegHead(Head):
         self.C, self.max_iter = v["C"], v["max_iter"]
         self.coef_: np.ndarray | None = None
         self.intercept_: np.ndarray | None = None
+        self.n_iter_: int | None = None  # lbfgs iterations of the last fit
+
+    def library_notes(self, where: str = "") -> list[str]:
+        """One line when the last fit stopped at ``max_iter`` before converging (its scores differ from a
+        converged fit's), else nothing. Read from the fitted state, so it holds whatever thread fitted it
+        (Python's warning filters are process-wide and not thread-safe)."""
+        if self.n_iter_ is None or self.n_iter_ < self.max_iter:
+            return []
+        from ..notices import convergence_line
+        return [convergence_line(where, f"lbfgs stopped at max_iter={self.max_iter} iterations")]
 
     @classmethod
     def supports(cls, loss_name: str) -> bool:
@@ -137,6 +147,7 @@ class LogRegHead(Head):
             raise DataError("after weighting only one class has positive weight; logreg needs two")
         clf = LogisticRegression(C=self.C, max_iter=self.max_iter, solver="lbfgs", tol=1e-4)
         clf.fit(Xfit, yfit, sample_weight=wfit)
+        self.n_iter_ = int(np.max(clf.n_iter_))
         coef = np.asarray(clf.coef_, dtype=np.float64)
         inter = np.asarray(clf.intercept_, dtype=np.float64)
         if k > 2 and clf.classes_.size != k:  # a class lost all weight

@@ -10,7 +10,6 @@ scores are only ever scored.
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,8 +124,14 @@ def fit_head(X: np.ndarray, y: np.ndarray, recipe: Recipe, *, seed: int = 0,
     sampler = recipe.sampler.build(ctx) if recipe.sampler is not None else None
     head_spec = choose_head(recipe)
     head = head_spec.build(ctx)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)
+    from sklearn.exceptions import ConvergenceWarning
+
+    from ..notices import thread_safe_quiet
+
+    # The libraries' chatter during a fit is silenced, but not a fit that stopped early: it changes the scores,
+    # so it reaches the user as one line (imbvision.notices.library_line) and the report. In compare's worker
+    # threads nothing is changed (the warning state is process-wide; see thread_safe_quiet).
+    with thread_safe_quiet(UserWarning, keep=(ConvergenceWarning,)):
         head.fit(X.astype(np.float32), y, loss=loss, sampler=sampler, loss_name=recipe.loss.name, seed=seed)
     soft_share = float(y.mean())
     return HeadFit(head, head_spec.name, dict(head_spec.params), recipe.loss.name, len(y), soft_share,

@@ -190,20 +190,39 @@ def _patches_from_records(records: Sequence, backbone: Any, settings: Any, cache
     return feats, {**(feats.stats or {}), "bad_masks": [f"{p}: {why.split(';')[0]}" for p, why in bad]}
 
 
-def patches_from_images(images: Sequence[np.ndarray], backbone: Any, settings: Any, cache_dir=None, masks=None):
-    """Patch features (with mask grids where a synthesised image has a mask) of new uint8 images."""
+def patches_from_images(images: Sequence[np.ndarray], backbone: Any, settings: Any, cache_dir=None, masks=None,
+                        global_images: Sequence[np.ndarray] | None = None, with_global: bool = True):
+    """Patch features (with mask grids where a synthesised image has a mask) of new uint8 images.
+
+    Parameters
+    ----------
+    images
+        ``(H, W, 3)`` uint8 images as decoded for the patch canvas (part ``"patches"`` of
+        :mod:`imbvision.backbones.decoding`).
+    global_images
+        The same images as decoded for the global view (part ``"global"``), when that differs: a large
+        JPEG with ``tiles`` is decoded at another draft scale for its global view than for its patch
+        canvas, in training as in prediction. ``None``: ``images`` serve both (in-memory images).
+    with_global
+        Whether to compute the global embedding (``feats.global_``, used by ``fusion``); heat maps do not
+        need it.
+    """
     from ..backbones import embed_arrays
     from ..backbones.patches import mask_to_grid, patch_features_arrays
 
     resize = settings.resize
+    if global_images is not None and len(global_images) != len(images):
+        raise ValueError(f"{len(global_images)} global views for {len(images)} images; give one per image")
     feats = patch_features_arrays(list(images), backbone, image_size=settings.image_size, resize=resize,
                                   layers=_layers_of(settings))
     masks = masks if masks is not None else [None] * len(feats)
     feats.masks = [None if m is None or not np.asarray(m).any() else
                    mask_to_grid(np.asarray(m, dtype=bool), feats.boxes[i], feats.image_size, feats.grid)
                    for i, m in enumerate(masks)]
-    feats.global_ = embed_arrays(list(images), backbone, image_size=settings.image_size, tiles=settings.tiles,
-                                 resize=resize).features(settings.kind).astype(np.float32)
+    if with_global:
+        views = list(images) if global_images is None else list(global_images)
+        feats.global_ = embed_arrays(views, backbone, image_size=settings.image_size, tiles=settings.tiles,
+                                     resize=resize).features(settings.kind).astype(np.float32)
     return feats
 
 

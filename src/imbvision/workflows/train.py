@@ -60,7 +60,7 @@ def _head_mode(cfg: TrainConfig, prep: Prepared, recipe: Recipe, out: Path, prog
         "mode": "head",
         "backbone": {"name": backbone.name, "weights_id": backbone.weights_id,
                      **cfg.backbone_record(rep),  # the spec's input settings, read back by migrate_backbone
-                     "preprocess": "draft",  # files were decoded with min_side (Model.decode_min_side)
+                     "preprocess": "draft",  # each part decoded with its min_side (backbones.decoding, Model.decode)
                      **_feature_record(feats, rep)},  # widths and versions checked at load (bundle_heads)
         "head": {"name": fit.head_name, "params": fit.head_params, "config": fit.head.get_config(),
                  **({"representation": rep} if rep != "global" else {})},
@@ -327,11 +327,10 @@ def _heatmap_hook(model: Any) -> Any:
         return None
 
     def heat(path: str) -> np.ndarray | None:
-        from ..data.decode import load_image_array
         from ..explain import fit_to_map, overlay_heatmap
 
         try:
-            img = load_image_array(path, min_side=model.decode_min_side())  # decoded as in training
+            img = model.decode(path, "patches")  # decoded as training decoded its patch canvas
             heat = np.asarray(model.explain([img])[0], dtype=np.float64)
             return overlay_heatmap(fit_to_map(img, heat)[0], heat, min_side=1)  # a capped map: image to its size
         except Exception:  # noqa: BLE001 - a map that cannot be made must not hide the thumbnail
