@@ -141,7 +141,7 @@ def test_compare_shows_patch_heads_beside_the_remedies(tmp_path, tiny_kwargs):
     assert fusion["fusion_winner"] == max(fusion["fusion_weights"], key=fusion["fusion_weights"].get)
     assert "won:" in (res.out / "report.html").read_text()
     # the patch features are a run setting: another --patch-layers in the same folder is refused by name
-    with pytest.raises(ConfigError, match=r"other settings \(patch_layers: '\(unset\)' → 's8\+s16'"):
+    with pytest.raises(ConfigError, match=r"other settings \(patch_layers: 's16\+s32' → 's8\+s16'"):
         run_compare(strategies="ce,normality", seeds=2, out=tmp_path / "cmp", progress=False,
                     patch_layers="s8+s16", **kw)
 
