@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import warnings
 
 import numpy as np
@@ -114,3 +115,33 @@ def test_cli_train_prints_false_alarms_and_localisation(tmp_path, tiny_kwargs):
     assert f"false-alarm rate on the {m['negatives']} test negatives: {m['false_alarm_rate']:.4f}" in res.output
     assert "target 0.1" in res.output and "heat maps: pixel AUROC" in res.output
     assert f"AUPRO {out['localisation']['aupro']:.3f}" in res.output
+
+
+def test_predict_with_heatmaps_computes_each_images_features_once_and_gives_the_same_numbers(tmp_path, tiny_kwargs,
+                                                                                               monkeypatch):
+    """The maps and the probabilities come from one feature computation per image (it was done twice)."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    import imbvision
+    from imbvision.cli import app
+    from imbvision.training import patch_fit
+
+    kw = {k: v for k, v in tiny_kwargs.items() if k != "max_synthetic"}
+    run = imbvision.train(out=tmp_path / "run", strategy="fusion", progress=False, **kw).out
+    imgs = sorted((Path(tiny_kwargs["data"]).parent).rglob("*.png"))
+    imgs = [str(p) for p in imgs if "mask" not in p.name][:10] + [str(tmp_path / "missing.png")]
+    r = CliRunner().invoke(app, ["predict", str(run), *imgs, "--out", str(tmp_path / "plain.csv")])
+    assert r.exit_code == 0, r.output
+    seen = []
+    real = patch_fit.patches_from_images
+    monkeypatch.setattr(patch_fit, "patches_from_images", lambda images, *a, **k: seen.append(len(images)) or real(images, *a, **k))
+    r = CliRunner().invoke(app, ["predict", str(run), *imgs, "--out", str(tmp_path / "maps.csv"),
+                                 "--heatmaps", str(tmp_path / "maps")])
+    assert r.exit_code == 0, r.output
+    assert sum(seen) == 10  # each readable image once (the missing one is listed, not scored)
+    plain = list(csv.DictReader(open(tmp_path / "plain.csv")))
+    maps = list(csv.DictReader(open(tmp_path / "maps.csv")))
+    assert [(a["path"], a["probability"], a["error"]) for a in plain] == [(b["path"], b["probability"], b["error"]) for b in maps]
+    assert len(list((tmp_path / "maps").glob("*.png"))) == 10

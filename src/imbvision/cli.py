@@ -395,13 +395,14 @@ def predict(
     for p in paths:
         check_file_name(p)
     split_of = _run_splits(run)
+    raw: dict[str, float] = {}
     if heatmaps is not None:
         from ._rundir import folder_lock
         from .explain import write_heatmaps
         with folder_lock(heatmaps, "--heatmaps"):  # one writer per folder
-            n_maps = write_heatmaps(model, paths, heatmaps, masks=mask_of)
+            n_maps = write_heatmaps(model, paths, heatmaps, masks=mask_of, scores=raw)
         _err().print(f"{n_maps} heat maps → {heatmaps}")
-    rows, bad = model.predict_files(paths)
+    rows, bad = model.predict_files(paths, raw=raw)  # the images the maps scored are not computed again
     text = csv_text(["path", "label", "split", "probability", "decision", "error"],
                     [[r["path"], labels.get(r["path"], ""), _split_of(split_of, r["path"]), repr(float(r['probability'])),
                       r["decision"], ""] for r in rows]

@@ -114,7 +114,6 @@ def explain(model, images: Sequence[str | Path | np.ndarray], *, sigma: float = 
     ConfigError
         The model's head sees one pooled vector per image (no patches to map).
     """
-    from .backbones.patches import grid_to_image
     from .data.decode import load_image_and_size
 
     if not is_patch_model(model.meta):
@@ -130,9 +129,31 @@ def explain(model, images: Sequence[str | Path | np.ndarray], *, sigma: float = 
     if not arrays:
         return np.zeros((0, 0, 0), np.float32)
     feats = patch_model_features(model, arrays, with_global=False)  # the maps read the patch grids only
+    return _maps(model, feats, sizes, sigma)
+
+
+def explain_and_score(model, arrays: Sequence[np.ndarray], global_views: Sequence[np.ndarray] | None = None, *,
+                      sigma: float = 4.0) -> tuple[list[np.ndarray], np.ndarray]:
+    """Heat maps and raw head probabilities of decoded images from *one* feature computation.
+
+    ``arrays`` (and ``global_views``) as :meth:`~imbvision.model.Model.decode_inputs` gives them. The
+    probabilities equal :meth:`~imbvision.model.Model.raw_scores` of the same inputs (the same features:
+    ``predict --heatmaps`` computes them once per image, not once for the maps and once for the scores).
+    """
+    if not arrays:
+        return [], np.zeros(0)
+    feats = patch_model_features(model, arrays, global_images=global_views)
+    raw = np.asarray(model._get_head().predict_proba(feats))
+    return _maps_list(_maps(model, feats, [(a.shape[1], a.shape[0]) for a in arrays], sigma)), raw
+
+
+def _maps(model, feats, sizes, sigma: float):
+    from .backbones.patches import grid_to_image
+
     z = model._get_head().patch_scores(feats)
     maps = []
-    for i, a in enumerate(arrays):
+    arrays = range(len(sizes))
+    for i in arrays:
         g = np.where(np.isfinite(z[i]), z[i], np.nan)
         g = np.where(np.isnan(g), np.nanmin(g), g)
         maps.append(grid_to_image(g, feats.boxes[i], feats.image_size, heatmap_size(sizes[i]), sigma=sigma))
@@ -291,7 +312,7 @@ def _maps_list(maps) -> list[np.ndarray]:
 
 
 def write_heatmaps(model, paths: Sequence[str | Path], out_dir: str | Path, *, batch: int = 32,
-                   masks: dict[str, str | Path] | None = None) -> int:
+                   masks: dict[str, str | Path] | None = None, scores: dict[str, float] | None = None) -> int:
     """Write one overlay PNG per readable image (``<n>_<stem>.png``) into ``out_dir``; returns how many.
 
     ``masks`` maps an image path to its mask file, outlined in green (a mask that cannot be read
@@ -309,15 +330,19 @@ def write_heatmaps(model, paths: Sequence[str | Path], out_dir: str | Path, *, b
     out = ensure_output_dir(out_dir)  # an existing file, a read-only or special folder: one line, before any work
     n = 0
     for s in range(0, len(paths), batch):
-        items = []
+        items, views = [], []
         for p in paths[s:s + batch]:
             try:
-                items.append((p, model.decode(p, "patches")))  # as training decoded its patch canvas
+                a, v = model.decode_inputs([p])  # every part as training decoded it (the patch canvas first)
             except BadFileError:
                 continue  # listed by predict's CSV
+            items.append((p, a[0]))
+            views += v or []
         if not items:
             continue
-        maps = _maps_list(explain(model, [a for _, a in items]))
+        maps, raw = explain_and_score(model, [a for _, a in items], views or None)
+        if scores is not None:  # the same features score the image: predict need not compute them again
+            scores.update((str(p), float(r)) for (p, _), r in zip(items, raw))
         for (p, arr), heat in zip(items, maps):
             mask = None
             if masks and masks.get(str(p)):

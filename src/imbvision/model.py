@@ -257,12 +257,19 @@ class Model:
         """Decisions (1 = positive) at the threshold chosen on validation."""
         return (self.predict_proba(images) >= self.threshold).astype(np.int64)
 
-    def predict_files(self, paths: Sequence[str | Path], batch: int = 64) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-        """Score files; unreadable ones are returned as (path, reason) instead of raising."""
-        rows, bad = [], []
-        for s in range(0, len(paths), batch):
+    def predict_files(self, paths: Sequence[str | Path], batch: int = 64, *, raw: dict[str, float] | None = None
+                      ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+        """Score files; unreadable ones are returned as (path, reason) instead of raising.
+
+        ``raw``: head probabilities already computed for some paths (by
+        :func:`~imbvision.explain.write_heatmaps` from the same features); those are not decoded again.
+        """
+        raw = dict(raw or {})
+        todo = [p for p in paths if str(p) not in raw]
+        bad = []
+        for s in range(0, len(todo), batch):
             good, arrays, views = [], [], []
-            for p in paths[s:s + batch]:
+            for p in todo[s:s + batch]:
                 try:
                     a, v = self.decode_inputs([p])  # every part, as training decoded it
                 except BadFileError as exc:
@@ -272,7 +279,9 @@ class Model:
                 arrays += a
                 views += v or []
             if good:
-                probs = self.postprocess.apply(self.raw_scores(arrays, global_images=views or None))
-                for p, pr in zip(good, probs):
-                    rows.append({"path": p, "probability": float(pr), "decision": int(pr >= self.threshold)})
+                raw.update(zip(good, (float(r) for r in self.raw_scores(arrays, global_images=views or None))))
+        scored = [str(p) for p in paths if str(p) in raw]
+        probs = self.postprocess.apply(np.asarray([raw[p] for p in scored], dtype=np.float64)) if scored else []
+        rows = [{"path": p, "probability": float(pr), "decision": int(pr >= self.threshold)}
+                for p, pr in zip(scored, probs)]
         return rows, bad
