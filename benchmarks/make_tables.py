@@ -370,12 +370,49 @@ def trust_verify(d: dict[str, Any]) -> str:
                      "wall s verified", "wall s unverified"], rows))
 
 
+def bank(d: dict[str, Any]) -> str:
+    parts = [f"Magnetic-tile patch features ({d['patch_features']['image_size']} px {d['patch_features']['resize']}, "
+             f"{d['patch_features']['layers']}), {d['splits']} splits.\n"]
+    if "coreset" in d:
+        c = d["coreset"]
+        rows = [[k if k == "exact" else f"shards of {int(k):,}", f(v["val_ap"]), f(v["test_ap"]),
+                 f"{v['test_ap_minus_exact']:+.4f}", f(v["radius_max"], 2), f(v["radius_mean"], 2),
+                 f(v["fit_cpu_s"], 1)] for k, v in c["summary"].items()]
+        parts.append(f"\n**Coreset** (the `normality` head, zero positives, {c['seeds']} seeds): the exact greedy "
+                     "k-centre against the shard-by-shard coreset; coverage radius = distance of the training patches "
+                     "to their nearest bank row.\n\n"
+                     + table(["coreset", "val AP", "test AP", "test AP − exact", "radius max", "radius mean",
+                              "fit CPU-s"], rows))
+    if "fusion" in d:
+        fu = d["fusion"]
+        m, diff = fu["mean"], fu["test_ap_one_bank_minus_refit"]
+        parts.append(f"\n**Fusion without a refit per fold** ({fu['rate']:.0%} training positives, {fu['seeds']} seeds): "
+                     f"one bank with each image's own patches and its duplicate set's left out, against a bank refitted "
+                     f"per fold: test AP {m['one-bank_test_ap']:.3f} vs {m['refit_test_ap']:.3f} (difference "
+                     f"{diff['mean']:+.4f} ± {diff['std']:.4f} over seeds), fit {m['one-bank_fit_cpu_s']:.1f} vs "
+                     f"{m['refit_fit_cpu_s']:.1f} CPU-s.\n")
+    if "scaling" in d:
+        sc = d["scaling"]
+        rows = [[p["head"], f"{p['train_negatives']:,}", f"{p['bank']:,}", f(p["fit_score_cpu_s"], 1),
+                 f(p["fit_score_wall_s"], 1), f"{p['peak_rss_mb']:,.0f}"] for p in sc["points"]]
+        slopes = ", ".join(f"`{h}` {v:.2f}" for h, v in sc["log_log_slope"].items())
+        rss = ", ".join(f"`{h}` {v:,.0f} MB" for h, v in sc["peak_rss_mb_at_10000"].items())
+        t = d.get("targets", {})
+        parts.append(f"\n**Cost growth** (fit + score of a quarter as many test images, one process per point): "
+                     f"log-log slope of CPU-s against training negatives {slopes} (target ≤ "
+                     f"{t.get('log_log_slope', '—')}); peak RSS at 10,000 training images {rss} (target ≤ "
+                     f"{t.get('peak_rss_mb_at_10000', '—'):,} MB). The bank stops growing at its cap (50,000 rows).\n\n"
+                     + table(["head", "training negatives", "bank rows", "CPU-s", "wall s", "peak RSS MB"], rows))
+    return "".join(parts)
+
+
 SECTIONS: dict[str, tuple[str, str, Section]] = {
     "bench_demo": ("Demo: `make demo` from a cold cache", "demo", demo),
     "bench_compare_mt": ("Magnetic-tile: the default comparison over 10 splits", "magnetic-tile-default-comparison",
                          compare_mt),
     "bench_cli_startup": ("Command start-up", "command-start-up", cli_startup),
     "count_declarations": ("Where each pipeline setting is written", "declarations", declarations),
+    "bench_bank": ("Memory bank: coreset, fusion without refits, cost growth", "memory-bank", bank),
     "bench_predict": ("Prediction with heat maps: `predict --heatmaps` on Magnetic-tile", "predict-speed",
                       predict_speed),
     "bench_check_cache": ("Image check with and without the check cache", "image-check", check_cache),
