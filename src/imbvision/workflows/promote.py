@@ -101,7 +101,10 @@ def pick_strategy(leaderboard: list[dict[str, Any]]) -> tuple[str, str]:
         lo, hi = b.get("delta_ci") or (float("nan"), float("nan"))
         return b["strategy"], (
             f"{b['strategy']} beats the plain baseline beyond noise: ΔAP {b['delta_ap']:+.3f} "
-            f"(95% CI {lo:+.3f} to {hi:+.3f}, Holm-adjusted p = {b['p_holm']:.3g}, {plural(cells, 'paired split')}), "
+            f"(95% CI {lo:+.3f} to {hi:+.3f}, "
+            + (f"p = {b['p_holm']:.3g} as the declared primary comparison" if b.get("gate") == "primary"
+               else f"Holm-adjusted p = {b['p_holm']:.3g}")
+            + f", {plural(cells, 'paired split')}), "
             f"the largest gain among {len(better)} such strateg{'y' if len(better) == 1 else 'ies'}."
         )
     return base, (
