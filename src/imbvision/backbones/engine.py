@@ -92,6 +92,8 @@ class OnnxEngine(FeatureEngine):
         so.intra_op_num_threads = threads or (os.cpu_count() or 1)
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
+        # No memory arena: a session kept for the process (engine_once) holds its weights, not its largest batch
+        so.enable_cpu_mem_arena = False
         # Idle engine threads sleep instead of spin-waiting, leaving the CPU to the decoding worker.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

@@ -200,6 +200,8 @@ class _OnnxPatchEngine:
         so.intra_op_num_threads = torch.get_num_threads()
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
+        # No memory arena: a session kept for the process (engine_once) holds its weights, not its largest batch
+        so.enable_cpu_mem_arena = False
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # leave idle CPU to the decoder
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
