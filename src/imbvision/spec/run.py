@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .._choices import (CALIBRATIONS, DEFAULT_PATCH_LAYERS, FEATURES, LEGACY_PATCH_LAYERS, PATCH_LAYERS, RESIZE_MODES,
                         SPLIT_RULES, TILES)
 from .._limits import RANGES
 from ..errors import ConfigError
-from ._declared import _Declared, _field, _takes_int, flag_of, migrate_config
+from ._declared import _Declared, _field, flag_of, migrate_config
 
 __all__ = ["RunSpec", "ImageSize", "Tiles", "Resize", "PatchLayers", "FeatureKind", "TILES", "RESIZE_MODES",
            "FEATURES", "CALIBRATIONS", "SPLIT_RULES", "check_setting", "migrate_config", "migrate_backbone",
@@ -173,31 +173,17 @@ def check_setting(name: str, value: Any) -> Any:
     """Check one value against the :class:`RunSpec` field ``name`` (its type, bounds and choices).
 
     For library functions that take a setting directly (e.g. ``embed_dataset(resize=...)``), so they
-    check it by the same declaration as the command line.
+    check it by the same declaration as the command line: it is :class:`RunSpec` with this one
+    setting given.
 
     Raises
     ------
     ConfigError
         Naming the option, the value and what is valid.
     """
-    from pydantic import TypeAdapter
-
-    f = RunSpec.model_fields[name]
-    try:
-        TypeAdapter(f.annotation, config=ConfigDict(strict=True)).validate_python(value)
-        if isinstance(value, bool) and f.annotation is not bool:
-            raise ValueError("a number is expected")
-        if isinstance(value, float) and _takes_int(f.annotation):
-            raise ValueError("an integer is expected")
-        for c in f.metadata:  # ge/gt/le/lt declared on the field itself
-            for attr, ok in (("ge", lambda a, b: a >= b), ("gt", lambda a, b: a > b), ("le", lambda a, b: a <= b),
-                             ("lt", lambda a, b: a < b)):
-                bound = getattr(c, attr, None)
-                if bound is not None and value is not None and not ok(value, bound):
-                    raise ValueError(f"out of range ({attr} {bound})")
-    except (ValidationError, ValueError):
-        valid = (f.json_schema_extra or {}).get("valid", "")
-        raise ConfigError(f"{flag_of(RunSpec, name)} {value!r} invalid; {valid}") from None
+    if name not in RunSpec.model_fields:
+        raise KeyError(f"no run setting {name!r}")
+    RunSpec(**{name: value})  # the field's own validators, with every other setting at its default
     return value
 
 
